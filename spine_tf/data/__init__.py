@@ -1,0 +1,1 @@
+"""Data sources and the ``spine_discs`` TFDS dataset."""

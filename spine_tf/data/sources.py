@@ -1,0 +1,237 @@
+"""Data sources: patients as (scan, localisation, labels), whatever their origin.
+
+Three sources feed the TFDS builder and the command line:
+
+- ``phantom``: generated in memory from ``(seed, index)``;
+- ``folder``: a folder laid out as ``spine_tf.phantom.cohort`` writes it::
+
+      scans/<patient>.nii.gz       (or .nii / .mha)
+      masks/<patient>.nii.gz       label mask, SPIDER convention or 1 = disc / 2 = body
+      landmarks/<patient>.json     instead of a mask (spine_tf.io.landmarks)
+      lesions/<patient>.nii.gz     optional 4D lesion masks (phantoms)
+      labels.csv                   spine_tf.io.labels
+
+- ``spider``: the public SPIDER set (``images/<id>_t2.mha``,
+  ``masks/<id>_t2.mha``, ``radiological_gradings.csv``), mapped as
+  ``SPIDER_MAPPING`` says.
+
+Every patient becomes a ``PatientRecord``; ``disc_examples`` cuts its disc
+volumes.
+"""
+
+import csv
+import dataclasses
+import glob
+import hashlib
+import os
+
+import numpy as np
+
+from spine_tf import localisation, tasks
+from spine_tf.extraction import extract, lesion_boxes
+from spine_tf.io import landmarks as landmarks_io
+from spine_tf.io import labels as labels_io
+from spine_tf.io.scan import ScanError, read_mask, read_scan, scan_from_array
+
+SPLITS = ("train", "validation", "test")
+SPLIT_PERCENT = (80, 10, 10)
+SCAN_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd")
+
+SPIDER_MAPPING = """\
+SPIDER radiological_gradings.csv -> spine_tf labels:
+- Pfirrman grade 1..5 -> pfirrmann 0..4.
+- Disc narrowing is binary in SPIDER: 0 -> narrowing 0, 1 -> narrowing 1 (meaning
+  "narrowed, grade unknown"); evaluate it with the binary (Lootus) protocol.
+- UP endplate / LOW endplate -> endplate_upper / endplate_lower.
+- Modic 0 -> marrow_upper = marrow_lower = 0; Modic 1..3 -> both missing (-1),
+  since SPIDER does not say which side of the disc the change is on.
+- IVD label N is mask label 200 + N (201 = L5-S1); levels above T12-L1 are skipped.
+"""
+
+
+@dataclasses.dataclass
+class PatientRecord:
+    """One patient ready for extraction."""
+
+    patient_id: str
+    scan: object  # spine_tf.io.Scan
+    localisation: localisation.Localisation
+    labels: dict  # level -> {task: int}
+    reread: dict  # level -> {task: int}
+    lesions: np.ndarray = None  # (slices, rows, cols, lesion tasks), internal frame
+
+
+def split_of(patient_id):
+    """The split of a patient: 80/10/10 by a hash of its id (stable, order-free)."""
+    bucket = int(hashlib.sha256(patient_id.encode()).hexdigest()[:8], 16) % 100
+    if bucket < SPLIT_PERCENT[0]:
+        return SPLITS[0]
+    if bucket < SPLIT_PERCENT[0] + SPLIT_PERCENT[1]:
+        return SPLITS[1]
+    return SPLITS[2]
+
+
+def disc_examples(record):
+    """Extracts a patient's labelled discs.
+
+    Returns:
+        (examples, skipped): ``examples`` is a list of dicts with keys
+        ``patient_id``, ``level``, ``disc_volume`` (float32), ``labels``,
+        ``labels_reread``, ``voxel_to_scan``, ``spacing_mm``, ``confidence``,
+        ``lesion_boxes``; ``skipped`` lists (level, reason) for discs that have
+        labels but could not be extracted.
+    """
+    volumes, skipped = extract(record.scan, record.localisation)
+    missing = {t: tasks.MISSING_LABEL for t in tasks.TASK_NAMES}
+    examples = []
+    for volume in volumes:
+        if volume.level not in record.labels:
+            continue
+        if record.lesions is not None:
+            number = tasks.disc_label_of_level(volume.level) - 200
+            boxes = lesion_boxes(record.lesions, volume.voxel_to_scan, number)
+        else:
+            boxes = -np.ones((len(tasks.LESION_TASKS), volume.volume.shape[-1], 4), np.float32)
+        examples.append({
+            "patient_id": record.patient_id,
+            "level": volume.level,
+            "disc_volume": volume.volume,
+            "labels": record.labels[volume.level],
+            "labels_reread": record.reread.get(volume.level, missing),
+            "voxel_to_scan": volume.voxel_to_scan,
+            "spacing_mm": np.asarray(record.scan.spacing_mm, np.float32),
+            "confidence": np.float32(volume.confidence),
+            "lesion_boxes": boxes,
+        })
+    skipped = [(level, reason) for level, reason in skipped if level in record.labels]
+    return examples, skipped
+
+
+# ------------------------------------------------------------------ phantom
+
+def phantom_record(seed, index, config):
+    """PatientRecord of phantom patient ``index`` (localised from its mask)."""
+    from spine_tf.phantom import make_patient
+    patient = make_patient(seed, index, config)
+    scan = scan_from_array(patient.image.astype(np.float32), patient.spacing_mm, patient.affine,
+                           path=patient.patient_id)
+    return PatientRecord(
+        patient_id=patient.patient_id, scan=scan,
+        localisation=localisation.from_mask(patient.mask, patient.spacing_mm),
+        labels={level: patient.labels[level] for level in patient.levels},
+        reread={level: patient.reread[level] for level in patient.levels},
+        lesions=patient.lesions)
+
+
+# ------------------------------------------------------------------- folder
+
+def find_scan(folder, patient_id):
+    """Path of a patient's file in ``folder`` with any known suffix, or None."""
+    for suffix in SCAN_SUFFIXES + (".json",):
+        path = os.path.join(folder, patient_id + suffix)
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def folder_patients(manual_dir):
+    """Patient ids of a folder source, checking its layout.
+
+    Raises:
+        ScanError: naming what is missing (scans/, labels.csv).
+    """
+    scans = os.path.join(manual_dir, "scans")
+    labels = os.path.join(manual_dir, "labels.csv")
+    missing = [p for p in (scans, labels) if not os.path.exists(p)]
+    if missing:
+        raise ScanError(f"{manual_dir}: not a spine_tf folder source; missing "
+                        f"{', '.join(missing)} (see the README, 'Folder layout')")
+    ids = set()
+    for path in os.listdir(scans):
+        for suffix in SCAN_SUFFIXES:
+            if path.endswith(suffix):
+                ids.add(path[: -len(suffix)])
+    return sorted(ids)
+
+
+def folder_record(manual_dir, patient_id, labels_table):
+    """Reads one patient of a folder source.
+
+    Args:
+        manual_dir: the folder.
+        patient_id: the patient.
+        labels_table: the result of ``spine_tf.io.labels.read_labels``.
+
+    Raises:
+        ScanError: the scan, mask or landmarks cannot be read, or neither a
+            mask nor landmarks exist.
+    """
+    scan = read_scan(find_scan(os.path.join(manual_dir, "scans"), patient_id))
+    mask_path = find_scan(os.path.join(manual_dir, "masks"), patient_id)
+    landmarks_path = os.path.join(manual_dir, "landmarks", patient_id + ".json")
+    if mask_path:
+        mask = read_mask(mask_path, scan)
+        convention = localisation.BINARY if mask.max() <= 2 else localisation.SPIDER
+        located = localisation.from_mask(mask, scan.spacing_mm, convention)
+    elif os.path.exists(landmarks_path):
+        located = localisation.from_landmarks(
+            landmarks_io.read_landmarks(landmarks_path, scan), scan)
+    else:
+        raise ScanError(f"{scan.path}: no mask (masks/{patient_id}.*) and no landmarks "
+                        f"(landmarks/{patient_id}.json) to localise the discs")
+    lesions_path = find_scan(os.path.join(manual_dir, "lesions"), patient_id)
+    lesions = read_mask(lesions_path, scan) if lesions_path else None
+    labels, reread = {}, {}
+    for (pid, level), (first, second) in labels_table.items():
+        if pid == patient_id:
+            labels[level], reread[level] = first, second
+    return PatientRecord(patient_id, scan, located, labels, reread, lesions)
+
+
+# ------------------------------------------------------------------- SPIDER
+
+def spider_patients(manual_dir):
+    """Patient ids of a SPIDER folder (those with a T2 image and mask)."""
+    expected = [os.path.join(manual_dir, p) for p in
+                ("images", "masks", "radiological_gradings.csv")]
+    missing = [p for p in expected if not os.path.exists(p)]
+    if missing:
+        raise ScanError(f"{manual_dir}: not a SPIDER folder; missing {', '.join(missing)}")
+    ids = []
+    for path in sorted(glob.glob(os.path.join(manual_dir, "images", "*_t2.mha"))):
+        patient = os.path.basename(path)[: -len("_t2.mha")]
+        if os.path.exists(os.path.join(manual_dir, "masks", f"{patient}_t2.mha")):
+            ids.append(patient)
+    return ids
+
+
+def read_spider_gradings(path):
+    """SPIDER gradings as {(patient, level): labels} (see SPIDER_MAPPING)."""
+    table = {}
+    with open(path, newline="") as f:
+        for line, row in enumerate(csv.DictReader(f), start=2):
+            try:
+                level = tasks.level_of_disc_label(200 + int(row["IVD label"]))
+                if level is None:
+                    continue
+                modic = int(row["Modic"])
+                table[(row["Patient"].strip(), level)] = {
+                    "pfirrmann": int(row["Pfirrman grade"]) - 1,
+                    "narrowing": int(row["Disc narrowing"]),
+                    "endplate_upper": int(row["UP endplate"]),
+                    "endplate_lower": int(row["LOW endplate"]),
+                    "marrow_upper": 0 if modic == 0 else tasks.MISSING_LABEL,
+                    "marrow_lower": 0 if modic == 0 else tasks.MISSING_LABEL,
+                }
+            except (KeyError, ValueError) as error:
+                raise ScanError(f"{path}: line {line}: cannot read SPIDER grading ({error!r})")
+    return table
+
+
+def spider_record(manual_dir, patient_id, gradings):
+    """Reads one SPIDER patient (T2 image, mask, gradings)."""
+    scan = read_scan(os.path.join(manual_dir, "images", f"{patient_id}_t2.mha"))
+    mask = read_mask(os.path.join(manual_dir, "masks", f"{patient_id}_t2.mha"), scan)
+    labels = {level: value for (pid, level), value in gradings.items() if pid == patient_id}
+    return PatientRecord(patient_id, scan, localisation.from_mask(mask, scan.spacing_mm),
+                         labels, reread={})

@@ -1,0 +1,287 @@
+"""Where the discs and their vertebral bodies are in a scan.
+
+Extraction needs, per disc, its centre, its orientation in the sagittal plane
+and the two vertebral bodies around it. This module produces that one
+structure, ``DiscLocation``, from any source: a label mask (SPIDER
+convention, or a plain disc = 1 / body = 2 mask as in 2D datasets), a
+landmarks file, or (later) the detector. Extraction does not care which.
+
+All coordinates are in the scan's internal frame (see ``spine_tf.io.scan``):
+voxel indices (slice, row, col); in-plane geometry is computed in millimetres
+so anisotropic pixels are handled.
+"""
+
+import dataclasses
+
+import numpy as np
+from scipy import ndimage
+
+from spine_tf import tasks
+
+# Mask conventions: SPIDER labels (vertebrae 1..99, canal 100, discs 201..)
+# and the binary convention of many 2D datasets (1 disc, 2 vertebral body).
+SPIDER = "spider"
+BINARY = "binary"
+
+
+@dataclasses.dataclass(frozen=True)
+class BodyLocation:
+    """A vertebral body: corners on its mid-sagittal slice and its slice extent.
+
+    Attributes:
+        corners: (4, 2) (row, col) voxel coordinates: anterior-superior,
+            posterior-superior, posterior-inferior, anterior-inferior.
+        mid_slice: slice coordinate of the corners.
+        slice_range: (first, last) slices the body is present on.
+    """
+
+    corners: np.ndarray
+    mid_slice: float
+    slice_range: tuple
+
+
+@dataclasses.dataclass(frozen=True)
+class DiscLocation:
+    """One disc, ready for extraction.
+
+    Attributes:
+        level: e.g. "L4-L5".
+        centre: (3,) (slice, row, col) voxel coordinates of the disc centre.
+        axis: (2,) unit (row, col) vector in millimetres along the disc,
+            pointing posterior.
+        height_mm: disc height.
+        upper, lower: BodyLocation of the vertebral bodies above and below.
+        confidence: 1 for masks and landmarks; the detector's score otherwise.
+    """
+
+    level: str
+    centre: np.ndarray
+    axis: np.ndarray
+    height_mm: float
+    upper: BodyLocation
+    lower: BodyLocation
+    confidence: float = 1.0
+
+
+@dataclasses.dataclass
+class Localisation:
+    """The discs found in a scan (top to bottom) and those that were not usable."""
+
+    discs: list
+    skipped: list  # (level or description, reason)
+
+    def by_level(self):
+        return {disc.level: disc for disc in self.discs}
+
+
+def body_height_mm(body, spacing_mm):
+    """Mean of the anterior and posterior heights of a body."""
+    c = body.corners * np.asarray(spacing_mm[1:])
+    return float((np.linalg.norm(c[0] - c[3]) + np.linalg.norm(c[1] - c[2])) / 2)
+
+
+# ---------------------------------------------------------------- from masks
+
+def from_mask(mask, spacing_mm, convention=SPIDER):
+    """Localises discs from a label mask in the internal frame.
+
+    Args:
+        mask: int array (slices, rows, cols).
+        spacing_mm: (3,) spacing of the mask.
+        convention: ``"spider"`` (vertebrae 1..99, discs 201.., 201 = L5-S1;
+            levels come from the labels) or ``"binary"`` (1 disc, 2 body;
+            discs are connected components, named upwards from L5-S1).
+
+    Returns:
+        Localisation. A disc whose body above or below is missing, or which
+        (or whose bodies) touch the edge of the field of view, is skipped with
+        the reason.
+    """
+    spacing_mm = np.asarray(spacing_mm, np.float64)
+    if convention == SPIDER:
+        discs = [(tasks.level_of_disc_label(v), mask == v) for v in np.unique(mask)
+                 if v > 200 and tasks.level_of_disc_label(v)]
+        bodies = [mask == v for v in np.unique(mask) if 0 < v < 100]
+    elif convention == BINARY:
+        discs = _components(mask == 1, spacing_mm, min_area_mm2=20.0)
+        bodies = _components(mask == 2, spacing_mm, min_area_mm2=60.0)
+        discs = _name_from_bottom(discs, spacing_mm)
+    else:
+        raise ValueError(f"unknown mask convention {convention!r}; use 'spider' or 'binary'")
+
+    body_shapes = [_Shape(b, spacing_mm) for b in bodies]
+    found, skipped = [], []
+    for level, disc_mask in discs:
+        disc = _Shape(disc_mask, spacing_mm)
+        if disc.touches_edge:
+            skipped.append((level, "disc touches the edge of the field of view"))
+            continue
+        upper, lower = _neighbours(disc, body_shapes)
+        reason = None
+        if upper is None or lower is None:
+            reason = f"no vertebral body found {'above' if upper is None else 'below'} the disc"
+        elif upper.touches_edge or lower.touches_edge:
+            reason = "a neighbouring vertebral body is cut off by the field of view"
+        if reason:
+            skipped.append((level, reason))
+            continue
+        found.append(DiscLocation(
+            level=level, centre=disc.centre, axis=disc.axis, height_mm=disc.thickness_mm,
+            upper=upper.body(disc.axis), lower=lower.body(disc.axis)))
+    order = {level: i for i, level in enumerate(tasks.LEVELS)}
+    found.sort(key=lambda d: order[d.level])
+    return Localisation(found, skipped)
+
+
+def _components(binary, spacing_mm, min_area_mm2):
+    labelled, count = ndimage.label(binary)
+    voxel_mm2 = spacing_mm[1] * spacing_mm[2]
+    out = []
+    for i in range(1, count + 1):
+        component = labelled == i
+        # area on its largest slice, so a 3D mask is judged like a 2D one
+        if component.sum(axis=(1, 2)).max() * voxel_mm2 >= min_area_mm2:
+            out.append(component)
+    return out
+
+
+def _name_from_bottom(discs, spacing_mm):
+    """Names unlabelled disc components upwards from L5-S1 (lowest = L5-S1)."""
+    rows = [np.argwhere(d)[:, 1].mean() * spacing_mm[1] for d in discs]
+    ordered = [discs[i] for i in np.argsort(rows)[::-1]]  # bottom first
+    named = []
+    for i, disc in enumerate(ordered):
+        index = len(tasks.LEVELS) - 1 - i
+        if index < 0:
+            break
+        named.append((tasks.LEVELS[index], disc))
+    return named
+
+
+class _Shape:
+    """Geometry of one structure of a mask, on its own mid-sagittal slice."""
+
+    def __init__(self, binary, spacing_mm):
+        self.spacing = spacing_mm
+        voxels = np.argwhere(binary)
+        per_slice = np.bincount(voxels[:, 0], minlength=binary.shape[0])
+        self.slice_range = (int(voxels[:, 0].min()), int(voxels[:, 0].max()))
+        # mid-sagittal slice: area-weighted mean slice
+        self.mid_slice = float(voxels[:, 0].mean())
+        mid = int(round(self.mid_slice))
+        if per_slice[mid] == 0:
+            mid = int(np.argmax(per_slice))
+        plane = voxels[voxels[:, 0] == mid][:, 1:]
+        self.points_mm = plane * spacing_mm[1:]
+        self.centre_mm = self.points_mm.mean(axis=0)
+        self.centre = np.array([self.mid_slice, *(self.centre_mm / spacing_mm[1:])])
+        _, rows, cols = binary.shape
+        self.touches_edge = bool(
+            plane[:, 0].min() == 0 or plane[:, 1].min() == 0
+            or plane[:, 0].max() == rows - 1 or plane[:, 1].max() == cols - 1)
+        # principal axis (long axis of a disc), oriented posterior (+col)
+        centred = self.points_mm - self.centre_mm
+        _, vectors = np.linalg.eigh(centred.T @ centred)
+        axis = vectors[:, -1]
+        self.axis = axis if axis[1] >= 0 else -axis
+        along = centred @ self.axis
+        length = np.percentile(along, 98) - np.percentile(along, 2)
+        area = len(plane) * spacing_mm[1] * spacing_mm[2]
+        self.thickness_mm = float(area / max(length, 1e-6))
+
+    def body(self, disc_axis):
+        """BodyLocation: the minimum-area rectangle near the disc's orientation."""
+        centred = self.points_mm - self.centre_mm
+        reference = np.arctan2(disc_axis[0], disc_axis[1])
+        best = None
+        for angle in reference + np.radians(np.arange(-25.0, 25.5, 1.0)):
+            along = np.array([np.sin(angle), np.cos(angle)])  # posterior, (row, col)
+            up = np.array([-along[1], along[0]])  # superior: rotate by -90 deg
+            if up[0] > 0:
+                up = -up
+            u, v = centred @ along, centred @ up
+            lo_u, hi_u = np.percentile(u, [1, 99])
+            lo_v, hi_v = np.percentile(v, [1, 99])
+            area = (hi_u - lo_u) * (hi_v - lo_v)
+            if best is None or area < best[0]:
+                best = (area, along, up, lo_u, hi_u, lo_v, hi_v)
+        _, along, up, lo_u, hi_u, lo_v, hi_v = best
+        corners_mm = self.centre_mm + np.array([
+            lo_u * along + hi_v * up, hi_u * along + hi_v * up,
+            hi_u * along + lo_v * up, lo_u * along + lo_v * up])
+        return BodyLocation(corners=corners_mm / self.spacing[1:], mid_slice=self.mid_slice,
+                            slice_range=self.slice_range)
+
+
+def _neighbours(disc, bodies):
+    """The bodies directly above and below a disc, along the disc's normal."""
+    normal_up = np.array([-disc.axis[1], disc.axis[0]])
+    if normal_up[0] > 0:
+        normal_up = -normal_up
+    upper = lower = None
+    best_up = best_down = np.inf
+    for body in bodies:
+        offset = body.centre_mm - disc.centre_mm
+        height = offset @ normal_up
+        sideways = abs(offset @ disc.axis)
+        lateral = abs(body.mid_slice - disc.mid_slice) * disc.spacing[0]
+        if sideways > 25.0 or lateral > 25.0:
+            continue
+        if 0 < height < best_up:
+            upper, best_up = body, height
+        elif -best_down < height < 0:
+            lower, best_down = body, -height
+    return upper, lower
+
+
+# ------------------------------------------------------------ from landmarks
+
+def from_landmarks(vertebrae, scan):
+    """Localises discs from vertebral corners (``spine_tf.io.landmarks``).
+
+    Args:
+        vertebrae: ``{name: Vertebra}`` with world-coordinate corners.
+        scan: the Scan they belong to.
+
+    Returns:
+        Localisation of every lumbar level whose two bodies are both given.
+    """
+    to_voxel = np.linalg.inv(scan.affine)
+    spacing = np.asarray(scan.spacing_mm, np.float64)
+    bodies = {}
+    for name, vertebra in vertebrae.items():
+        homogeneous = np.column_stack([vertebra.corners, np.ones(4)])
+        voxels = (to_voxel @ homogeneous.T).T[:, :3]
+        mid = float(voxels[:, 0].mean())
+        half_slices = vertebra.half_width_mm / spacing[0]
+        bodies[name] = BodyLocation(
+            corners=voxels[:, 1:], mid_slice=mid,
+            slice_range=(int(np.floor(mid - half_slices)), int(np.ceil(mid + half_slices))))
+    found, skipped = [], []
+    for level in tasks.LEVELS:
+        upper_name, lower_name = level.split("-")
+        if upper_name not in bodies or lower_name not in bodies:
+            missing = [n for n in (upper_name, lower_name) if n not in bodies]
+            skipped.append((level, f"no landmarks for {' and '.join(missing)}"))
+            continue
+        found.append(disc_between(level, bodies[upper_name], bodies[lower_name], spacing))
+    return Localisation(found, skipped)
+
+
+def disc_between(level, upper, lower, spacing_mm):
+    """The disc between two bodies: centre, axis and height from their endplates."""
+    scale = np.asarray(spacing_mm[1:], np.float64)
+    up_mm, low_mm = upper.corners * scale, lower.corners * scale
+    # inferior endplate of the upper body (corners 3 -> 2), superior of the lower (0 -> 1)
+    endplate_above = (up_mm[3], up_mm[2])
+    endplate_below = (low_mm[0], low_mm[1])
+    axis = (endplate_above[1] - endplate_above[0]) + (endplate_below[1] - endplate_below[0])
+    axis = axis / np.linalg.norm(axis)
+    mid_above = (endplate_above[0] + endplate_above[1]) / 2
+    mid_below = (endplate_below[0] + endplate_below[1]) / 2
+    normal = np.array([-axis[1], axis[0]])
+    height = abs((mid_below - mid_above) @ normal)
+    centre_mm = (mid_above + mid_below) / 2
+    centre = np.array([(upper.mid_slice + lower.mid_slice) / 2, *(centre_mm / scale)])
+    return DiscLocation(level=level, centre=centre, axis=axis, height_mm=float(height),
+                        upper=upper, lower=lower)
