@@ -28,6 +28,9 @@ CANAL_LABEL = 100
 _BODY_HEIGHT_MM = (22.0, 24.0, 25.5, 26.5, 27.0, 27.0, 28.0)
 _BODY_DEPTH_MM = (30.0, 32.0, 33.0, 35.0, 36.0, 37.0, 40.0)
 _DISC_HEIGHT_MM = (6.5, 8.0, 9.0, 10.0, 11.0, 10.5)
+# Reading noise (latent units) of the lesion tasks: endplate defects are read
+# less consistently than marrow changes, as in the paper's intra-rater figures.
+_LESION_READING_NOISE = {"endplate": 0.16, "marrow": 0.1}
 # Share of the lumbar lordosis taken by each disc, top to bottom.
 _LORDOSIS_SHARE = (0.06, 0.09, 0.13, 0.18, 0.24, 0.30)
 
@@ -157,8 +160,8 @@ def sample_anatomy(rng, patient_id, config=PhantomConfig()):
     # Place the spine: centred antero-posteriorly a little anterior of the
     # middle, and vertically so S1 sits low in the field of view, or (for
     # cut-off scans) so the top of the lumbar spine leaves the image.
-    top = bodies[0].point(0.0, bodies[0].half_height)[0]
-    bottom = bodies[-1].point(0.0, -bodies[-1].half_height)[0]
+    corners = np.concatenate([element.corners() for element in bodies])
+    top, bottom = corners[:, 0].min(), corners[:, 0].max()
     spine_length = bottom - top
     rows_mm = acquisition.shape[1] * acquisition.spacing_mm[1]
     cols_mm = acquisition.shape[2] * acquisition.spacing_mm[2]
@@ -166,8 +169,11 @@ def sample_anatomy(rng, patient_id, config=PhantomConfig()):
         lost_mm = rng.uniform(0.5, 1.6) * (bodies[0].half_height * 2 + discs[0].half_height * 2)
         shift_y = -top - lost_mm
     else:
-        margin = rows_mm - spine_length
-        shift_y = -top + rng.uniform(0.25, 0.75) * max(margin, 0.0)
+        margin = rows_mm - spine_length - 10.0
+        if margin > 0:
+            shift_y = -top + 5.0 + rng.uniform(0.25, 0.75) * margin
+        else:  # a long spine in a small field of view: keep the sacrum, lose the top
+            shift_y = rows_mm - 5.0 - bottom
     mean_x = np.mean([b.centre[1] for b in bodies])
     shift_x = cols_mm * rng.uniform(0.36, 0.46) - mean_x
     for element in bodies + discs:
@@ -215,10 +221,8 @@ def _sample_acquisition(rng):
 
 def _sample_degeneration(rng, age, index):
     """Latent Pfirrmann and narrowing for disc ``index`` (0 = T12-L1)."""
-    pfirrmann = np.clip(0.55 + 1.7 * age + 0.28 * index + rng.normal(0.0, 0.65), 0.0, 4.999)
-    excess = pfirrmann - 2.4
-    narrowing = np.clip(0.95 * excess + rng.normal(0.0, 0.45), 0.0, 3.999) if excess > -0.6 \
-        else np.clip(rng.normal(0.0, 0.3), 0.0, 3.999)
+    pfirrmann = np.clip(0.7 + 1.9 * age + 0.3 * index + rng.normal(0.0, 0.7), 0.0, 4.999)
+    narrowing = np.clip(1.1 * (pfirrmann - 2.2) + rng.normal(0.0, 0.5), 0.0, 3.999)
     cleft = bool(1.0 <= pfirrmann < 3.0 and rng.random() < 0.5)
     return float(pfirrmann), float(narrowing), cleft
 
@@ -315,7 +319,8 @@ def _read_labels(rng, discs, lesions, visible, config):
             }
             for task in tasks.LESION_TASKS:
                 s = strength.get((disc.level, task.name), 0.0)
-                labels[task.name] = int(s > 0 and s + rng.normal(0, 0.1 * noise + 1e-9) > 0.5)
+                sigma = _LESION_READING_NOISE[task.lesion[0]] * noise + 1e-9
+                labels[task.name] = int(s > 0 and s + rng.normal(0, sigma) > 0.5)
             reading[disc.level] = labels
         readings.append(reading)
     labels, reread = readings

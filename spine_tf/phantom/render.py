@@ -271,7 +271,8 @@ def _draw_body(body, index, anatomy, lesions, z, ys, xs, out, mask, lesion_masks
             r = np.sqrt((along / (lesion.extent_mm * scale)) ** 2 + (into / (depth * scale)) ** 2)
             defect = (r < 1.0) & (into > 0.0) & inside
             disc = anatomy.discs[tasks.LEVELS.index(lesion.level)]
-            fill = 0.5 * (nucleus_signal(disc.pfirrmann_latent) + 0.45)
+            # disc material and fluid pushed into the body: brighter than marrow
+            fill = 0.62 + 0.3 * nucleus_signal(disc.pfirrmann_latent)
             value = np.where((r >= 1.0) & (r < 1.35) & inside, CORTEX, value)
             value = np.where(defect, fill, value)
             region = defect

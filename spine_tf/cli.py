@@ -1,0 +1,224 @@
+"""The ``spine-tf`` command line.
+
+Sub-commands (each has ``--help``):
+  demo        phantom cohort -> dataset -> summary and montages
+  phantom     write a phantom cohort (NIfTI scans, masks, landmarks, labels)
+  build-data  build the spine_discs TFDS dataset from a phantom, folder or SPIDER source
+  extract     cut the disc volumes out of one scan (mask or landmarks given)
+
+Heavy modules (TensorFlow, TFDS) are imported inside the commands that need
+them, so ``spine-tf --help`` and ``spine-tf phantom`` start quickly.
+"""
+
+import argparse
+import collections
+import os
+import sys
+import time
+
+from spine_tf import __version__, tasks
+
+
+def main(argv=None):
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    from spine_tf.io.scan import ScanError
+    try:
+        return args.run(args) or 0
+    except ScanError as error:
+        print(f"spine-tf {args.command}: error: {error}", file=sys.stderr)
+        return 1
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog="spine-tf", description="Lumbar disc grading on T2 sagittal MRI (SpineNet).")
+    parser.add_argument("--version", action="version", version=f"spine-tf {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="run the phantom demo end to end",
+                               description="Generates a small phantom cohort, builds the "
+                               "dataset from its files, prints a summary and writes montages.")
+    demo.add_argument("--out", default="demo_output", help="output folder (default: %(default)s)")
+    demo.add_argument("--patients", type=int, default=12, help="cohort size (default: %(default)s)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    demo.set_defaults(run=_demo)
+
+    ph = commands.add_parser("phantom", help="write a phantom cohort",
+                             description="Writes synthetic T2 sagittal lumbar scans with masks, "
+                             "lesion masks, landmarks and labels (the folder layout).")
+    ph.add_argument("--patients", type=int, required=True)
+    ph.add_argument("--seed", type=int, default=0)
+    ph.add_argument("--out", required=True, help="output folder")
+    ph.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    ph.add_argument("--reader-noise", type=float, default=1.0,
+                    help="reading noise of both label sets; 0 = readers agree (default: 1)")
+    ph.add_argument("--missing-fraction", type=float, default=0.04)
+    ph.add_argument("--cutoff-fraction", type=float, default=0.12)
+    ph.set_defaults(run=_phantom)
+
+    build = commands.add_parser("build-data", help="build the spine_discs TFDS dataset",
+                                description="Builds spine_discs (TFDS). Configs: phantom_small, "
+                                "phantom, phantom_large, folder, spider; --patients makes a "
+                                "phantom cohort of any size.")
+    build.add_argument("--config", default="phantom_small",
+                       choices=["phantom_small", "phantom", "phantom_large", "folder", "spider"])
+    build.add_argument("--patients", type=int, help="phantom cohort of this size instead")
+    build.add_argument("--seed", type=int, default=0, help="phantom seed (with --patients)")
+    build.add_argument("--manual-dir", help="source folder for the folder and spider configs")
+    build.add_argument("--data-dir", default=None, help="TFDS data dir (default: TFDS's)")
+    build.add_argument("--workers", type=int, default=None)
+    build.add_argument("--strict", action="store_true",
+                       help="stop at the first unusable scan instead of skipping it")
+    build.set_defaults(run=_build_data)
+
+    ex = commands.add_parser("extract", help="extract the disc volumes of one scan",
+                             description="Reads a scan, localises its discs from a label mask "
+                             "or a landmarks file, and writes the disc volumes (npz) and a "
+                             "montage (PNG).")
+    ex.add_argument("scan", help="NIfTI / .mha / DICOM folder / 2D image")
+    source = ex.add_mutually_exclusive_group(required=True)
+    source.add_argument("--mask", help="label mask (SPIDER convention, or 1 disc / 2 body)")
+    source.add_argument("--landmarks", help="landmarks JSON (spine_tf.landmarks)")
+    ex.add_argument("--out", default=".", help="output folder (default: current)")
+    ex.add_argument("--spacing", type=float, nargs=2, metavar=("ROW_MM", "COL_MM"),
+                    help="pixel spacing of a 2D image (default: 1 mm)")
+    ex.set_defaults(run=_extract)
+    return parser
+
+
+def _phantom(args):
+    from spine_tf.phantom import PhantomConfig, write_cohort
+    config = PhantomConfig(reader_noise=args.reader_noise, missing_fraction=args.missing_fraction,
+                           cutoff_fraction=args.cutoff_fraction)
+    start = time.perf_counter()
+    labels = write_cohort(args.out, args.patients, seed=args.seed, config=config,
+                          workers=args.workers, progress=True)
+    seconds = time.perf_counter() - start
+    print(f"wrote {args.patients} patients to {args.out} in {seconds:.1f} s; labels: {labels}")
+
+
+def _build_data(args):
+    from spine_tf.data import spine_discs
+    if args.patients:
+        config = spine_discs.phantom_config(args.patients, args.seed, workers=args.workers,
+                                            strict=args.strict)
+    else:
+        config = _named_config(spine_discs, args.config, args.workers, args.strict)
+    if config.source in ("folder", "spider") and not args.manual_dir:
+        raise SystemExit(f"spine-tf build-data: --manual-dir is needed for {config.source}")
+    builder = spine_discs.builder(config, data_dir=args.data_dir)
+    builder.download_and_prepare(download_config=_download_config(args.manual_dir))
+    _print_build(builder)
+    return 0
+
+
+def _named_config(spine_discs, name, workers, strict):
+    """A predefined config, set to this run's workers and strictness.
+
+    TFDS accepts a predefined config only as the very object in
+    BUILDER_CONFIGS, so the run settings are set on it (this process only).
+    """
+    config = next(c for c in spine_discs.SpineDiscs.BUILDER_CONFIGS if c.name == name)
+    config.workers, config.strict = workers, strict
+    return config
+
+
+def _download_config(manual_dir):
+    import tensorflow_datasets as tfds
+    return tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
+
+
+def _print_build(builder):
+    import json
+    print(f"dataset: {builder.data_dir}")
+    for split, info in builder.info.splits.items():
+        print(f"  {split:<11} {info.num_examples:>6} discs")
+    report = os.path.join(builder.data_dir, "build_report.json")
+    if os.path.exists(report):
+        with open(report) as f:
+            content = json.load(f)
+        for item in content.get("skipped_scans", []):
+            print(f"  skipped scan {item.get('patient')}: {item.get('reason')}")
+        skipped = content.get("skipped_discs", [])
+        if skipped:
+            print(f"  {len(skipped)} labelled discs skipped (see {report})")
+
+
+def _extract(args):
+    from spine_tf import extraction, localisation, report
+    from spine_tf.io import landmarks as landmarks_io
+    from spine_tf.io.scan import read_mask, read_scan
+    spacing = (1.0, *args.spacing) if args.spacing else None
+    scan = read_scan(args.scan, spacing_mm=spacing) if spacing else read_scan(args.scan)
+    if args.mask:
+        mask = read_mask(args.mask, scan)
+        convention = localisation.BINARY if mask.max() <= 2 else localisation.SPIDER
+        located = localisation.from_mask(mask, scan.spacing_mm, convention)
+    else:
+        located = localisation.from_landmarks(landmarks_io.read_landmarks(args.landmarks, scan),
+                                              scan)
+    volumes, skipped = extraction.extract(scan, located)
+    for level, reason in skipped:
+        print(f"  {level}: skipped: {reason}")
+    if not volumes:
+        print(f"{args.scan}: no disc could be extracted", file=sys.stderr)
+        return 1
+    name = os.path.basename(os.path.normpath(args.scan)).split(".")[0]
+    npz = os.path.join(args.out, f"{name}_discs.npz")
+    png = os.path.join(args.out, f"{name}_discs.png")
+    report.save_volumes(npz, volumes)
+    report.save_png(report.montage([v.volume for v in volumes], [v.level for v in volumes]), png)
+    print(f"{len(volumes)} discs ({', '.join(v.level for v in volumes)}) -> {npz}, {png}")
+    return 0
+
+
+def _demo(args):
+    from spine_tf import report
+    from spine_tf.data import spine_discs
+    from spine_tf.phantom import write_cohort
+    cohort = os.path.join(args.out, "cohort")
+    start = time.perf_counter()
+    print(f"1/3 phantom cohort: {args.patients} patients -> {cohort}")
+    write_cohort(cohort, args.patients, seed=args.seed, workers=args.workers, progress=True)
+    print(f"2/3 dataset from the cohort's files (folder config) -> {args.out}/tfds")
+    builder = spine_discs.builder(_named_config(spine_discs, "folder", args.workers, False),
+                                  data_dir=os.path.join(args.out, "tfds"))
+    builder.download_and_prepare(download_config=_download_config(cohort))
+    _print_build(builder)
+    print("3/3 summary and montages")
+    examples = [example for split in builder.info.splits
+                for example in builder.as_dataset(split=split).as_numpy_iterator()]
+    _print_label_summary(examples)
+    by_level = collections.defaultdict(list)
+    for example in examples:
+        by_level[tasks.LEVELS[example["level"]]].append(example)
+    for level, group in by_level.items():
+        shown = group[:4]
+        picture = report.montage(
+            [spine_discs.from_stored(e["disc_volume"]).numpy() for e in shown],
+            [f"{e['patient_id'].decode()} {level} pfirrmann {e['labels']['pfirrmann'] + 1}"
+             for e in shown], slices=range(1, 8))
+        path = os.path.join(args.out, "montages", f"{level}.png")
+        report.save_png(picture, path)
+    print(f"montages: {os.path.join(args.out, 'montages')}/<level>.png")
+    print(f"demo finished in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+def _print_label_summary(examples):
+    """Class counts per task (missing labels as '-')."""
+    print(f"  {len(examples)} discs; class counts per task (- = missing):")
+    for task in tasks.TASKS:
+        counts = collections.Counter(int(e["labels"][task.name]) for e in examples)
+        cells = [f"{name}:{counts.get(i, 0)}" for i, name in enumerate(task.class_names)]
+        cells.append(f"-:{counts.get(tasks.MISSING_LABEL, 0)}")
+        print(f"    {task.name:<15} {'  '.join(cells)}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
