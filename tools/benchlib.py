@@ -1,0 +1,65 @@
+"""Shared helpers of the benchmark scripts: machine description, timing, docs table."""
+
+import datetime
+import os
+import platform
+import re
+import statistics
+import time
+
+DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs",
+                    "benchmarks.md")
+
+
+def machine():
+    """One line naming the CPU, cores and memory this runs on."""
+    model = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = re.findall(r"model name\s*:\s*(.+)", f.read())
+        model = names[0].strip() if names else model
+    except OSError:
+        pass
+    try:
+        with open("/proc/meminfo") as f:
+            kb = int(re.search(r"MemTotal:\s*(\d+)", f.read()).group(1))
+        memory = f", {kb / 2**20:.0f} GiB"
+    except (OSError, AttributeError):
+        memory = ""
+    return f"{model}, {os.cpu_count()} cores{memory}, Python {platform.python_version()}"
+
+
+def timed(function, repeats):
+    """Median wall seconds of ``repeats`` calls, and the last result."""
+    seconds, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = function()
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds), result
+
+
+def table(header, rows):
+    """A Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_section(name, body, command):
+    """Replaces (or appends) section ``name`` of docs/benchmarks.md and prints it."""
+    stamp = datetime.date.today().isoformat()
+    section = (f"<!-- {name} -->\n## {name}\n\nMeasured {stamp} on: {machine()}.  \n"
+               f"Reproduce: `{command}`\n\n{body}\n<!-- /{name} -->")
+    print(section)
+    text = open(DOCS).read() if os.path.exists(DOCS) else (
+        "# Benchmarks\n\nWritten by the scripts in tools/; medians of repeated runs, "
+        "ratios measured side by side in one run.\n")
+    pattern = re.compile(rf"<!-- {re.escape(name)} -->.*?<!-- /{re.escape(name)} -->", re.S)
+    text = pattern.sub(lambda _: section, text) if pattern.search(text) else \
+        text.rstrip("\n") + "\n\n" + section + "\n"
+    os.makedirs(os.path.dirname(DOCS), exist_ok=True)
+    tmp = DOCS + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, DOCS)
