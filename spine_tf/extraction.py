@@ -163,12 +163,19 @@ def body_masks(disc, voxel_to_scan):
 
 
 def _inside_convex(polygon, i, j):
-    sign = None
+    """Pixels (i, j) inside a convex polygon of (row, col) vertices, either winding.
+
+    The winding comes from the polygon's signed area, not from the pixels, so
+    a polygon that only partly overlaps the grid is handled correctly.
+    """
+    p, q = polygon, np.roll(polygon, -1, axis=0)
+    signed_area = np.sum(p[:, 0] * q[:, 1] - q[:, 0] * p[:, 1])
+    if signed_area == 0:
+        return np.zeros(i.shape, bool)
+    sign = np.sign(signed_area)
     inside = np.ones(i.shape, bool)
-    for p, q in zip(polygon, np.roll(polygon, -1, axis=0)):
-        cross = (q[0] - p[0]) * (j - p[1]) - (q[1] - p[1]) * (i - p[0])
-        if sign is None:
-            sign = np.sign(np.sum(cross > 0) - np.sum(cross < 0)) or 1.0
+    for a, b in zip(p, q):
+        cross = (b[0] - a[0]) * (j - a[1]) - (b[1] - a[1]) * (i - a[0])
         inside &= cross * sign >= 0
     return inside
 
@@ -190,7 +197,15 @@ def extract(scan, localisation):
 
 
 def volume_to_scan(volume_map, voxel_to_scan, scan_shape):
-    """Puts a volume-shaped map back onto the scan grid (bilinear, 0 outside).
+    """Puts a volume-shaped map back onto the scan grid (0 outside the volume).
+
+    Each scan voxel gets the mean of the (bilinearly interpolated) map over
+    its own in-plane footprint, sampled on a sub-grid of about one point per
+    volume pixel. A disc volume's pixels are usually several times finer
+    than the scan's, so sampling the map only at scan voxel centres would
+    drop any detail narrower than a scan voxel (a one-pixel hotspot could
+    vanish); averaging keeps it, in the scan voxel that contains it. Where
+    the volume is coarser than the scan this is plain bilinear sampling.
 
     Args:
         volume_map: (112, 224, 9) array, e.g. a hotspot.
@@ -211,8 +226,16 @@ def volume_to_scan(volume_map, voxel_to_scan, scan_shape):
     r_hi, c_hi = min(r_hi, scan_shape[1] - 1), min(c_hi, scan_shape[2] - 1)
     if r_lo > r_hi or c_lo > c_hi:
         return out
+    # Sub-grid per scan voxel: n x n points, at most one volume pixel apart.
+    pixels_per_voxel = np.linalg.norm(to_volume[:2, :2], axis=0)  # per scan row / col step
+    n_r, n_c = (max(1, int(np.ceil(f - 1e-9))) for f in pixels_per_voxel)
+    offsets_r = (np.arange(n_r) + 0.5) / n_r - 0.5
+    offsets_c = (np.arange(n_c) + 0.5) / n_c - 0.5
     r, c = np.meshgrid(np.arange(r_lo, r_hi + 1), np.arange(c_lo, c_hi + 1), indexing="ij")
-    ij = to_volume @ np.stack([r.ravel(), c.ravel(), np.ones(r.size)])
+    sub_r = r[..., None, None] + offsets_r[:, None]
+    sub_c = c[..., None, None] + offsets_c[None, :]
+    sub_r, sub_c = np.broadcast_arrays(sub_r, sub_c)
+    ij = to_volume @ np.stack([sub_r.ravel(), sub_c.ravel(), np.ones(sub_r.size)])
     first = int(round(voxel_to_scan[0, 3]))
     for k in range(SLICES):
         s = first + k
@@ -220,7 +243,7 @@ def volume_to_scan(volume_map, voxel_to_scan, scan_shape):
             continue
         values = ndimage.map_coordinates(np.asarray(volume_map[..., k], np.float32), ij[:2],
                                          order=1, mode="constant", cval=0.0, prefilter=False)
-        out[s, r_lo:r_hi + 1, c_lo:c_hi + 1] = values.reshape(r.shape)
+        out[s, r_lo:r_hi + 1, c_lo:c_hi + 1] = values.reshape(sub_r.shape).mean(axis=(2, 3))
     return out
 
 

@@ -46,7 +46,10 @@ class DiscLocation:
 
     Attributes:
         level: e.g. "L4-L5".
-        centre: (3,) (slice, row, col) voxel coordinates of the disc centre.
+        centre: (3,) (slice, row, col) voxel coordinates of the disc centre:
+            the middle of the disc space, half way between the midpoints of
+            the two endplates (not the area centroid, which a wedge-shaped
+            disc shifts towards its thick end).
         axis: (2,) unit (row, col) vector in millimetres along the disc,
             pointing posterior.
         height_mm: disc height.
@@ -85,51 +88,80 @@ def body_height_mm(body, spacing_mm):
 def from_mask(mask, spacing_mm, convention=SPIDER):
     """Localises discs from a label mask in the internal frame.
 
+    A disc's centre is the middle of the disc space: half way along the disc
+    (between its anterior and posterior tips) and, there, half way between
+    the two endplates. For a wedge-shaped disc this is the same point that
+    :func:`disc_between` finds from the vertebral corners, while the disc's
+    area centroid lies towards its thicker (anterior) end. The height is the
+    mean height (area over length) on the disc's mid-sagittal slice.
+
     Args:
         mask: int array (slices, rows, cols).
         spacing_mm: (3,) spacing of the mask.
-        convention: ``"spider"`` (vertebrae 1..99, discs 201.., 201 = L5-S1;
-            levels come from the labels) or ``"binary"`` (1 disc, 2 body;
-            discs are connected components, named upwards from L5-S1).
+        convention: ``"spider"`` (vertebrae 1..99 counted from the bottom,
+            discs 201.., 201 = L5-S1, disc 200 + n lying between vertebrae
+            n + 1 and n; levels and neighbouring bodies come from the labels)
+            or ``"binary"`` (1 disc, 2 body; discs are connected components,
+            named upwards from L5-S1, and each takes the nearest body above
+            and below it).
 
     Returns:
         Localisation. A disc whose body above or below is missing, or which
         (or whose bodies) touch the edge of the field of view, is skipped with
-        the reason.
+        the reason; with the SPIDER convention, so is every lumbar level whose
+        disc is not in the mask at all.
     """
+    mask = np.asarray(mask)
     spacing_mm = np.asarray(spacing_mm, np.float64)
     if convention == SPIDER:
-        discs = [(tasks.level_of_disc_label(v), mask == v) for v in np.unique(mask)
-                 if v > 200 and tasks.level_of_disc_label(v)]
-        bodies = [mask == v for v in np.unique(mask) if 0 < v < 100]
+        values = set(int(v) for v in np.unique(mask))
+        discs = [(level, mask == tasks.disc_label_of_level(level)) for level in tasks.LEVELS
+                 if tasks.disc_label_of_level(level) in values]
+        absent = [level for level in tasks.LEVELS
+                  if tasks.disc_label_of_level(level) not in values]
+        bodies = {v: _Shape(mask == v, spacing_mm) for v in values if 0 < v < 100}
     elif convention == BINARY:
         discs = _components(mask == 1, spacing_mm, min_area_mm2=20.0)
-        bodies = _components(mask == 2, spacing_mm, min_area_mm2=60.0)
+        body_list = [_Shape(b, spacing_mm)
+                     for b in _components(mask == 2, spacing_mm, min_area_mm2=60.0)]
         discs = _name_from_bottom(discs, spacing_mm)
+        absent = []
     else:
         raise ValueError(f"unknown mask convention {convention!r}; use 'spider' or 'binary'")
 
-    body_shapes = [_Shape(b, spacing_mm) for b in bodies]
     found, skipped = [], []
     for level, disc_mask in discs:
         disc = _Shape(disc_mask, spacing_mm)
         if disc.touches_edge:
             skipped.append((level, "disc touches the edge of the field of view"))
             continue
-        upper, lower = _neighbours(disc, body_shapes)
+        if convention == SPIDER:
+            below_label = tasks.disc_label_of_level(level) - 200
+            upper, lower = bodies.get(below_label + 1), bodies.get(below_label)
+            labels = {"above": below_label + 1, "below": below_label}
+        else:
+            upper, lower = _neighbours(disc, body_list)
+            labels = None
         reason = None
         if upper is None or lower is None:
-            reason = f"no vertebral body found {'above' if upper is None else 'below'} the disc"
+            side = "above" if upper is None else "below"
+            reason = f"no vertebral body found {side} the disc"
+            if labels:
+                reason += f" (label {labels[side]} is not in the mask)"
         elif upper.touches_edge or lower.touches_edge:
             reason = "a neighbouring vertebral body is cut off by the field of view"
         if reason:
             skipped.append((level, reason))
             continue
+        centre, height = disc.disc_centre_and_height()
         found.append(DiscLocation(
-            level=level, centre=disc.centre, axis=disc.axis, height_mm=disc.thickness_mm,
+            level=level, centre=centre, axis=disc.axis, height_mm=height,
             upper=upper.body(disc.axis), lower=lower.body(disc.axis)))
+    skipped.extend((level, "the disc is not in the mask (outside the field of view or not "
+                           "labelled)") for level in absent)
     order = {level: i for i, level in enumerate(tasks.LEVELS)}
     found.sort(key=lambda d: order[d.level])
+    skipped.sort(key=lambda item: order.get(item[0], -1))
     return Localisation(found, skipped)
 
 
@@ -173,7 +205,7 @@ class _Shape:
             mid = int(np.argmax(per_slice))
         plane = voxels[voxels[:, 0] == mid][:, 1:]
         self.points_mm = plane * spacing_mm[1:]
-        self.centre_mm = self.points_mm.mean(axis=0)
+        self.centre_mm = self.points_mm.mean(axis=0)  # area centroid
         self.centre = np.array([self.mid_slice, *(self.centre_mm / spacing_mm[1:])])
         _, rows, cols = binary.shape
         self.touches_edge = bool(
@@ -181,51 +213,113 @@ class _Shape:
             or plane[:, 0].max() == rows - 1 or plane[:, 1].max() == cols - 1)
         # principal axis (long axis of a disc), oriented posterior (+col)
         centred = self.points_mm - self.centre_mm
-        _, vectors = np.linalg.eigh(centred.T @ centred)
-        axis = vectors[:, -1]
+        if len(plane) > 1:
+            _, vectors = np.linalg.eigh(centred.T @ centred)
+            axis = vectors[:, -1]
+        else:
+            axis = np.array([0.0, 1.0])
         self.axis = axis if axis[1] >= 0 else -axis
+
+    @property
+    def normal_up(self):
+        """Unit (row, col) normal to the axis, pointing superior (to row 0)."""
+        normal = np.array([-self.axis[1], self.axis[0]])
+        return normal if normal[0] <= 0 else -normal
+
+    def disc_centre_and_height(self):
+        """Centre (slice, row, col) of the disc space and the disc's mean height (mm).
+
+        Along the axis: half way between the disc's two tips. Across: the
+        mean position of the disc's pixels in the middle fifth of its length,
+        which is half way between the endplates there.
+        """
+        pixel_mm = np.asarray(self.spacing[1:])
+        centred = self.points_mm - self.centre_mm
         along = centred @ self.axis
-        length = np.percentile(along, 98) - np.percentile(along, 2)
-        area = len(plane) * spacing_mm[1] * spacing_mm[2]
-        self.thickness_mm = float(area / max(length, 1e-6))
+        across = centred @ self.normal_up
+        middle = (along.min() + along.max()) / 2
+        # pixel centres span the length less about one pixel
+        length = along.max() - along.min() + float(np.abs(self.axis) @ pixel_mm)
+        band = np.abs(along - middle) <= max(0.1 * length, float(pixel_mm.max()))
+        centre_mm = self.centre_mm + middle * self.axis + across[band].mean() * self.normal_up
+        height = len(along) * pixel_mm[0] * pixel_mm[1] / max(length, 1e-6)
+        centre = np.array([self.mid_slice, *(centre_mm / pixel_mm)])
+        return centre, float(height)
 
     def body(self, disc_axis):
-        """BodyLocation: the minimum-area rectangle near the disc's orientation."""
+        """BodyLocation: the body's bounding rectangle along its own principal axes.
+
+        The body's axes are the principal axes of its mid-sagittal section
+        (the one nearer the disc's axis runs antero-posterior); its corners
+        are the 0.5 and 99.5 percentiles of its pixels along them. When the
+        principal axes are ill-defined (a section about as high as deep) or
+        more than 25 degrees off the disc's, the minimum-area rectangle
+        within 25 degrees of the disc's orientation is used instead.
+        """
         centred = self.points_mm - self.centre_mm
-        reference = np.arctan2(disc_axis[0], disc_axis[1])
-        best = None
-        for angle in reference + np.radians(np.arange(-25.0, 25.5, 1.0)):
-            along = np.array([np.sin(angle), np.cos(angle)])  # posterior, (row, col)
-            up = np.array([-along[1], along[0]])  # superior: rotate by -90 deg
-            if up[0] > 0:
-                up = -up
-            u, v = centred @ along, centred @ up
-            lo_u, hi_u = np.percentile(u, [1, 99])
-            lo_v, hi_v = np.percentile(v, [1, 99])
-            area = (hi_u - lo_u) * (hi_v - lo_v)
-            if best is None or area < best[0]:
-                best = (area, along, up, lo_u, hi_u, lo_v, hi_v)
-        _, along, up, lo_u, hi_u, lo_v, hi_v = best
+        along = None
+        if len(centred) > 2:
+            values, vectors = np.linalg.eigh(centred.T @ centred)
+            candidate = vectors[:, int(np.argmax(np.abs(vectors.T @ disc_axis)))]
+            candidate = candidate if candidate[1] >= 0 else -candidate
+            distinct = values[1] > 1.2 * values[0]
+            if distinct and candidate @ disc_axis > np.cos(np.radians(25.0)):
+                along = candidate
+        if along is None:
+            along = self._min_area_direction(centred, disc_axis)
+        up = np.array([-along[1], along[0]])  # superior: rotate by -90 deg
+        if up[0] > 0:
+            up = -up
+        lo_u, hi_u = np.percentile(centred @ along, [0.5, 99.5])
+        lo_v, hi_v = np.percentile(centred @ up, [0.5, 99.5])
         corners_mm = self.centre_mm + np.array([
             lo_u * along + hi_v * up, hi_u * along + hi_v * up,
             hi_u * along + lo_v * up, lo_u * along + lo_v * up])
         return BodyLocation(corners=corners_mm / self.spacing[1:], mid_slice=self.mid_slice,
                             slice_range=self.slice_range)
 
+    @staticmethod
+    def _min_area_direction(centred, disc_axis):
+        """Posterior direction of the smallest rectangle within 25 deg of the disc's."""
+        reference = np.arctan2(disc_axis[0], disc_axis[1])
+        best = None
+        for angle in reference + np.radians(np.arange(-25.0, 25.5, 1.0)):
+            along = np.array([np.sin(angle), np.cos(angle)])  # posterior, (row, col)
+            up = np.array([-along[1], along[0]])
+            u, v = centred @ along, centred @ up
+            area = np.ptp(u) * np.ptp(v)
+            if best is None or area < best[0]:
+                best = (area, along)
+        return best[1]
+
+
+# Largest gap (mm) between a disc's edge and the body taken as its neighbour.
+_MAX_BODY_GAP_MM = 10.0
+
 
 def _neighbours(disc, bodies):
-    """The bodies directly above and below a disc, along the disc's normal."""
-    normal_up = np.array([-disc.axis[1], disc.axis[0]])
-    if normal_up[0] > 0:
-        normal_up = -normal_up
+    """The bodies directly above and below a disc, along the disc's normal.
+
+    A body counts when its centre lies within 25 mm of the disc's centre
+    along the disc and across slices, and its near edge within
+    ``_MAX_BODY_GAP_MM`` of the disc's edge (so a missing body is not
+    replaced by the next one beyond another disc).
+    """
+    normal_up = disc.normal_up
+    centre, height_mm = disc.disc_centre_and_height()
+    centre_mm = centre[1:] * disc.spacing[1:]
     upper = lower = None
     best_up = best_down = np.inf
     for body in bodies:
-        offset = body.centre_mm - disc.centre_mm
+        offset = body.centre_mm - centre_mm
         height = offset @ normal_up
         sideways = abs(offset @ disc.axis)
         lateral = abs(body.mid_slice - disc.mid_slice) * disc.spacing[0]
         if sideways > 25.0 or lateral > 25.0:
+            continue
+        across = (body.points_mm - centre_mm) @ normal_up
+        gap = across.min() if height > 0 else -across.max()
+        if gap > height_mm / 2 + _MAX_BODY_GAP_MM:
             continue
         if 0 < height < best_up:
             upper, best_up = body, height
@@ -244,27 +338,40 @@ def from_landmarks(vertebrae, scan):
         scan: the Scan they belong to.
 
     Returns:
-        Localisation of every lumbar level whose two bodies are both given.
+        Localisation of every lumbar level whose two bodies are both given and
+        lie in the scan's field of view (their corners inside the image and
+        their mid-sagittal plane within its slices); the other levels are
+        skipped with the reason.
     """
     to_voxel = np.linalg.inv(scan.affine)
     spacing = np.asarray(scan.spacing_mm, np.float64)
-    bodies = {}
+    shape = np.asarray(scan.shape, np.float64)
+    bodies, outside = {}, {}
     for name, vertebra in vertebrae.items():
         homogeneous = np.column_stack([vertebra.corners, np.ones(4)])
         voxels = (to_voxel @ homogeneous.T).T[:, :3]
         mid = float(voxels[:, 0].mean())
         half_slices = vertebra.half_width_mm / spacing[0]
+        beyond = (voxels < -0.5) | (voxels > shape - 0.5)
+        if beyond.any():
+            outside[name] = ("its mid-sagittal plane is outside the scan's slices"
+                             if beyond[:, 0].any() else
+                             "its corners lie outside the field of view")
+            continue
         bodies[name] = BodyLocation(
             corners=voxels[:, 1:], mid_slice=mid,
             slice_range=(int(np.floor(mid - half_slices)), int(np.ceil(mid + half_slices))))
     found, skipped = [], []
     for level in tasks.LEVELS:
-        upper_name, lower_name = level.split("-")
-        if upper_name not in bodies or lower_name not in bodies:
-            missing = [n for n in (upper_name, lower_name) if n not in bodies]
+        names = level.split("-")
+        missing = [n for n in names if n not in bodies and n not in outside]
+        if missing:
             skipped.append((level, f"no landmarks for {' and '.join(missing)}"))
-            continue
-        found.append(disc_between(level, bodies[upper_name], bodies[lower_name], spacing))
+        elif any(n in outside for n in names):
+            skipped.append((level, "; ".join(f"landmarks of {n}: {outside[n]}"
+                                             for n in names if n in outside)))
+        else:
+            found.append(disc_between(level, bodies[names[0]], bodies[names[1]], spacing))
     return Localisation(found, skipped)
 
 
