@@ -1,0 +1,111 @@
+"""Balanced accuracy (masked), confusion matrices, the Lootus protocol, agreement.
+
+Balanced accuracy is the paper's "average per-class accuracy": the mean over
+the classes present in the truth of the share of that class's discs predicted
+as it. Missing labels (-1) are ignored everywhere.
+"""
+
+import keras
+import numpy as np
+
+from spine_tf import tasks
+
+
+@keras.saving.register_keras_serializable(package="spine_tf")
+class MaskedBalancedAccuracy(keras.metrics.Metric):
+    """Streaming balanced accuracy of logits against labels with -1 for missing.
+
+    Sample weights (the class-balancing ones) are ignored: the metric already
+    weighs classes equally.
+
+    Args:
+        num_classes: the task's class count.
+    """
+
+    def __init__(self, num_classes, name="balanced_accuracy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.num_classes = num_classes
+        self.confusion = self.add_variable(shape=(num_classes, num_classes), initializer="zeros",
+                                           dtype="float32", name="confusion")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        del sample_weight
+        y_true = keras.ops.reshape(keras.ops.cast(y_true, "int32"), (-1,))
+        predicted = keras.ops.cast(keras.ops.argmax(y_pred, axis=-1), "int32")
+        labelled = keras.ops.cast(y_true >= 0, "float32")
+        index = keras.ops.maximum(y_true, 0) * self.num_classes + predicted
+        counts = keras.ops.segment_sum(labelled, index, num_segments=self.num_classes ** 2)
+        self.confusion.assign_add(keras.ops.reshape(counts, (self.num_classes, self.num_classes)))
+
+    def result(self):
+        totals = keras.ops.sum(self.confusion, axis=1)
+        correct = keras.ops.diagonal(self.confusion)
+        present = keras.ops.cast(totals > 0, "float32")
+        per_class = correct / keras.ops.maximum(totals, 1.0)
+        return keras.ops.sum(per_class * present) / keras.ops.maximum(keras.ops.sum(present), 1.0)
+
+    def reset_state(self):
+        self.confusion.assign(keras.ops.zeros_like(self.confusion))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"num_classes": self.num_classes})
+        return config
+
+
+def keras_metrics():
+    """Per-output metrics for ``model.compile``: balanced accuracy per task."""
+    return {t.name: [MaskedBalancedAccuracy(t.num_classes)] for t in tasks.TASKS}
+
+
+# ----------------------------------------------------------------- offline
+
+def confusion_matrix(truth, predicted, num_classes):
+    """(classes, classes) counts, rows = truth; discs with truth -1 are left out."""
+    truth, predicted = np.asarray(truth).ravel(), np.asarray(predicted).ravel()
+    keep = (truth >= 0) & (predicted >= 0)
+    matrix = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(matrix, (truth[keep], predicted[keep]), 1)
+    return matrix
+
+
+def balanced_accuracy(truth, predicted, num_classes):
+    """Mean per-class accuracy over the classes present in ``truth`` (nan if none)."""
+    matrix = confusion_matrix(truth, predicted, num_classes)
+    totals = matrix.sum(axis=1)
+    present = totals > 0
+    if not present.any():
+        return float("nan")
+    return float(np.mean(np.diag(matrix)[present] / totals[present]))
+
+
+def agreement(first, second, num_classes):
+    """Agreement of two label sets with the same metric (``first`` as the truth).
+
+    Used for the intra-rater ceiling: a rater's two readings of the same discs.
+    """
+    first, second = np.asarray(first), np.asarray(second)
+    both = (first >= 0) & (second >= 0)
+    return balanced_accuracy(first[both], second[both], num_classes)
+
+
+def lootus(pfirrmann_truth, pfirrmann_predicted, narrowing_truth, narrowing_predicted):
+    """The protocol of Lootus et al., as the paper compares with it.
+
+    Returns:
+        dict: ``pfirrmann_within_1`` (share of labelled discs predicted within
+        one grade), ``pfirrmann_within_1_balanced`` (the same averaged per
+        true grade), ``narrowing_binary`` (balanced accuracy of normal (0) vs
+        abnormal (1..3)).
+    """
+    truth, predicted = np.asarray(pfirrmann_truth), np.asarray(pfirrmann_predicted)
+    keep = truth >= 0
+    close = np.abs(truth[keep] - predicted[keep]) <= 1
+    grades = [close[truth[keep] == g].mean() for g in np.unique(truth[keep])]
+    n_truth, n_predicted = np.asarray(narrowing_truth), np.asarray(narrowing_predicted)
+    binary_truth = np.where(n_truth >= 0, (n_truth > 0).astype(int), -1)
+    return {
+        "pfirrmann_within_1": float(close.mean()) if close.size else float("nan"),
+        "pfirrmann_within_1_balanced": float(np.mean(grades)) if grades else float("nan"),
+        "narrowing_binary": balanced_accuracy(binary_truth, (n_predicted > 0).astype(int), 2),
+    }
