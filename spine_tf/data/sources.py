@@ -8,7 +8,8 @@ Three sources feed the TFDS builder and the command line:
       scans/<patient>.nii.gz       (or .nii / .mha)
       masks/<patient>.nii.gz       label mask, SPIDER convention or 1 = disc / 2 = body
       landmarks/<patient>.json     instead of a mask (spine_tf.io.landmarks)
-      lesions/<patient>.nii.gz     optional 4D lesion masks (phantoms)
+      lesions/<patient>.nii.gz     optional 4D lesion masks (phantoms): one channel per
+                                   lesion task, value = disc label - 200 of the disc
       labels.csv                   spine_tf.io.labels
 
 - ``spider``: the public SPIDER set (``images/<id>_t2.mha``,
@@ -30,7 +31,6 @@ import numpy as np
 from spine_tf import localisation, tasks
 from spine_tf.extraction import extract, lesion_boxes
 from spine_tf.io import landmarks as landmarks_io
-from spine_tf.io import labels as labels_io
 from spine_tf.io.scan import ScanError, read_mask, read_scan, scan_from_array
 
 SPLITS = ("train", "validation", "test")
@@ -46,6 +46,8 @@ SPIDER radiological_gradings.csv -> spine_tf labels:
 - Modic 0 -> marrow_upper = marrow_lower = 0; Modic 1..3 -> both missing (-1),
   since SPIDER does not say which side of the disc the change is on.
 - IVD label N is mask label 200 + N (201 = L5-S1); levels above T12-L1 are skipped.
+- An empty cell is a missing label (-1); Spondylolisthesis, Disc herniation and Disc
+  bulging are not used (no task).
 """
 
 
@@ -104,6 +106,10 @@ def disc_examples(record):
             "lesion_boxes": boxes,
         })
     skipped = [(level, reason) for level, reason in skipped if level in record.labels]
+    accounted = {example["level"] for example in examples} | {level for level, _ in skipped}
+    for level in tasks.LEVELS:
+        if level in record.labels and level not in accounted:
+            skipped.append((level, "labelled, but the disc is not in the mask or landmarks"))
     return examples, skipped
 
 
@@ -125,9 +131,9 @@ def phantom_record(seed, index, config):
 
 # ------------------------------------------------------------------- folder
 
-def find_scan(folder, patient_id):
-    """Path of a patient's file in ``folder`` with any known suffix, or None."""
-    for suffix in SCAN_SUFFIXES + (".json",):
+def find_scan(folder, patient_id, suffixes=SCAN_SUFFIXES):
+    """Path of a patient's file in ``folder`` with one of ``suffixes``, or None."""
+    for suffix in suffixes:
         path = os.path.join(folder, patient_id + suffix)
         if os.path.exists(path):
             return path
@@ -147,10 +153,13 @@ def folder_patients(manual_dir):
         raise ScanError(f"{manual_dir}: not a spine_tf folder source; missing "
                         f"{', '.join(missing)} (see the README, 'Folder layout')")
     ids = set()
-    for path in os.listdir(scans):
+    for name in os.listdir(scans):
+        if name.startswith("."):  # hidden and half-written (atomic_path) files
+            continue
         for suffix in SCAN_SUFFIXES:
-            if path.endswith(suffix):
-                ids.add(path[: -len(suffix)])
+            if name.endswith(suffix) and len(name) > len(suffix):
+                ids.add(name[: -len(suffix)])
+                break
     return sorted(ids)
 
 
@@ -163,10 +172,14 @@ def folder_record(manual_dir, patient_id, labels_table):
         labels_table: the result of ``spine_tf.io.labels.read_labels``.
 
     Raises:
-        ScanError: the scan, mask or landmarks cannot be read, or neither a
-            mask nor landmarks exist.
+        ScanError: the scan, mask, landmarks or lesion masks cannot be read,
+            or neither a mask nor landmarks exist.
     """
-    scan = read_scan(find_scan(os.path.join(manual_dir, "scans"), patient_id))
+    scan_path = find_scan(os.path.join(manual_dir, "scans"), patient_id)
+    if scan_path is None:
+        raise ScanError(f"{os.path.join(manual_dir, 'scans', patient_id)}.*: no scan file "
+                        f"(suffixes {', '.join(SCAN_SUFFIXES)})")
+    scan = read_scan(scan_path)
     mask_path = find_scan(os.path.join(manual_dir, "masks"), patient_id)
     landmarks_path = os.path.join(manual_dir, "landmarks", patient_id + ".json")
     if mask_path:
@@ -180,12 +193,33 @@ def folder_record(manual_dir, patient_id, labels_table):
         raise ScanError(f"{scan.path}: no mask (masks/{patient_id}.*) and no landmarks "
                         f"(landmarks/{patient_id}.json) to localise the discs")
     lesions_path = find_scan(os.path.join(manual_dir, "lesions"), patient_id)
-    lesions = read_mask(lesions_path, scan) if lesions_path else None
+    lesions = read_lesions(lesions_path, scan) if lesions_path else None
     labels, reread = {}, {}
     for (pid, level), (first, second) in labels_table.items():
         if pid == patient_id:
             labels[level], reread[level] = first, second
     return PatientRecord(patient_id, scan, located, labels, reread, lesions)
+
+
+def read_lesions(path, scan):
+    """Reads 4D lesion masks (slices, rows, cols, lesion tasks) as uint8 disc numbers.
+
+    Raises:
+        ScanError: naming the file when it is unreadable, does not match the
+            scan, has another number of channels than there are lesion tasks,
+            or holds values that are not disc numbers (0 or 1..len(LEVELS)).
+    """
+    lesions = read_mask(path, scan)
+    expected = len(tasks.LESION_TASKS)
+    if lesions.ndim != 4 or lesions.shape[-1] != expected:
+        channels = lesions.shape[-1] if lesions.ndim == 4 else 1
+        raise ScanError(f"{path}: lesion masks need {expected} channels (one per lesion task: "
+                        f"{', '.join(t.name for t in tasks.LESION_TASKS)}), got {channels}")
+    if lesions.min() < 0 or lesions.max() > len(tasks.LEVELS):
+        raise ScanError(f"{path}: lesion mask values must be 0 or a disc number 1.."
+                        f"{len(tasks.LEVELS)} (disc label - 200), got {lesions.min()}.."
+                        f"{lesions.max()}")
+    return lesions.astype(np.uint8)
 
 
 # ------------------------------------------------------------------- SPIDER
@@ -206,26 +240,82 @@ def spider_patients(manual_dir):
 
 
 def read_spider_gradings(path):
-    """SPIDER gradings as {(patient, level): labels} (see SPIDER_MAPPING)."""
+    """SPIDER gradings as {(patient, level): labels} (see SPIDER_MAPPING).
+
+    Raises:
+        ScanError: naming the file and line for a missing column, a value
+            that is not a number or is outside its grading's range, or a disc
+            graded twice.
+    """
     table = {}
-    with open(path, newline="") as f:
-        for line, row in enumerate(csv.DictReader(f), start=2):
-            try:
-                level = tasks.level_of_disc_label(200 + int(row["IVD label"]))
-                if level is None:
-                    continue
-                modic = int(row["Modic"])
-                table[(row["Patient"].strip(), level)] = {
-                    "pfirrmann": int(row["Pfirrman grade"]) - 1,
-                    "narrowing": int(row["Disc narrowing"]),
-                    "endplate_upper": int(row["UP endplate"]),
-                    "endplate_lower": int(row["LOW endplate"]),
-                    "marrow_upper": 0 if modic == 0 else tasks.MISSING_LABEL,
-                    "marrow_lower": 0 if modic == 0 else tasks.MISSING_LABEL,
-                }
-            except (KeyError, ValueError) as error:
-                raise ScanError(f"{path}: line {line}: cannot read SPIDER grading ({error!r})")
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            rows = list(enumerate(reader, start=2))
+    except OSError as error:
+        raise ScanError(f"{path}: cannot read SPIDER gradings: {error}") from error
+    missing = [c for c in SPIDER_COLUMNS_USED if c not in (reader.fieldnames or ())]
+    if missing:
+        raise ScanError(f"{path}: SPIDER gradings lack column(s) {', '.join(missing)}")
+    for line, row in rows:
+        try:
+            level = tasks.level_of_disc_label(200 + int(row["IVD label"]))
+            if level is None:
+                continue
+            key = (row["Patient"].strip(), level)
+            labels = spider_labels(row)
+        except (KeyError, ValueError, TypeError, AttributeError) as error:
+            raise ScanError(f"{path}: line {line}: cannot read SPIDER grading "
+                            f"({type(error).__name__}: {error})") from error
+        if key in table:
+            raise ScanError(f"{path}: line {line}: disc {key} is graded twice")
+        table[key] = labels
     return table
+
+
+# SPIDER column, lowest valid value, highest valid value.
+_SPIDER_RANGES = {"Modic": (0, 3), "UP endplate": (0, 1), "LOW endplate": (0, 1),
+                  "Disc narrowing": (0, 1), "Pfirrman grade": (1, 5)}
+SPIDER_COLUMNS_USED = ("Patient", "IVD label") + tuple(_SPIDER_RANGES)
+
+
+def spider_labels(row):
+    """The six task labels of one row of SPIDER's radiological_gradings.csv.
+
+    Args:
+        row: dict of the SPIDER columns (strings or numbers).
+
+    Returns:
+        dict task -> int (-1 missing), mapped as SPIDER_MAPPING says.
+
+    Raises:
+        KeyError: a column is missing; ValueError: a value is not an integer or
+            is outside its range.
+    """
+    values = {}
+    for column, (low, high) in _SPIDER_RANGES.items():
+        text = str(row[column]).strip()
+        if text in ("", "nan", "NA"):
+            values[column] = None
+            continue
+        number = float(text)
+        if not (number.is_integer() and low <= number <= high):
+            raise ValueError(f"{column} {text!r} is not an integer in {low}..{high}")
+        values[column] = int(number)
+
+    def label(value, offset=0):
+        return tasks.MISSING_LABEL if value is None else value - offset
+
+    modic = values["Modic"]
+    marrow = tasks.MISSING_LABEL if modic is None or modic > 0 else 0
+    return {
+        "pfirrmann": label(values["Pfirrman grade"], offset=1),
+        "narrowing": label(values["Disc narrowing"]),
+        "endplate_upper": label(values["UP endplate"]),
+        "endplate_lower": label(values["LOW endplate"]),
+        "marrow_upper": marrow,
+        "marrow_lower": marrow,
+    }
 
 
 def spider_record(manual_dir, patient_id, gradings):

@@ -8,11 +8,14 @@ Configs:
   CSV, given as ``manual_dir`` (layout in ``spine_tf.data.sources``).
 - ``spider``: the SPIDER set in ``manual_dir`` (needs ``spine-tf[mha]``).
 
-Splits are by patient, 80/10/10 from a hash of the patient id; example keys
-are ``<patient>/<level>``, so TFDS's own check for duplicate keys across a
-split also catches a patient appearing twice. A scan that cannot be read or
-localised is skipped and listed in ``build_report.json`` beside the dataset
-(``strict=True`` raises instead).
+Splits are by patient, 80/10/10 from a hash of the patient id
+(``sources.split_of``); a split without any usable patient is left out.
+Example keys are ``<patient>/<level>``, so TFDS's own check for duplicate keys
+across a split also catches a patient appearing twice. A scan that cannot be
+read or localised is skipped (``strict=True`` raises instead); skipped scans
+and labelled discs that could not be extracted are listed, with reasons, in
+``build_report.json`` in the dataset folder (``builder.data_dir``;
+``SpineDiscs.build_report()`` reads it).
 
 Example:
     import tensorflow_datasets as tfds
@@ -21,11 +24,15 @@ Example:
 """
 
 import concurrent.futures
+import contextlib
+import dataclasses
 import json
+import logging
 import os
 
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 
 from spine_tf import tasks
 from spine_tf.data import sources
@@ -37,6 +44,7 @@ from spine_tf.phantom.cohort import worker_context
 
 VOLUME_MAX = 65535  # disc volumes are stored as uint16: value / VOLUME_MAX in [0, 1]
 REPORT_NAME = "build_report.json"
+CACHE_NAME = "extraction-cache"  # pass one's disc volumes, inside the incomplete dataset dir
 
 
 def to_stored(volume):
@@ -106,25 +114,38 @@ class SpineDiscs(tfds.core.GeneratorBasedBuilder):
     """
 
     def _info(self):
-        label = lambda: tfds.features.FeaturesDict(  # noqa: E731
-            {name: tfds.features.Scalar(np.int32) for name in tasks.TASK_NAMES})
+        def label(reading):
+            return tfds.features.FeaturesDict(
+                {task.name: tfds.features.Scalar(
+                    np.int32, doc=f"{task.description}: 0..{task.num_classes - 1}, -1 missing")
+                 for task in tasks.TASKS},
+                doc=f"{reading} per task (spine_tf.tasks.TASKS)")
+
         return tfds.core.DatasetInfo(
             builder=self,
             description=__doc__.split("\n\n")[0],
             features=tfds.features.FeaturesDict({
                 "disc_volume": tfds.features.Tensor(
-                    shape=VOLUME_SHAPE, dtype=np.uint16, encoding=tfds.features.Encoding.ZLIB,
-                    doc="Disc volume, rows x cols x slices; value / 65535 in [0, 1]."),
-                "labels": label(),
-                "labels_reread": label(),
-                "patient_id": tfds.features.Text(),
-                "level": tfds.features.ClassLabel(names=tasks.LEVELS),
-                "voxel_to_scan": tfds.features.Tensor(shape=(4, 4), dtype=np.float64),
-                "spacing_mm": tfds.features.Tensor(shape=(3,), dtype=np.float32),
-                "confidence": tfds.features.Scalar(np.float32),
+                    shape=VOLUME_SHAPE, dtype=np.uint16,
+                    doc="Disc volume, rows x cols x slices; value / 65535 in [0, 1] "
+                        "(from_stored)."),
+                "labels": label("The labels"),
+                "labels_reread": label("A second reading (phantoms), all -1 otherwise"),
+                "patient_id": tfds.features.Text(doc="Patient id (the split comes from it)."),
+                "level": tfds.features.ClassLabel(names=tasks.LEVELS,
+                                                  doc="Disc level, T12-L1 (0) .. L5-S1 (5)."),
+                "voxel_to_scan": tfds.features.Tensor(
+                    shape=(4, 4), dtype=np.float64,
+                    doc="Volume (row, col, slice) -> scan (slice, row, col) voxel indices."),
+                "spacing_mm": tfds.features.Tensor(
+                    shape=(3,), dtype=np.float32,
+                    doc="Scan voxel spacing (slices, rows, cols) in mm."),
+                "confidence": tfds.features.Scalar(
+                    np.float32, doc="Localisation confidence (1 for masks and landmarks)."),
                 "lesion_boxes": tfds.features.Tensor(
                     shape=(len(tasks.LESION_TASKS), VOLUME_SHAPE[-1], 4), dtype=np.float32,
-                    doc="Per lesion task and slice: (ymin, xmin, ymax, xmax) in [0, 1], -1 if none."),
+                    doc="Per lesion task and slice: (ymin, xmin, ymax, xmax) in [0, 1], "
+                        "-1 if none."),
             }),
             homepage="https://www.robots.ox.ac.uk/~vgg/research/spine/",
             citation="Jamaludin, Kadir, Zisserman. SpineNet: Automatically pinpointing "
@@ -132,96 +153,236 @@ class SpineDiscs(tfds.core.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager):
+        """Extracts every patient first, then writes the splits from that.
+
+        Two passes, so that (1) the build report is complete and written
+        before TFDS writes any split, whatever TFDS then does with the
+        generators (``max_examples_per_split`` stops them early), and (2) a
+        split whose patients all failed is left out instead of failing the
+        build ("No examples were yielded"). Pass one writes each patient's
+        disc volumes to a cache folder inside the (temporary) dataset folder;
+        pass two, ``_generate_examples``, reads them back.
+        """
         config = self.builder_config
+        jobs, report = self._jobs(dl_manager)
+        cache = epath.Path(self.data_dir) / CACHE_NAME
+        cache.mkdir(parents=True, exist_ok=True)
+        by_split = {split: [] for split in sources.SPLITS}
+        examples = {split: 0 for split in sources.SPLITS}
+        items = [(job, os.fspath(cache / f"{n:06d}.npz")) for n, job in enumerate(jobs)]
+        with contextlib.closing(_run(items, config.workers)) as results:
+            for job, (pid, outcome) in zip(jobs, tfds.core.utils.tqdm(
+                    results, total=len(jobs), desc="Extracting disc volumes",
+                    unit=" patients", leave=False)):
+                if isinstance(outcome, str):
+                    if config.strict:
+                        raise ScanError(outcome)
+                    report["skipped_scans"].append(
+                        {"patient": pid, "file": job.file, "reason": outcome})
+                    continue
+                cache_path, count, skipped = outcome
+                report["skipped_discs"].extend({"patient": pid, "level": level, "reason": reason}
+                                               for level, reason in skipped)
+                if count:
+                    split = sources.split_of(pid)
+                    by_split[split].append(cache_path)
+                    examples[split] += count
+        report["patients"] = len({job.patient_id for job in jobs}
+                                 | {item["patient"] for item in report["skipped_scans"]})
+        report["examples"] = {split: n for split, n in examples.items() if n}
+        self._write_report(report)
+        if not any(by_split.values()):
+            reasons = "; ".join(item["reason"] for item in report["skipped_scans"][:3])
+            raise ScanError(f"{self._source_name(dl_manager)}: no labelled disc could be "
+                            f"extracted from any of the {report['patients']} patients "
+                            f"({reasons or 'see the skipped discs'})")
+        # TFDS cannot write an empty split; a tiny cohort may leave one empty.
+        return {split: self._generate_examples(paths) for split, paths in by_split.items()
+                if paths}
+
+    def _generate_examples(self, cache_paths):
+        for path in cache_paths:
+            yield from _read_cache(path)
+
+    def _download_and_prepare(self, dl_manager, download_config):
+        try:
+            super()._download_and_prepare(dl_manager, download_config)
+        finally:
+            cache = epath.Path(self.data_dir) / CACHE_NAME
+            if cache.exists():
+                cache.rmtree()
+
+    def _jobs(self, dl_manager):
+        """The patients to extract, and the report started with patients lacking files."""
+        config = self.builder_config
+        report = {"skipped_scans": [], "skipped_discs": []}
         if config.source == "phantom":
             from spine_tf.phantom import patient_id
-            items = [(patient_id(config.seed, i), ("phantom", config.seed, i, config.phantom))
-                     for i in range(config.patients)]
+            jobs = [PatientJob("phantom", patient_id(config.seed, i), patient_id(config.seed, i),
+                               (config.seed, i, config.phantom))
+                    for i in range(config.patients)]
+            return jobs, report
+        manual_dir = os.fspath(dl_manager.manual_dir)
+        if config.source == "folder":
+            ids = sources.folder_patients(manual_dir)  # checks the layout first
+            table = labels_io.read_labels(os.path.join(manual_dir, "labels.csv"))
+            files = {pid: sources.find_scan(os.path.join(manual_dir, "scans"), pid)
+                     for pid in ids}
+            what = "labels.csv"
+        elif config.source == "spider":
+            ids = sources.spider_patients(manual_dir)  # checks the layout first
+            table = sources.read_spider_gradings(
+                os.path.join(manual_dir, "radiological_gradings.csv"))
+            files = {pid: os.path.join(manual_dir, "images", f"{pid}_t2.mha") for pid in ids}
+            what = "radiological_gradings.csv"
         else:
-            manual_dir = os.fspath(dl_manager.manual_dir)
-            if config.source == "folder":
-                table = labels_io.read_labels(os.path.join(manual_dir, "labels.csv"))
-                items = [(pid, ("folder", manual_dir, pid, table))
-                         for pid in sources.folder_patients(manual_dir)]
-            elif config.source == "spider":
-                gradings = sources.read_spider_gradings(
-                    os.path.join(manual_dir, "radiological_gradings.csv"))
-                items = [(pid, ("spider", manual_dir, pid, gradings))
-                         for pid in sources.spider_patients(manual_dir)]
-            else:
-                raise ValueError(f"unknown source {config.source!r}")
-        self._report = {"skipped_scans": [], "skipped_discs": []}
-        by_split = {split: [job for pid, job in items if sources.split_of(pid) == split]
-                    for split in sources.SPLITS}
-        # TFDS cannot write an empty split; a tiny cohort may leave one empty.
-        return {split: self._generate_examples(jobs) for split, jobs in by_split.items() if jobs}
-
-    def _generate_examples(self, jobs):
-        config = self.builder_config
-        for pid, outcome in _run(jobs, config.workers):
-            if isinstance(outcome, str):
-                if config.strict:
-                    raise ScanError(outcome)
-                self._report["skipped_scans"].append({"patient": pid, "reason": outcome})
+            raise ValueError(f"unknown source {config.source!r}")
+        rows = {}
+        for key, value in table.items():
+            rows.setdefault(key[0], {})[key] = value
+        expected = ("scans/{}.*" if config.source == "folder"
+                    else "images/{0}_t2.mha and masks/{0}_t2.mha")
+        for pid in sorted(set(rows) - set(ids)):
+            reason = (f"{manual_dir}: patient {pid} has labels in {what} but no "
+                      f"{expected.format(pid)}")
+            if config.strict:
+                raise ScanError(reason)
+            report["skipped_scans"].append({"patient": pid, "file": None, "reason": reason})
+        jobs = []
+        for pid in ids:
+            if pid not in rows:
+                report["skipped_scans"].append({
+                    "patient": pid, "file": files[pid],
+                    "reason": f"{files[pid]}: no labelled disc in {what}"})
                 continue
-            examples, skipped = outcome
-            self._report["skipped_discs"].extend(
-                {"patient": pid, "level": level, "reason": reason} for level, reason in skipped)
-            for example in examples:
-                yield f"{example['patient_id']}/{example['level']}", _encode(example)
-        self._write_report()
+            jobs.append(PatientJob(config.source, pid, files[pid], (manual_dir, rows[pid])))
+        return jobs, report
 
-    def _write_report(self):
-        from spine_tf.io.atomic import atomic_path
-        path = os.path.join(os.fspath(self.data_dir), REPORT_NAME)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with atomic_path(path) as tmp:
-            with open(tmp, "w") as f:
-                json.dump(self._report, f, indent=1)
+    def _source_name(self, dl_manager):
+        if self.builder_config.source == "phantom":
+            return f"phantom cohort (seed {self.builder_config.seed})"
+        return os.fspath(dl_manager.manual_dir)
+
+    def _write_report(self, report):
+        path = epath.Path(self.data_dir) / REPORT_NAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=1))
+
+    def build_report(self):
+        """The build report of the prepared dataset (``build_report.json``) as a dict.
+
+        Keys: ``skipped_scans`` (patient, file, reason), ``skipped_discs``
+        (patient, level, reason), ``patients`` and ``examples`` per split.
+        """
+        return json.loads((epath.Path(self.data_dir) / REPORT_NAME).read_text())
 
 
-def _encode(example):
-    out = dict(example)
-    out["disc_volume"] = to_stored(example["disc_volume"])
-    out["labels"] = {k: np.int32(v) for k, v in example["labels"].items()}
-    out["labels_reread"] = {k: np.int32(v) for k, v in example["labels_reread"].items()}
-    return out
+@dataclasses.dataclass(frozen=True)
+class PatientJob:
+    """One patient to extract.
+
+    Attributes:
+        source: ``"phantom"``, ``"folder"`` or ``"spider"``.
+        patient_id: the patient.
+        file: its scan file (the patient id for phantoms), for the report.
+        args: ``(seed, index, PhantomConfig)`` for phantoms; ``(manual_dir,
+            labels)`` otherwise, ``labels`` holding this patient's rows only.
+    """
+
+    source: str
+    patient_id: str
+    file: str
+    args: tuple
 
 
 def patient_examples(job):
-    """Worker: (pid, (examples, skipped)) or (pid, error message) for one patient."""
-    kind = job[0]
+    """Worker: ``(pid, (examples, skipped))`` or ``(pid, reason)`` for one patient.
+
+    A scan that cannot be used gives the reason as a string; it starts with
+    the offending file. Unexpected errors are reported the same way (with the
+    exception type) so one odd scan does not stop a long build.
+    """
     try:
-        if kind == "phantom":
-            _, seed, index, phantom = job
-            record = sources.phantom_record(seed, index, phantom)
-        elif kind == "folder":
-            _, manual_dir, pid, table = job
-            record = sources.folder_record(manual_dir, pid, table)
+        if job.source == "phantom":
+            record = sources.phantom_record(*job.args)
+        elif job.source == "folder":
+            record = sources.folder_record(job.args[0], job.patient_id, job.args[1])
+        elif job.source == "spider":
+            record = sources.spider_record(job.args[0], job.patient_id, job.args[1])
         else:
-            _, manual_dir, pid, gradings = job
-            record = sources.spider_record(manual_dir, pid, gradings)
-    except (ScanError, ValueError, OSError) as error:
-        return _job_id(job), str(error)
-    return record.patient_id, sources.disc_examples(record)
+            raise ValueError(f"unknown source {job.source!r}")
+        return job.patient_id, sources.disc_examples(record)
+    except ScanError as error:
+        return job.patient_id, str(error)
+    except Exception as error:  # pylint: disable=broad-except
+        logging.getLogger(__name__).warning("%s: unexpected error", job.file, exc_info=True)
+        return job.patient_id, f"{job.file}: unexpected {type(error).__name__}: {error}"
 
 
-def _job_id(job):
-    if job[0] == "phantom":
-        from spine_tf.phantom import patient_id
-        return patient_id(job[1], job[2])
-    return job[2]
+def _extract_to_cache(item):
+    """Worker: extracts one patient and writes its discs to ``cache_path``.
+
+    Returns:
+        ``(pid, reason)`` for an unusable scan, else ``(pid, (cache_path,
+        number of discs, skipped discs))``.
+    """
+    job, cache_path = item
+    pid, outcome = patient_examples(job)
+    if isinstance(outcome, str):
+        return pid, outcome
+    examples, skipped = outcome
+    if examples:
+        _write_cache(cache_path, examples)
+    return pid, (cache_path, len(examples), skipped)
 
 
-def _run(jobs, workers):
-    """Runs ``patient_examples`` over jobs, in worker processes when there are several."""
-    workers = workers or os.cpu_count() or 1
-    if workers == 1 or len(jobs) <= 1:
-        yield from map(patient_examples, jobs)
+def _write_cache(path, examples):
+    arrays = {
+        "patient_id": np.array([e["patient_id"] for e in examples]),
+        "level": np.array([e["level"] for e in examples]),
+        "disc_volume": np.stack([to_stored(e["disc_volume"]) for e in examples]),
+        "voxel_to_scan": np.stack([e["voxel_to_scan"] for e in examples]).astype(np.float64),
+        "spacing_mm": np.stack([e["spacing_mm"] for e in examples]).astype(np.float32),
+        "confidence": np.array([e["confidence"] for e in examples], np.float32),
+        "lesion_boxes": np.stack([e["lesion_boxes"] for e in examples]).astype(np.float32),
+    }
+    for key in ("labels", "labels_reread"):
+        arrays[key] = np.array([[e[key][name] for name in tasks.TASK_NAMES] for e in examples],
+                               np.int32)
+    with epath.Path(path).open("wb") as f:
+        np.savez(f, **arrays)
+
+
+def _read_cache(path):
+    """Yields ``(key, example)`` for the discs cached in ``path``; key = patient/level."""
+    with epath.Path(path).open("rb") as f:
+        with np.load(f) as cached:
+            arrays = {key: cached[key] for key in cached.files}
+    for n in range(len(arrays["level"])):
+        example = {key: arrays[key][n] for key in
+                   ("disc_volume", "voxel_to_scan", "spacing_mm", "confidence", "lesion_boxes")}
+        example["patient_id"] = str(arrays["patient_id"][n])
+        example["level"] = str(arrays["level"][n])
+        for key in ("labels", "labels_reread"):
+            example[key] = dict(zip(tasks.TASK_NAMES, arrays[key][n]))
+        yield f"{example['patient_id']}/{example['level']}", example
+
+
+def _run(items, workers):
+    """Runs ``_extract_to_cache`` over items (in order), in worker processes if several.
+
+    Stopping early (strict mode, an error, or the consumer closing the
+    generator) cancels the patients not started yet.
+    """
+    workers = min(workers or os.cpu_count() or 1, max(len(items), 1))
+    if workers == 1:
+        yield from map(_extract_to_cache, items)
         return
-    context = worker_context()
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-        yield from pool.map(patient_examples, jobs, chunksize=1)
+    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=worker_context())
+    try:
+        yield from pool.map(_extract_to_cache, items, chunksize=1)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def builder(config="phantom_small", data_dir=None, **kwargs):

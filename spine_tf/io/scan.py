@@ -291,16 +291,23 @@ def read_mask(path, scan: Scan) -> np.ndarray:
     NIfTI or SimpleITK volume in the same world grid: it is reoriented like
     the scan, and its shape and affine must then match the scan's.
 
+    A volume mask may carry one trailing channel axis, e.g. the 4D lesion
+    masks of the phantom cohort (one channel per lesion task): a 4D array
+    whose first three axes are spatial. A channel axis of size 1 (and any
+    further singleton axes) is dropped, so a one-channel mask reads as 3D.
+
     Args:
         path: the mask file.
         scan: the scan the mask belongs to.
 
     Returns:
-        int32 array of ``scan.image.shape``.
+        int32 array of ``scan.image.shape``, or ``scan.image.shape +
+        (channels,)`` for a mask with several channels.
 
     Raises:
         ScanError: (naming the mask file) when the mask is missing or
-            unreadable, has non-integer or non-finite values, or does not
+            unreadable, has non-integer or non-finite values, more than one
+            non-singleton axis after the three spatial ones, or does not
             match the scan's shape or affine (1e-3 mm).
     """
     path = os.fspath(path)
@@ -317,12 +324,26 @@ def read_mask(path, scan: Scan) -> np.ndarray:
             raise _error(path, f"mask shape {labels.shape} does not match the shape "
                                f"{scan.image.shape} of the scan {scan.path}")
         return _to_labels(path, labels)
-    data, affine = _read_volume(path, kind, what="mask")
+    if kind == "nifti":
+        data, affine = _read_nifti(path, "mask")
+    else:
+        data, affine = _read_itk(path, kind, "mask")
+    if data.ndim > 3:
+        # Keep at most one channel axis: drop singleton axes after the
+        # spatial ones; several non-singleton extra axes are an error.
+        extra = tuple(n for n in data.shape[3:] if n != 1)
+        if len(extra) > 1:
+            raise _error(path, f"wrong number of dimensions: {data.ndim}D data of shape "
+                               f"{data.shape}; a mask must be 3D, optionally with one "
+                               f"trailing channel axis")
+        data = data.reshape(data.shape[:3] + extra)
+    else:
+        data = _squeeze_to_3d(path, data, "mask")
     _check_affine(path, affine)
     data, affine = reorient_to_internal(data, affine)
-    if data.shape != scan.image.shape:
-        raise _error(path, f"mask shape {data.shape} (internal frame) does not match the "
-                           f"shape {scan.image.shape} of the scan {scan.path}")
+    if data.shape[:3] != scan.image.shape:
+        raise _error(path, f"mask shape {data.shape[:3]} (internal frame) does not match "
+                           f"the shape {scan.image.shape} of the scan {scan.path}")
     difference = float(np.max(np.abs(affine - scan.affine)))
     if not difference <= AFFINE_TOLERANCE_MM:
         raise _error(path, f"mask affine differs from the affine of the scan {scan.path} "
