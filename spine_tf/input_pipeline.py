@@ -1,0 +1,110 @@
+"""tf.data pipelines from the spine_discs dataset to ``model.fit``.
+
+Training: read -> decode -> cache -> shuffle -> batch -> augment (batched,
+seeded, TF ops) -> per-task labels and class-balancing sample weights ->
+prefetch. Evaluation: the same without shuffle and augmentation.
+
+Elements are ``(disc_volume, labels, sample_weights)``: ``labels`` and
+``sample_weights`` are tuples in task-table order, matching the model's list
+outputs (Keras 3 matches targets to list outputs by position).
+"""
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from spine_tf import augment, losses, tasks
+from spine_tf.data.spine_discs import from_stored
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """Input pipeline settings.
+
+    Attributes:
+        batch_size: discs per batch (the paper: 256).
+        shuffle_buffer: examples in the shuffle buffer (0: the whole split).
+        cache: keep decoded examples in memory after the first epoch.
+        seed: seed of shuffling and augmentation.
+        augmentation: AugmentConfig for training (``augment.NONE`` turns it off).
+    """
+
+    batch_size: int = 64
+    shuffle_buffer: int = 0
+    cache: bool = True
+    seed: int = 0
+    augmentation: augment.AugmentConfig = augment.AugmentConfig()
+
+
+def decode(example):
+    """A stored example -> (disc_volume float32, labels tuple in task order)."""
+    volume = from_stored(example["disc_volume"])
+    labels = tuple(tf.cast(example["labels"][name], tf.int32) for name in tasks.TASK_NAMES)
+    return volume, labels
+
+
+def weigh(volumes, labels, class_weights):
+    """Adds per-task sample weights alpha[label] (0 for a missing label)."""
+    weights = []
+    for name, label in zip(tasks.TASK_NAMES, labels):
+        table = tf.constant(np.append(class_weights[name], 0.0), tf.float32)  # index -1 -> 0
+        weights.append(tf.gather(table, tf.where(label >= 0, label, len(class_weights[name]))))
+    return volumes, labels, tuple(weights)
+
+
+def training_statistics(dataset):
+    """Class weights per task and the per-slice mean of the volumes of a split.
+
+    Args:
+        dataset: the raw (undecoded) training split.
+
+    Returns:
+        (class_weights {task: (classes,)}, channel_mean (9,)).
+    """
+    labels = {name: [] for name in tasks.TASK_NAMES}
+    total, count = np.zeros(9, np.float64), 0
+    for volumes, batch_labels in dataset.map(decode, num_parallel_calls=AUTOTUNE).batch(256):
+        total += tf.reduce_sum(volumes, axis=(0, 1, 2)).numpy()
+        count += int(volumes.shape[0]) * volumes.shape[1] * volumes.shape[2]
+        for name, values in zip(tasks.TASK_NAMES, batch_labels):
+            labels[name].append(values.numpy())
+    if count == 0:
+        raise ValueError("the training split is empty")
+    weights = losses.task_class_weights({k: np.concatenate(v) for k, v in labels.items()})
+    return weights, (total / count).astype(np.float32)
+
+
+def training_dataset(dataset, class_weights, config=PipelineConfig()):
+    """The augmented, shuffled, weighted training pipeline of a raw split."""
+    data = dataset.map(decode, num_parallel_calls=AUTOTUNE)
+    if config.cache:
+        data = data.cache()
+    buffer = config.shuffle_buffer
+    if not buffer:  # the whole split when its size is known
+        buffer = int(dataset.cardinality()) if dataset.cardinality() > 0 else 10_000
+    data = data.shuffle(buffer, seed=config.seed, reshuffle_each_iteration=True)
+    data = data.batch(config.batch_size, drop_remainder=False)
+    seeds = tf.data.Dataset.random(seed=config.seed, rerandomize_each_iteration=True).batch(2)
+    augment_config = config.augmentation
+
+    def augmented(batch, seed):
+        volumes, labels = batch
+        draws = augment.draw(tf.shape(volumes)[0], seed, augment_config)
+        return augment.apply(volumes, draws), labels
+
+    data = tf.data.Dataset.zip((data, seeds)).map(augmented, num_parallel_calls=AUTOTUNE)
+    data = data.map(lambda v, y: weigh(v, y, class_weights), num_parallel_calls=AUTOTUNE)
+    return data.prefetch(AUTOTUNE)
+
+
+def evaluation_dataset(dataset, class_weights, batch_size=64, cache=True):
+    """The plain, ordered, weighted pipeline of a raw split (validation, test)."""
+    data = dataset.map(decode, num_parallel_calls=AUTOTUNE)
+    if cache:
+        data = data.cache()
+    data = data.batch(batch_size)
+    data = data.map(lambda v, y: weigh(v, y, class_weights), num_parallel_calls=AUTOTUNE)
+    return data.prefetch(AUTOTUNE)
