@@ -104,28 +104,16 @@ def _phantom(args):
 
 def _build_data(args):
     from spine_tf.data import spine_discs
-    if args.patients:
-        config = spine_discs.phantom_config(args.patients, args.seed, workers=args.workers,
-                                            strict=args.strict)
-    else:
-        config = _named_config(spine_discs, args.config, args.workers, args.strict)
-    if config.source in ("folder", "spider") and not args.manual_dir:
-        raise SystemExit(f"spine-tf build-data: --manual-dir is needed for {config.source}")
-    builder = spine_discs.builder(config, data_dir=args.data_dir)
+    config = spine_discs.phantom_config(args.patients, args.seed) if args.patients \
+        else args.config
+    source = config.source if args.patients else args.config
+    if source in ("folder", "spider") and not args.manual_dir:
+        raise SystemExit(f"spine-tf build-data: --manual-dir is needed for {source}")
+    builder = spine_discs.builder(config, data_dir=args.data_dir, workers=args.workers,
+                                  strict=args.strict)
     builder.download_and_prepare(download_config=_download_config(args.manual_dir))
     _print_build(builder)
     return 0
-
-
-def _named_config(spine_discs, name, workers, strict):
-    """A predefined config, set to this run's workers and strictness.
-
-    TFDS accepts a predefined config only as the very object in
-    BUILDER_CONFIGS, so the run settings are set on it (this process only).
-    """
-    config = next(c for c in spine_discs.SpineDiscs.BUILDER_CONFIGS if c.name == name)
-    config.workers, config.strict = workers, strict
-    return config
 
 
 def _download_config(manual_dir):
@@ -186,8 +174,8 @@ def _demo(args):
     print(f"1/3 phantom cohort: {args.patients} patients -> {cohort}")
     write_cohort(cohort, args.patients, seed=args.seed, workers=args.workers, progress=True)
     print(f"2/3 dataset from the cohort's files (folder config) -> {args.out}/tfds")
-    builder = spine_discs.builder(_named_config(spine_discs, "folder", args.workers, False),
-                                  data_dir=os.path.join(args.out, "tfds"))
+    builder = spine_discs.builder("folder", data_dir=os.path.join(args.out, "tfds"),
+                                  workers=args.workers)
     builder.download_and_prepare(download_config=_download_config(cohort))
     _print_build(builder)
     print("3/3 summary and montages")

@@ -10,8 +10,8 @@ from spine_tf.data import spine_discs
 
 @pytest.fixture(scope="module")
 def train_split(tmp_path_factory):
-    builder = spine_discs.builder(spine_discs.phantom_config(5, seed=3, workers=2),
-                                  data_dir=str(tmp_path_factory.mktemp("tfds")))
+    builder = spine_discs.builder(spine_discs.phantom_config(5, seed=3),
+                                  data_dir=str(tmp_path_factory.mktemp("tfds")), workers=2)
     builder.download_and_prepare()
     return builder.as_dataset(split="train")
 

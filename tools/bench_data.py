@@ -67,8 +67,9 @@ def main():
 
         from spine_tf.data import spine_discs
         for workers in (1, os.cpu_count()):
-            config = spine_discs.phantom_config(n, seed=12, workers=workers)
-            builder = spine_discs.builder(config, data_dir=os.path.join(work, f"tfds{workers}"))
+            builder = spine_discs.builder(spine_discs.phantom_config(n, seed=12),
+                                          data_dir=os.path.join(work, f"tfds{workers}"),
+                                          workers=workers)
             start = time.perf_counter()
             builder.download_and_prepare()
             seconds = (time.perf_counter() - start) / n

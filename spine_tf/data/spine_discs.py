@@ -66,19 +66,17 @@ class SpineDiscsConfig(tfds.core.BuilderConfig):
         patients: phantom cohort size.
         seed: phantom cohort seed.
         phantom: PhantomConfig of the phantom cohort.
-        workers: processes for generation and extraction (default: all cores).
-        strict: raise on the first unusable scan instead of skipping it.
+
+    How a build runs (worker processes, strictness) is not part of the
+    dataset's identity: those are ``SpineDiscs`` arguments.
     """
 
-    def __init__(self, *, source, patients=0, seed=0, phantom=PhantomConfig(), workers=None,
-                 strict=False, **kwargs):
+    def __init__(self, *, source, patients=0, seed=0, phantom=PhantomConfig(), **kwargs):
         super().__init__(**kwargs)
         self.source = source
         self.patients = patients
         self.seed = seed
         self.phantom = phantom
-        self.workers = workers
-        self.strict = strict
 
 
 def phantom_config(patients, seed=0, phantom=PhantomConfig(), **kwargs):
@@ -90,7 +88,18 @@ def phantom_config(patients, seed=0, phantom=PhantomConfig(), **kwargs):
 
 
 class SpineDiscs(tfds.core.GeneratorBasedBuilder):
-    """Lumbar disc volumes (112 x 224 x 9) with six grading labels each."""
+    """Lumbar disc volumes (112 x 224 x 9) with six grading labels each.
+
+    Args:
+        workers: processes for generation and extraction (default: all cores).
+        strict: raise on the first unusable scan instead of skipping it.
+        **kwargs: for ``tfds.core.GeneratorBasedBuilder`` (config, data_dir, ...).
+    """
+
+    def __init__(self, *, workers=None, strict=False, **kwargs):
+        self.workers = workers
+        self.strict = strict
+        super().__init__(**kwargs)
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "First release."}
@@ -170,12 +179,12 @@ class SpineDiscs(tfds.core.GeneratorBasedBuilder):
         by_split = {split: [] for split in sources.SPLITS}
         examples = {split: 0 for split in sources.SPLITS}
         items = [(job, os.fspath(cache / f"{n:06d}.npz")) for n, job in enumerate(jobs)]
-        with contextlib.closing(_run(items, config.workers)) as results:
+        with contextlib.closing(_run(items, self.workers)) as results:
             for job, (pid, outcome) in zip(jobs, tfds.core.utils.tqdm(
                     results, total=len(jobs), desc="Extracting disc volumes",
                     unit=" patients", leave=False)):
                 if isinstance(outcome, str):
-                    if config.strict:
+                    if self.strict:
                         raise ScanError(outcome)
                     report["skipped_scans"].append(
                         {"patient": pid, "file": job.file, "reason": outcome})
@@ -245,7 +254,7 @@ class SpineDiscs(tfds.core.GeneratorBasedBuilder):
         for pid in sorted(set(rows) - set(ids)):
             reason = (f"{manual_dir}: patient {pid} has labels in {what} but no "
                       f"{expected.format(pid)}")
-            if config.strict:
+            if self.strict:
                 raise ScanError(reason)
             report["skipped_scans"].append({"patient": pid, "file": None, "reason": reason})
         jobs = []
@@ -385,9 +394,9 @@ def _run(items, workers):
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def builder(config="phantom_small", data_dir=None, **kwargs):
-    """A SpineDiscs builder by config name or SpineDiscsConfig."""
-    return SpineDiscs(config=config, data_dir=data_dir, **kwargs)
+def builder(config="phantom_small", data_dir=None, workers=None, strict=False, **kwargs):
+    """A SpineDiscs builder by config name or SpineDiscsConfig (see SpineDiscs)."""
+    return SpineDiscs(config=config, data_dir=data_dir, workers=workers, strict=strict, **kwargs)
 
 
 __all__ = ["SpineDiscs", "SpineDiscsConfig", "builder", "from_stored", "phantom_config",

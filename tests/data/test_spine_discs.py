@@ -58,8 +58,9 @@ def _record_keys(builder):
 
 @pytest.fixture(scope="module")
 def phantom_build(tmp_path_factory):
-    config = spine_discs.phantom_config(PATIENTS, seed=SEED, workers=2)
-    builder = spine_discs.builder(config, data_dir=os.fspath(tmp_path_factory.mktemp("tfds")))
+    config = spine_discs.phantom_config(PATIENTS, seed=SEED)
+    builder = spine_discs.builder(config, data_dir=os.fspath(tmp_path_factory.mktemp("tfds")),
+                                  workers=2)
     recorded = _record_keys(builder)
     builder.download_and_prepare()
     patients = {patient_id(SEED, i): make_patient(SEED, i) for i in range(PATIENTS)}
@@ -198,9 +199,10 @@ def broken_folder(tmp_path_factory):
     return out
 
 
-def _folder_builder(name, data_dir, workers=2, **kwargs):
-    config = spine_discs.SpineDiscsConfig(name=name, source="folder", workers=workers, **kwargs)
-    return spine_discs.builder(config, data_dir=os.fspath(data_dir))
+def _folder_builder(name, data_dir, workers=2, strict=False):
+    config = spine_discs.SpineDiscsConfig(name=name, source="folder")
+    return spine_discs.builder(config, data_dir=os.fspath(data_dir), workers=workers,
+                               strict=strict)
 
 
 def _prepare(builder, manual_dir, **kwargs):
