@@ -135,7 +135,7 @@ class SpineDiscs(tfds.core.GeneratorBasedBuilder):
             description=__doc__.split("\n\n")[0],
             features=tfds.features.FeaturesDict({
                 "disc_volume": tfds.features.Tensor(
-                    shape=VOLUME_SHAPE, dtype=np.uint16,
+                    shape=VOLUME_SHAPE, dtype=np.uint16, encoding=tfds.features.Encoding.BYTES,
                     doc="Disc volume, rows x cols x slices; value / 65535 in [0, 1] "
                         "(from_stored)."),
                 "labels": label("The labels"),

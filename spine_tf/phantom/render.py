@@ -108,8 +108,8 @@ def render(anatomy, rng):
                                      textures["marrow"][s])
         for disc in anatomy.discs:
             _draw_disc(disc, z, ys, xs, slice_signal, slice_mask, textures["fine"][s])
-        for i, body in enumerate(anatomy.bodies):
-            _draw_body(body, i, anatomy, lesions_by_body[i], z, ys, xs, slice_signal,
+        for body, body_lesions in zip(anatomy.bodies, lesions_by_body):
+            _draw_body(body, anatomy, body_lesions, z, ys, xs, slice_signal,
                        slice_mask, lesions[s], textures["marrow"][s])
         signal[s] = slice_signal
 
@@ -201,13 +201,20 @@ def _draw_posterior_elements(body, anatomy, z, ys, xs, out, marrow):
     out[crop.window] = np.where(fat, FAT * 0.8, out[crop.window])
 
 
-def _draw_disc(disc, z, ys, xs, out, mask, fine):
-    rho = _lateral_factor(z, disc.half_width)
+def _cross_section(element, z, ys, xs):
+    """(crop, lateral factor) of an element on the slice at z, or None if it misses it."""
+    rho = _lateral_factor(z, element.half_width)
     if rho <= 0.05:
+        return None
+    crop = _Crop(element, ys, xs, element.half_depth + element.half_height + 3)
+    return None if crop.empty else (crop, rho)
+
+
+def _draw_disc(disc, z, ys, xs, out, mask, fine):
+    section = _cross_section(disc, z, ys, xs)
+    if section is None:
         return
-    crop = _Crop(disc, ys, xs, disc.half_depth + disc.half_height + 3)
-    if crop.empty:
-        return
+    crop, rho = section
     a, b = crop.a, crop.b
     half_a = disc.half_depth * rho
     half_b = disc.half_height + 0.7
@@ -240,13 +247,11 @@ def _lesions_by_body(anatomy):
     return out
 
 
-def _draw_body(body, index, anatomy, lesions, z, ys, xs, out, mask, lesion_masks, marrow):
-    rho = _lateral_factor(z, body.half_width)
-    if rho <= 0.05:
+def _draw_body(body, anatomy, lesions, z, ys, xs, out, mask, lesion_masks, marrow):
+    section = _cross_section(body, z, ys, xs)
+    if section is None:
         return
-    crop = _Crop(body, ys, xs, body.half_depth + body.half_height + 3)
-    if crop.empty:
-        return
+    crop, rho = section
     a, b = crop.a, crop.b
     half_a, half_b = body.half_depth * rho, body.half_height
     f = _superellipse(a, b, half_a, half_b, 5, 5) ** 0.2
