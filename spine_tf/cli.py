@@ -4,6 +4,7 @@ Sub-commands (each has ``--help``):
   demo        phantom cohort -> dataset -> summary and montages
   phantom     write a phantom cohort (NIfTI scans, masks, landmarks, labels)
   build-data  build the spine_discs TFDS dataset from a phantom, folder or SPIDER source
+  train       train SpineNet with model.fit (resumable)
   extract     cut the disc volumes out of one scan (mask or landmarks given)
 
 Heavy modules (TensorFlow, TFDS) are imported inside the commands that need
@@ -76,6 +77,26 @@ def _parser():
                        help="stop at the first unusable scan instead of skipping it")
     build.set_defaults(run=_build_data)
 
+    tr = commands.add_parser("train", help="train a model with model.fit",
+                             description="Trains SpineNet on a spine_discs dataset. Settings: "
+                             "a JSON ExperimentConfig (--config), then --set overrides, then "
+                             "the shortcut flags. Re-running on an unfinished run directory "
+                             "resumes it.")
+    tr.add_argument("--run-dir", required=True, help="run directory (checkpoints, logs)")
+    tr.add_argument("--config", help="ExperimentConfig JSON (e.g. a run's config.json)")
+    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a setting, e.g. --set train.lr_patience=5 (repeatable)")
+    for flag, key, kind in (("--data", "data.config", str), ("--patients", "data.patients", int),
+                            ("--data-dir", "data.data_dir", str),
+                            ("--manual-dir", "data.manual_dir", str),
+                            ("--width", "model.width", float),
+                            ("--branch-point", "model.branch_point", str),
+                            ("--batch-size", "pipeline.batch_size", int),
+                            ("--epochs", "train.epochs", int),
+                            ("--strategy", "train.strategy", str)):
+        tr.add_argument(flag, type=kind, dest=key, help=f"shortcut for --set {key}=...")
+    tr.set_defaults(run=_train)
+
     ex = commands.add_parser("extract", help="extract the disc volumes of one scan",
                              description="Reads a scan, localises its discs from a label mask "
                              "or a landmarks file, and writes the disc volumes (npz) and a "
@@ -89,6 +110,20 @@ def _parser():
                     help="pixel spacing of a 2D image (default: 1 mm)")
     ex.set_defaults(run=_extract)
     return parser
+
+
+def _train(args):
+    from spine_tf import train
+    shortcuts = [f"{key}={value!r}" for key, value in vars(args).items()
+                 if "." in key and value is not None]
+    config = train.resolved_config(args.config, args.set + shortcuts)
+    start = time.perf_counter()
+    _, history = train.train(config, args.run_dir)
+    epochs = len(history.get("loss", []))
+    best = max(history.get(train.MONITOR, [float("nan")]))
+    print(f"trained {epochs} epochs in {time.perf_counter() - start:.0f} s; best "
+          f"{train.MONITOR} {best:.3f}; models in {args.run_dir}")
+    return 0
 
 
 def _phantom(args):

@@ -77,25 +77,46 @@ def training_statistics(dataset):
     return weights, (total / count).astype(np.float32)
 
 
-def training_dataset(dataset, class_weights, config=PipelineConfig()):
-    """The augmented, shuffled, weighted training pipeline of a raw split."""
-    data = dataset.map(decode, num_parallel_calls=AUTOTUNE)
+def steps_per_epoch(dataset, batch_size):
+    """Batches in one epoch of a split (the last one may be smaller)."""
+    size = int(dataset.cardinality())
+    if size < 0:
+        size = sum(1 for _ in dataset)
+    return max(1, -(-size // batch_size))
+
+
+def training_dataset(dataset, class_weights, config=PipelineConfig(), initial_epoch=0):
+    """The augmented, shuffled, weighted training stream of a raw split.
+
+    The stream runs epoch after epoch from ``initial_epoch`` (use
+    ``steps_per_epoch`` batches an epoch with ``model.fit``). Every epoch's
+    shuffle order and augmentation are seeded by ``(config.seed, epoch)``, so
+    a run resumed at epoch e sees exactly the batches an uninterrupted run
+    sees at epoch e.
+    """
+    decoded = dataset.map(decode, num_parallel_calls=AUTOTUNE)
     if config.cache:
-        data = data.cache()
+        decoded = decoded.cache()
     buffer = config.shuffle_buffer
     if not buffer:  # the whole split when its size is known
         buffer = int(dataset.cardinality()) if dataset.cardinality() > 0 else 10_000
-    data = data.shuffle(buffer, seed=config.seed, reshuffle_each_iteration=True)
-    data = data.batch(config.batch_size, drop_remainder=False)
-    seeds = tf.data.Dataset.random(seed=config.seed, rerandomize_each_iteration=True).batch(2)
     augment_config = config.augmentation
 
-    def augmented(batch, seed):
-        volumes, labels = batch
-        draws = augment.draw(tf.shape(volumes)[0], seed, augment_config)
-        return augment.apply(volumes, draws), labels
+    def one_epoch(epoch):
+        epoch_seed = tf.cast(config.seed, tf.int64) * 1_000_003 + epoch
+        batches = decoded.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=False)
+        batches = batches.batch(config.batch_size).enumerate()
 
-    data = tf.data.Dataset.zip((data, seeds)).map(augmented, num_parallel_calls=AUTOTUNE)
+        def augmented(index, batch):
+            volumes, labels = batch
+            draws = augment.draw(tf.shape(volumes)[0], tf.stack([epoch_seed, index]),
+                                 augment_config)
+            return augment.apply(volumes, draws), labels
+
+        return batches.map(augmented, num_parallel_calls=AUTOTUNE)
+
+    epochs = tf.data.Dataset.range(initial_epoch, 2**31 - 1)
+    data = epochs.flat_map(one_epoch)
     data = data.map(lambda v, y: weigh(v, y, class_weights), num_parallel_calls=AUTOTUNE)
     return data.prefetch(AUTOTUNE)
 

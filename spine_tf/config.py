@@ -1,0 +1,170 @@
+"""All settings of an experiment, as nested frozen dataclasses.
+
+``ExperimentConfig`` holds ``DataConfig``, ``ModelConfig`` (spine_tf.model),
+``PipelineConfig`` (spine_tf.input_pipeline, with the AugmentConfig) and
+``TrainConfig``. A run writes its resolved config as JSON next to its
+checkpoints; ``load`` reads one back, ``override`` applies ``a.b=value``
+strings (as ``spine-tf train --set`` does).
+
+Example:
+    config = override(ExperimentConfig(), ["model.width=0.125", "train.epochs=5"])
+    save(config, "run/config.json")
+"""
+
+import ast
+import dataclasses
+import json
+import typing
+
+from spine_tf.augment import AugmentConfig
+from spine_tf.input_pipeline import PipelineConfig
+from spine_tf.io.atomic import atomic_path
+from spine_tf.model import ModelConfig
+
+STRATEGIES = ("default", "mirrored", "multiworker")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Which spine_discs dataset to train on.
+
+    Attributes:
+        config: a spine_discs config name (``phantom_small``, ``phantom``,
+            ``phantom_large``, ``folder``, ``spider``).
+        patients: if set, a phantom cohort of this size instead (``seed``).
+        seed: phantom cohort seed (with ``patients``).
+        data_dir: TFDS data dir (None: TFDS's default).
+        manual_dir: source folder for ``folder`` / ``spider``.
+        swap_validation_test: validate on ``test`` and test on ``validation``
+            (the paper's second run of each experiment).
+        workers: processes when the dataset has to be built.
+    """
+
+    config: str = "phantom_small"
+    patients: typing.Optional[int] = None
+    seed: int = 0
+    data_dir: typing.Optional[str] = None
+    manual_dir: typing.Optional[str] = None
+    swap_validation_test: bool = False
+    workers: typing.Optional[int] = None
+
+    @property
+    def validation_split(self):
+        return "test" if self.swap_validation_test else "validation"
+
+    @property
+    def test_split(self):
+        return "validation" if self.swap_validation_test else "test"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and callbacks (the paper's settings by default).
+
+    Attributes:
+        epochs: maximum epochs.
+        learning_rate: initial SGD learning rate.
+        momentum: SGD momentum.
+        weight_decay: SGD weight decay.
+        lr_factor: learning-rate factor when the validation loss plateaus.
+        lr_patience: epochs without improvement before the factor applies.
+        early_stopping_patience: epochs without validation-loss improvement
+            before training stops (0: never).
+        task_weights: {task: w_t} loss weights; None = 1 for every task; a
+            task left out of a given dict gets 0 (single-task training).
+        strategy: ``default``, ``mirrored`` or ``multiworker`` (TF_CONFIG).
+        jit_compile: XLA; off by default (25 % slower on CPU, STACK.md).
+        seed: seeds weight initialisation and dropout (``keras.utils.set_random_seed``).
+    """
+
+    epochs: int = 1000
+    learning_rate: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_factor: float = 0.1
+    lr_patience: int = 20
+    early_stopping_patience: int = 60
+    task_weights: typing.Optional[dict] = None
+    strategy: str = "default"
+    jit_compile: bool = False
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything a training run needs."""
+
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+    train: TrainConfig = TrainConfig()
+
+
+def to_dict(config):
+    """Plain nested dict (JSON-ready)."""
+    return dataclasses.asdict(config)
+
+
+def from_dict(cls, values):
+    """Builds dataclass ``cls`` from a nested dict, checking the keys.
+
+    Raises:
+        KeyError: naming an unknown key and the known ones.
+    """
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise KeyError(f"unknown setting {cls.__name__}.{key}; known: {', '.join(fields)}")
+        kind = hints[key]
+        if dataclasses.is_dataclass(kind) and isinstance(value, dict):
+            value = from_dict(kind, value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def save(config, path):
+    """Writes the config as JSON, atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            json.dump(to_dict(config), f, indent=2, sort_keys=True)
+
+
+def load(path):
+    """Reads an ExperimentConfig from JSON (any subset of the keys)."""
+    with open(path) as f:
+        return from_dict(ExperimentConfig, json.load(f))
+
+
+def override(config, assignments):
+    """Applies ``section.key=value`` strings (Python literals; bare words are strings).
+
+    Example: ``override(c, ["train.epochs=5", "model.branch_point=fc6",
+    "train.task_weights={'pfirrmann': 1}"])``.
+    """
+    values = to_dict(config)
+    for assignment in assignments:
+        if "=" not in assignment:
+            raise ValueError(f"override {assignment!r} is not key=value")
+        path, text = assignment.split("=", 1)
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        node = values
+        keys = path.strip().split(".")
+        for key in keys[:-1]:
+            if not isinstance(node.get(key), dict):
+                raise KeyError(f"unknown setting section {path!r}")
+            node = node[key]
+        if keys[-1] not in node:
+            raise KeyError(f"unknown setting {path!r}; known here: {', '.join(node)}")
+        node[keys[-1]] = value
+    return from_dict(ExperimentConfig, values)
+
+
+__all__ = ["AugmentConfig", "DataConfig", "ExperimentConfig", "ModelConfig", "PipelineConfig",
+           "STRATEGIES", "TrainConfig", "from_dict", "load", "override", "save", "to_dict"]

@@ -1,0 +1,211 @@
+"""Training with plain ``model.fit``: data, model, loss, callbacks, resumption.
+
+A run directory holds::
+
+    config.json        the resolved ExperimentConfig
+    statistics.json    class weights and channel mean of the training split
+    backup/            BackupAndRestore state while a run is unfinished
+    best.keras         best model by mean validation balanced accuracy
+    final.keras        the model at the end of training
+    history.csv        per-epoch losses, balanced accuracies, learning rate
+    tensorboard/       TensorBoard logs
+
+Running ``train`` again on an unfinished run directory resumes it from its
+last completed epoch, with the same batches an uninterrupted run would have
+seen (the input pipeline seeds every epoch).
+
+Several GPUs or machines: ``train.strategy = "mirrored"`` (all local GPUs) or
+``"multiworker"`` (``MultiWorkerMirroredStrategy``; every worker runs the same
+command with its own ``TF_CONFIG``, e.g.
+``{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type":
+"worker", "index": 0}}``). The batch size is the global one.
+"""
+
+import json
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from spine_tf import config as config_lib
+from spine_tf import input_pipeline, losses, metrics
+from spine_tf import model as model_lib
+from spine_tf.io.atomic import atomic_path
+
+MONITOR = "val_mean_balanced_accuracy"
+
+
+def make_strategy(name):
+    """The tf.distribute strategy called ``name`` (see the module docstring)."""
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"unknown strategy {name!r}; use one of {', '.join(config_lib.STRATEGIES)}")
+
+
+def prepare_dataset(data_config):
+    """Builds (if needed) and returns the spine_discs builder of a DataConfig."""
+    from spine_tf.data import spine_discs
+    import tensorflow_datasets as tfds
+    name = spine_discs.phantom_config(data_config.patients, data_config.seed) \
+        if data_config.patients else data_config.config
+    builder = spine_discs.builder(name, data_dir=data_config.data_dir,
+                                  workers=data_config.workers)
+    download = tfds.download.DownloadConfig(manual_dir=data_config.manual_dir) \
+        if data_config.manual_dir else None
+    builder.download_and_prepare(download_config=download)
+    return builder
+
+
+def load_statistics(run_dir, train_split):
+    """Class weights and channel mean of the training split, cached in the run dir."""
+    path = os.path.join(run_dir, "statistics.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)
+        return ({k: np.asarray(v, np.float32) for k, v in saved["class_weights"].items()},
+                np.asarray(saved["channel_mean"], np.float32))
+    weights, mean = input_pipeline.training_statistics(train_split)
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            json.dump({"class_weights": {k: v.tolist() for k, v in weights.items()},
+                       "channel_mean": mean.tolist()}, f, indent=1)
+    return weights, mean
+
+
+class EpochSummary(keras.callbacks.Callback):
+    """Adds the mean balanced accuracy over the trained tasks and the learning rate to the logs.
+
+    Placed first, so checkpointing, early stopping, CSV and TensorBoard see
+    ``mean_balanced_accuracy``, ``val_mean_balanced_accuracy`` and
+    ``learning_rate``.
+    """
+
+    def __init__(self, trained_tasks):
+        super().__init__()
+        self.trained_tasks = tuple(trained_tasks)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        for prefix in ("", "val_"):
+            values = [logs.get(f"{prefix}{name}_balanced_accuracy") for name in self.trained_tasks]
+            values = [v for v in values if v is not None]
+            if values:
+                logs[f"{prefix}mean_balanced_accuracy"] = float(np.mean(values))
+        logs["learning_rate"] = float(keras.ops.convert_to_numpy(
+            self.model.optimizer.learning_rate))
+
+
+class EpochSeeds(keras.callbacks.Callback):
+    """Reseeds every random layer (dropout) at the start of each epoch from (seed, epoch).
+
+    BackupAndRestore restores weights and optimizer but not the dropout
+    generators' state; seeding them per epoch makes a resumed run draw the
+    same dropout masks as an uninterrupted one.
+    """
+
+    def __init__(self, seed):
+        super().__init__()
+        self.seed = seed
+
+    def on_epoch_begin(self, epoch, logs=None):
+        for index, layer in enumerate(self.model.layers):
+            generator = getattr(layer, "seed_generator", None)
+            if generator is not None:
+                generator.state.assign(np.array([self.seed * 1000 + index, epoch], np.int64))
+
+
+def _restored_epoch(backup_dir):
+    """Epochs completed by an interrupted run (BackupAndRestore's metadata), else 0."""
+    path = os.path.join(backup_dir, "training_metadata.json")
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        return int(json.load(f).get("epoch", 0))
+
+
+def build_compiled_model(config, channel_mean):
+    """The model of ``config.model``, mean subtraction set, compiled for training."""
+    model = model_lib.build_model(config.model)
+    model_lib.mean_subtraction(model).set_mean(channel_mean)
+    model.compile(
+        optimizer=keras.optimizers.SGD(config.train.learning_rate,
+                                       momentum=config.train.momentum,
+                                       weight_decay=config.train.weight_decay),
+        loss=losses.losses(), loss_weights=losses.loss_weights(config.train.task_weights),
+        metrics=metrics.keras_metrics(), jit_compile=config.train.jit_compile)
+    return model
+
+
+def callbacks(config, run_dir, trained_tasks):
+    """The run's callbacks, EpochSummary first."""
+    out = [
+        EpochSummary(trained_tasks),
+        EpochSeeds(config.train.seed),
+        keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup")),
+        keras.callbacks.ModelCheckpoint(os.path.join(run_dir, "best.keras"), monitor=MONITOR,
+                                        mode="max", save_best_only=True),
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=config.train.lr_factor,
+                                          patience=config.train.lr_patience),
+        keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
+        keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), write_graph=False),
+    ]
+    if config.train.early_stopping_patience:
+        out.append(keras.callbacks.EarlyStopping(monitor="val_loss",
+                                                 patience=config.train.early_stopping_patience))
+    return out
+
+
+def train(config, run_dir, extra_callbacks=(), verbose="auto"):
+    """Trains a model as ``config`` says, in ``run_dir`` (resuming an unfinished run).
+
+    Args:
+        config: ExperimentConfig.
+        run_dir: the run directory (created).
+        extra_callbacks: more Keras callbacks (after the built-in ones).
+        verbose: ``model.fit`` verbosity.
+
+    Returns:
+        (model, history dict of per-epoch logs of this call).
+    """
+    os.makedirs(run_dir, exist_ok=True)
+    config_lib.save(config, os.path.join(run_dir, "config.json"))
+    builder = prepare_dataset(config.data)
+    train_split = builder.as_dataset(split="train")
+    validation_split = builder.as_dataset(split=config.data.validation_split)
+    class_weights, channel_mean = load_statistics(run_dir, train_split)
+    trained = [name for name, w in losses.loss_weights(config.train.task_weights).items() if w]
+
+    keras.utils.set_random_seed(config.train.seed)
+    # Keras draws from its own seeded generators; TF's global seed is not
+    # needed and would stop tf.data from taking per-epoch tensor seeds.
+    tf.random.set_seed(None)
+    strategy = make_strategy(config.train.strategy)
+    with strategy.scope():
+        model = build_compiled_model(config, channel_mean)
+    initial_epoch = _restored_epoch(os.path.join(run_dir, "backup"))
+    train_data = input_pipeline.training_dataset(train_split, class_weights, config.pipeline,
+                                                 initial_epoch=initial_epoch)
+    validation_data = input_pipeline.evaluation_dataset(
+        validation_split, class_weights, batch_size=config.pipeline.batch_size)
+    history = model.fit(
+        train_data, validation_data=validation_data, epochs=config.train.epochs,
+        steps_per_epoch=input_pipeline.steps_per_epoch(train_split, config.pipeline.batch_size),
+        callbacks=callbacks(config, run_dir, trained) + list(extra_callbacks), verbose=verbose)
+    model.save(os.path.join(run_dir, "final.keras"))
+    return model, history.history
+
+
+def resolved_config(config_path=None, assignments=()):
+    """ExperimentConfig from an optional JSON file plus ``key=value`` overrides."""
+    config = config_lib.load(config_path) if config_path else config_lib.ExperimentConfig()
+    return config_lib.override(config, list(assignments))
+
+
+__all__ = ["EpochSeeds", "EpochSummary", "build_compiled_model", "callbacks", "make_strategy",
+           "prepare_dataset", "resolved_config", "train"]

@@ -1,0 +1,113 @@
+"""Training runs: run directory, resumption after a kill, single-task, configs."""
+
+import csv
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from spine_tf import config as config_lib
+from spine_tf import train
+
+# Five phantom patients of seed 24 fall into all three splits (3 train).
+BASE = ["data.patients=5", "data.seed=24", "data.workers=2", "model.width=0.0625",
+        "pipeline.batch_size=8", "train.epochs=2"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return os.fspath(tmp_path_factory.mktemp("tfds"))
+
+
+def _config(data_dir, *more):
+    return config_lib.override(config_lib.ExperimentConfig(),
+                               BASE + [f"data.data_dir={data_dir!r}", *more])
+
+
+def test_run_directory(data_dir, tmp_path):
+    config = _config(data_dir)
+    run = os.fspath(tmp_path / "run")
+    model, history = train.train(config, run, verbose=0)
+    assert config_lib.load(os.path.join(run, "config.json")) == config
+    with open(os.path.join(run, "history.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2
+    for column in ("pfirrmann_loss", "val_marrow_lower_balanced_accuracy",
+                   "val_mean_balanced_accuracy", "learning_rate"):
+        assert column in rows[0]
+    assert float(rows[0]["learning_rate"]) == pytest.approx(1e-3)
+    best = keras.saving.load_model(os.path.join(run, "best.keras"))
+    assert len(best.outputs) == 6
+    events = [f for _, _, files in os.walk(os.path.join(run, "tensorboard")) for f in files]
+    assert any(f.startswith("events.out.tfevents") for f in events)
+    with open(os.path.join(run, "statistics.json")) as f:
+        statistics = json.load(f)
+    np.testing.assert_allclose(
+        train.model_lib.mean_subtraction(model).mean.numpy(), statistics["channel_mean"],
+        rtol=1e-6)
+    assert not os.path.exists(os.path.join(run, "backup"))  # removed when a run completes
+
+
+class _Kill(keras.callbacks.Callback):
+    """Stops a run like a kill would: an exception in the middle of an epoch."""
+
+    def __init__(self, epoch, batch):
+        super().__init__()
+        self.epoch, self.batch, self.current = epoch, batch, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.current = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.current == self.epoch and batch == self.batch:
+            raise KeyboardInterrupt("killed")
+
+
+def test_killed_run_resumes_and_ends_where_an_uninterrupted_run_ends(data_dir, tmp_path):
+    config = _config(data_dir, "train.epochs=3")
+    whole, _ = train.train(config, os.fspath(tmp_path / "whole"), verbose=0)
+    run = os.fspath(tmp_path / "killed")
+    with pytest.raises(KeyboardInterrupt):
+        train.train(config, run, extra_callbacks=[_Kill(epoch=1, batch=1)], verbose=0)
+    assert os.path.exists(os.path.join(run, "backup", "training_metadata.json"))
+    resumed, history = train.train(config, run, verbose=0)
+    assert len(history["loss"]) == 2  # epochs 1 and 2 ran again, epoch 0 was restored
+    for a, b in zip(whole.get_weights(), resumed.get_weights()):
+        np.testing.assert_array_equal(a, b)  # bit for bit
+
+
+def test_single_task_training_moves_only_its_head(data_dir, tmp_path):
+    config = _config(data_dir, "train.epochs=1", "train.task_weights={'narrowing': 1.0}")
+    trained, history = train.train(config, os.fspath(tmp_path / "single"), verbose=0)
+    assert history["val_mean_balanced_accuracy"][0] == pytest.approx(
+        history["val_narrowing_balanced_accuracy"][0])
+    keras.utils.set_random_seed(config.train.seed)  # the same initial weights as the run
+    initial = train.build_compiled_model(config, np.zeros(9, np.float32))
+    steps = int(trained.optimizer.iterations.numpy())
+    decay = (1 - config.train.learning_rate * config.train.weight_decay) ** steps
+    for name in ("pfirrmann", "endplate_upper", "marrow_lower"):
+        # no gradient reaches an untrained head: only weight decay shrinks it
+        np.testing.assert_allclose(trained.get_layer(name).kernel.numpy(),
+                                   initial.get_layer(name).kernel.numpy() * decay, rtol=1e-5,
+                                   atol=1e-7)
+    moved = np.abs(trained.get_layer("narrowing").kernel.numpy()
+                   - initial.get_layer("narrowing").kernel.numpy()).max()
+    assert moved > 1e-3
+
+
+def test_config_overrides_and_errors(tmp_path):
+    config = config_lib.override(config_lib.ExperimentConfig(), [
+        "model.branch_point=fc6", "train.epochs=7", "pipeline.augmentation.rotation_deg=5.0",
+        "data.swap_validation_test=True"])
+    assert config.model.branch_point == "fc6" and config.train.epochs == 7
+    assert config.pipeline.augmentation.rotation_deg == 5.0
+    assert config.data.validation_split == "test" and config.data.test_split == "validation"
+    path = os.fspath(tmp_path / "c.json")
+    config_lib.save(config, path)
+    assert config_lib.load(path) == config
+    with pytest.raises(KeyError, match="epoch"):
+        config_lib.override(config, ["train.epoch=3"])
+    with pytest.raises(ValueError, match="strategy"):
+        train.make_strategy("horovod")
