@@ -1,10 +1,12 @@
 """The ``spine-tf`` command line.
 
 Sub-commands (each has ``--help``):
-  demo        phantom cohort -> dataset -> summary and montages
+  demo        phantom cohort -> dataset -> montages -> train -> evaluate
   phantom     write a phantom cohort (NIfTI scans, masks, landmarks, labels)
   build-data  build the spine_discs TFDS dataset from a phantom, folder or SPIDER source
   train       train SpineNet with model.fit (resumable)
+  evaluate    score a trained run (TTA, intra-rater, Lootus, confusion matrices)
+  sweep       the paper's branch-point sweep (and multi- vs single-task)
   extract     cut the disc volumes out of one scan (mask or landmarks given)
 
 Heavy modules (TensorFlow, TFDS) are imported inside the commands that need
@@ -41,12 +43,20 @@ def _parser():
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = commands.add_parser("demo", help="run the phantom demo end to end",
-                               description="Generates a small phantom cohort, builds the "
-                               "dataset from its files, prints a summary and writes montages.")
+                               description="Generates a phantom cohort, builds the dataset "
+                               "from its files, writes montages, trains a small model and "
+                               "evaluates it with TTA.")
     demo.add_argument("--out", default="demo_output", help="output folder (default: %(default)s)")
-    demo.add_argument("--patients", type=int, default=12, help="cohort size (default: %(default)s)")
+    demo.add_argument("--patients", type=int, default=60,
+                      help="cohort size (default: %(default)s)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    demo.add_argument("--epochs", type=int, default=30,
+                      help="training epochs; 0 stops after the dataset (default: %(default)s)")
+    demo.add_argument("--width", type=float, default=0.125,
+                      help="model width (default: %(default)s)")
+    demo.add_argument("--batch-size", type=int, default=32)
+    demo.add_argument("--learning-rate", type=float, default=1e-3)
     demo.set_defaults(run=_demo)
 
     ph = commands.add_parser("phantom", help="write a phantom cohort",
@@ -97,6 +107,32 @@ def _parser():
         tr.add_argument(flag, type=kind, dest=key, help=f"shortcut for --set {key}=...")
     tr.set_defaults(run=_train)
 
+    ev = commands.add_parser("evaluate", help="evaluate a trained run with TTA",
+                             description="Scores a run's best model on its test split: "
+                             "balanced accuracy with and without the 54-view TTA, the "
+                             "second reader's agreement, the Lootus protocol, confusion "
+                             "matrices; writes JSON, Markdown, CSV and PNGs.")
+    ev.add_argument("--run-dir", required=True, help="a spine-tf train run directory")
+    ev.add_argument("--split", help="split to score (default: the run's test split)")
+    ev.add_argument("--model-file", default="best.keras",
+                    help="model in the run dir (default: %(default)s)")
+    ev.add_argument("--no-tta", action="store_true", help="single view only")
+    ev.add_argument("--out", help="report folder (default: RUN_DIR/evaluation_<split>)")
+    ev.set_defaults(run=_evaluate)
+
+    sw = commands.add_parser("sweep", help="the paper's branch-point sweep",
+                             description="Trains and evaluates one model per branch point, "
+                             "twice with validation and test swapped, and writes the table "
+                             "(mean +- std) in the form of the paper's Table 2; "
+                             "--single-task adds six single-task models. Resumable.")
+    sw.add_argument("--out", required=True, help="sweep folder")
+    sw.add_argument("--config", help="base ExperimentConfig JSON")
+    sw.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    sw.add_argument("--branch-points", nargs="+", help="default: conv1 .. fc7 and none")
+    sw.add_argument("--single-task", action="store_true",
+                    help="also train single-task models (multi-task vs single-task)")
+    sw.set_defaults(run=_sweep)
+
     ex = commands.add_parser("extract", help="extract the disc volumes of one scan",
                              description="Reads a scan, localises its discs from a label mask "
                              "or a landmarks file, and writes the disc volumes (npz) and a "
@@ -123,6 +159,24 @@ def _train(args):
     best = max(history.get(train.MONITOR, [float("nan")]))
     print(f"trained {epochs} epochs in {time.perf_counter() - start:.0f} s; best "
           f"{train.MONITOR} {best:.3f}; models in {args.run_dir}")
+    return 0
+
+
+def _evaluate(args):
+    from spine_tf import evaluation, experiments
+    result, out = experiments.evaluate_run(args.run_dir, split=args.split, tta=not args.no_tta,
+                                           out_dir=args.out, model_file=args.model_file)
+    with open(os.path.join(out, evaluation.MARKDOWN_NAME)) as f:
+        print(f.read().split("## Confusion matrices")[0].rstrip())
+    print(f"\nreport (with confusion matrices and per-disc predictions): {out}")
+    return 0
+
+
+def _sweep(args):
+    from spine_tf import experiments, train
+    table = experiments.sweep(train.resolved_config(args.config, args.set), args.out,
+                              branch_points=args.branch_points, single_task=args.single_task)
+    print(experiments.markdown(table))
     return 0
 
 
@@ -201,22 +255,45 @@ def _extract(args):
 
 
 def _demo(args):
-    from spine_tf import report
+    from spine_tf import experiments, train
     from spine_tf.data import spine_discs
     from spine_tf.phantom import write_cohort
     cohort = os.path.join(args.out, "cohort")
+    data_dir = os.path.join(args.out, "tfds")
     start = time.perf_counter()
-    print(f"1/3 phantom cohort: {args.patients} patients -> {cohort}")
+    print(f"1/4 phantom cohort: {args.patients} patients -> {cohort}")
     write_cohort(cohort, args.patients, seed=args.seed, workers=args.workers, progress=True)
-    print(f"2/3 dataset from the cohort's files (folder config) -> {args.out}/tfds")
-    builder = spine_discs.builder("folder", data_dir=os.path.join(args.out, "tfds"),
-                                  workers=args.workers)
+    print(f"2/4 dataset from the cohort's files (folder config) -> {data_dir}")
+    builder = spine_discs.builder("folder", data_dir=data_dir, workers=args.workers)
     builder.download_and_prepare(download_config=_download_config(cohort))
     _print_build(builder)
-    print("3/3 summary and montages")
     examples = [example for split in builder.info.splits
                 for example in builder.as_dataset(split=split).as_numpy_iterator()]
     _print_label_summary(examples)
+    _write_montages(examples, os.path.join(args.out, "montages"))
+    if args.epochs == 0:
+        print(f"demo finished in {time.perf_counter() - start:.0f} s")
+        return 0
+    run_dir = os.path.join(args.out, "run")
+    print(f"3/4 training a width-{args.width} model for {args.epochs} epochs -> {run_dir}")
+    config = train.resolved_config(None, [
+        "data.config='folder'", f"data.data_dir={data_dir!r}", f"data.manual_dir={cohort!r}",
+        f"data.workers={args.workers!r}", f"model.width={args.width}",
+        f"pipeline.batch_size={args.batch_size}", f"train.epochs={args.epochs}",
+        f"train.learning_rate={args.learning_rate}", "train.lr_patience=8",
+        "train.early_stopping_patience=0"])
+    train.train(config, run_dir, verbose=2)
+    print("4/4 evaluation on the test split (54-view TTA)")
+    result, out = experiments.evaluate_run(run_dir)
+    _print_scores(result)
+    print(f"report: {out}")
+    print(f"demo finished in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+def _write_montages(examples, folder):
+    from spine_tf import report
+    from spine_tf.data import spine_discs
     by_level = collections.defaultdict(list)
     for example in examples:
         by_level[tasks.LEVELS[example["level"]]].append(example)
@@ -226,11 +303,18 @@ def _demo(args):
             [spine_discs.from_stored(e["disc_volume"]).numpy() for e in shown],
             [f"{e['patient_id'].decode()} {level} pfirrmann {e['labels']['pfirrmann'] + 1}"
              for e in shown], slices=range(1, 8))
-        path = os.path.join(args.out, "montages", f"{level}.png")
-        report.save_png(picture, path)
-    print(f"montages: {os.path.join(args.out, 'montages')}/<level>.png")
-    print(f"demo finished in {time.perf_counter() - start:.0f} s")
-    return 0
+        report.save_png(picture, os.path.join(folder, f"{level}.png"))
+    print(f"  montages: {folder}/<level>.png")
+
+
+def _print_scores(result):
+    print(f"  {result['discs']} test discs    balanced accuracy (%)")
+    print(f"  {'task':<15} {'TTA':>6} {'single':>7} {'intra-rater':>12}")
+    for name, figures in result["tasks"].items():
+        cells = [figures["balanced_accuracy_tta"], figures["balanced_accuracy_single_view"],
+                 figures["intra_rater"]]
+        text = ["   n/a" if c is None else f"{100 * c:6.1f}" for c in cells]
+        print(f"  {name:<15} {text[0]:>6} {text[1]:>7} {text[2]:>12}")
 
 
 def _print_label_summary(examples):

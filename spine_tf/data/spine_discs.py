@@ -172,7 +172,6 @@ class SpineDiscs(tfds.core.GeneratorBasedBuilder):
         disc volumes to a cache folder inside the (temporary) dataset folder;
         pass two, ``_generate_examples``, reads them back.
         """
-        config = self.builder_config
         jobs, report = self._jobs(dl_manager)
         cache = epath.Path(self.data_dir) / CACHE_NAME
         cache.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,122 @@
+"""Experiments on top of training and evaluation: evaluating a run, the paper's sweeps.
+
+``sweep`` reproduces the paper's Table 2: one model per branch point
+(conv1..fc7, none), each trained twice with the validation and test splits
+swapped, scored with TTA balanced accuracy on the test split of each run;
+the table is mean +- std over the two runs per task, with the intra-rater
+agreement as the last row. ``single_task`` adds the multi-task vs
+single-task comparison (six single-task models at the same branch point).
+"""
+
+import dataclasses
+import json
+import os
+
+import keras
+import numpy as np
+
+from spine_tf import config as config_lib
+from spine_tf import evaluation, tasks, train
+from spine_tf.io.atomic import atomic_path
+
+SWEEP_JSON, SWEEP_MARKDOWN = "sweep.json", "sweep.md"
+
+
+def evaluate_run(run_dir, split=None, tta=True, out_dir=None, model_file="best.keras"):
+    """Evaluates a run's model on its test split (or ``split``) and writes the report.
+
+    Returns:
+        (result of ``evaluation.evaluate``, the report folder).
+    """
+    config = config_lib.load(os.path.join(run_dir, "config.json"))
+    builder = train.prepare_dataset(config.data)
+    split = split or config.data.test_split
+    model = keras.saving.load_model(os.path.join(run_dir, model_file))
+    result = evaluation.evaluate(model, builder.as_dataset(split=split), tta=tta)
+    result["split"] = split
+    out_dir = out_dir or os.path.join(run_dir, f"evaluation_{split}")
+    evaluation.write_report(result, out_dir, model_name=os.path.join(run_dir, model_file))
+    return result, out_dir
+
+
+def _runs(base, branch_points, single_task):
+    """(name, row label, task or None, config) of every run of a sweep."""
+    runs = []
+    for point in branch_points:
+        for swap in (False, True):
+            config = dataclasses.replace(
+                base, model=dataclasses.replace(base.model, branch_point=point),
+                data=dataclasses.replace(base.data, swap_validation_test=swap))
+            runs.append((f"{point}_{'swapped' if swap else 'plain'}", point, None, config))
+    if single_task:
+        for task in tasks.TASKS:
+            for swap in (False, True):
+                config = dataclasses.replace(
+                    base, train=dataclasses.replace(base.train, task_weights={task.name: 1.0}),
+                    data=dataclasses.replace(base.data, swap_validation_test=swap))
+                runs.append((f"single_{task.name}_{'swapped' if swap else 'plain'}",
+                             f"single-task ({base.model.branch_point})", task.name, config))
+    return runs
+
+
+def sweep(base, out_dir, branch_points=None, single_task=False, verbose=0):
+    """Trains and evaluates every run of the sweep in ``out_dir`` (resumable).
+
+    A run already evaluated (its ``evaluation_<split>/evaluation.json``
+    exists) is not trained again, so an interrupted sweep continues.
+
+    Returns:
+        The table dict written to ``sweep.json``: ``rows`` {row label:
+        {task: [scores of the runs]}}, and ``intra_rater`` {task: [values]}.
+    """
+    from spine_tf.model import BRANCH_POINTS
+    branch_points = list(branch_points or BRANCH_POINTS)
+    rows, intra = {}, {t.name: [] for t in tasks.TASKS}
+    for name, row, only_task, config in _runs(base, branch_points, single_task):
+        run_dir = os.path.join(out_dir, name)
+        report = os.path.join(run_dir, f"evaluation_{config.data.test_split}",
+                              evaluation.JSON_NAME)
+        if not os.path.exists(report):
+            train.train(config, run_dir, verbose=verbose)
+            evaluate_run(run_dir)
+        with open(report) as f:
+            result = json.load(f)
+        scores = rows.setdefault(row, {t.name: [] for t in tasks.TASKS})
+        for task in tasks.TASKS:
+            if only_task not in (None, task.name):
+                continue
+            figures = result["tasks"][task.name]
+            score = figures["balanced_accuracy_tta"]
+            if score is None:
+                score = figures["balanced_accuracy_single_view"]
+            scores[task.name].append(score)
+            if only_task is None and row == branch_points[0] and figures["intra_rater"] is not None:
+                intra[task.name].append(figures["intra_rater"])
+    table = {"rows": rows, "intra_rater": intra,
+             "config": config_lib.to_dict(base), "branch_points": branch_points}
+    with atomic_path(os.path.join(out_dir, SWEEP_JSON)) as tmp:
+        with open(tmp, "w") as f:
+            json.dump(table, f, indent=1)
+    with atomic_path(os.path.join(out_dir, SWEEP_MARKDOWN)) as tmp:
+        with open(tmp, "w") as f:
+            f.write(markdown(table))
+    return table
+
+
+def _cell(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    return f"{100 * np.mean(values):.1f} ± {100 * np.std(values):.1f}"
+
+
+def markdown(table):
+    """The sweep table in the form of the paper's Table 2 (balanced accuracy %, mean ± std)."""
+    names = [t.name for t in tasks.TASKS]
+    lines = ["| branch point | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for row, scores in table["rows"].items():
+        lines.append(f"| {row} | " + " | ".join(_cell(scores[n]) for n in names) + " |")
+    lines.append("| intra-rater | " + " | ".join(_cell(table["intra_rater"][n]) for n in names)
+                 + " |")
+    return ("Balanced accuracy (%) with TTA on the test split, mean ± std over two runs with "
+            "validation and test swapped.\n\n" + "\n".join(lines) + "\n")
