@@ -98,12 +98,13 @@ def from_mask(mask, spacing_mm, convention=SPIDER):
     Args:
         mask: int array (slices, rows, cols).
         spacing_mm: (3,) spacing of the mask.
-        convention: ``"spider"`` (vertebrae 1..99 counted from the bottom,
-            discs 201.., 201 = L5-S1, disc 200 + n lying between vertebrae
-            n + 1 and n; levels and neighbouring bodies come from the labels)
-            or ``"binary"`` (1 disc, 2 body; discs are connected components,
-            named upwards from L5-S1, and each takes the nearest body above
-            and below it).
+        convention: ``"spider"`` (discs 201.., 201 = L5-S1, name the levels;
+            every other label below 200 except the canal, 100, is a vertebra —
+            SPIDER's 101.. mark vertebrae partly out of view) or ``"binary"``
+            (1 disc, 2 body; discs are connected components, named upwards from
+            L5-S1). Either way a disc takes the nearest body above and below
+            it along its normal, so the vertebra numbering (which differs
+            between data sets: S1 or L5 as 1) does not matter.
 
     Returns:
         Localisation. A disc whose body above or below is missing, or which
@@ -119,7 +120,12 @@ def from_mask(mask, spacing_mm, convention=SPIDER):
                  if tasks.disc_label_of_level(level) in values]
         absent = [level for level in tasks.LEVELS
                   if tasks.disc_label_of_level(level) not in values]
-        bodies = {v: _Shape(mask == v, spacing_mm) for v in values if 0 < v < 100}
+        body_list = []
+        for value in sorted(v for v in values if 0 < v < 200 and v != tasks.CANAL_LABEL):
+            body = _Shape(mask == value, spacing_mm)
+            # SPIDER marks vertebrae only partly in view as 100 + n
+            body.touches_edge = body.touches_edge or value > tasks.CANAL_LABEL
+            body_list.append(body)
     elif convention == BINARY:
         discs = _components(mask == 1, spacing_mm, min_area_mm2=20.0)
         body_list = [_Shape(b, spacing_mm)
@@ -135,19 +141,10 @@ def from_mask(mask, spacing_mm, convention=SPIDER):
         if disc.touches_edge:
             skipped.append((level, "disc touches the edge of the field of view"))
             continue
-        if convention == SPIDER:
-            below_label = tasks.disc_label_of_level(level) - 200
-            upper, lower = bodies.get(below_label + 1), bodies.get(below_label)
-            labels = {"above": below_label + 1, "below": below_label}
-        else:
-            upper, lower = _neighbours(disc, body_list)
-            labels = None
+        upper, lower = _neighbours(disc, body_list)
         reason = None
         if upper is None or lower is None:
-            side = "above" if upper is None else "below"
-            reason = f"no vertebral body found {side} the disc"
-            if labels:
-                reason += f" (label {labels[side]} is not in the mask)"
+            reason = f"no vertebral body found {'above' if upper is None else 'below'} the disc"
         elif upper.touches_edge or lower.touches_edge:
             reason = "a neighbouring vertebral body is cut off by the field of view"
         if reason:

@@ -13,6 +13,7 @@ MISSING_LABEL = -1
 # disc: 201 is L5-S1, counting upwards.
 LEVELS = ("T12-L1", "L1-L2", "L2-L3", "L3-L4", "L4-L5", "L5-S1")
 FIRST_DISC_LABEL = 201
+CANAL_LABEL = 100  # the spinal canal in SPIDER-convention masks
 
 
 @dataclasses.dataclass(frozen=True)

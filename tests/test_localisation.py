@@ -100,17 +100,37 @@ def test_missing_landmarks_are_named(phantom_patients):
     assert reasons["L2-L3"] == "no landmarks for L3"
 
 
-def test_spider_neighbours_come_from_the_labels(phantom_patients):
-    """Disc 200 + n lies between vertebrae n + 1 and n; a missing one is named."""
+def test_spider_neighbours_are_found_by_geometry(phantom_patients):
+    """A missing vertebra skips both its discs, naming the side."""
     patient = phantom_patients[0]
     mask = patient.mask.copy()
     mask[mask == VERTEBRA_LABELS["L4"]] = 0
     found = localisation.from_mask(mask, patient.spacing_mm)
     reasons = dict(found.skipped)
     assert "L3-L4" in reasons and "L4-L5" in reasons
-    assert "below" in reasons["L3-L4"] and str(VERTEBRA_LABELS["L4"]) in reasons["L3-L4"]
-    assert "above" in reasons["L4-L5"]
+    assert "below" in reasons["L3-L4"] and "above" in reasons["L4-L5"]
     assert [d.level for d in found.discs] == ["T12-L1", "L1-L2", "L2-L3", "L5-S1"]
+
+
+def test_vertebra_numbering_does_not_matter(phantom_patients):
+    """SPIDER-like data sets number vertebrae differently (L5 or S1 as 1, 101.. for
+    partly visible ones); the localisation must not depend on it."""
+    patient = phantom_patients[0]
+    reference = localisation.from_mask(patient.mask, patient.spacing_mm)
+    renumbered = patient.mask.copy()
+    vertebrae = (renumbered > 0) & (renumbered < tasks.CANAL_LABEL)
+    renumbered[vertebrae] += 20  # S1 = 21 ...
+    again = localisation.from_mask(renumbered, patient.spacing_mm)
+    assert [d.level for d in again.discs] == [d.level for d in reference.discs]
+    for a, b in zip(reference.discs, again.discs):
+        np.testing.assert_allclose(a.centre, b.centre)
+        np.testing.assert_allclose(a.upper.corners, b.upper.corners)
+        np.testing.assert_allclose(a.lower.corners, b.lower.corners)
+    # a vertebra marked as partly out of view (100 + n) is a cut-off body
+    partial = patient.mask.copy()
+    partial[partial == VERTEBRA_LABELS["T12"]] = tasks.CANAL_LABEL + VERTEBRA_LABELS["T12"]
+    reasons = dict(localisation.from_mask(partial, patient.spacing_mm).skipped)
+    assert "cut off" in reasons["T12-L1"]
 
 
 def test_unknown_convention_is_rejected(phantom_patients):

@@ -43,8 +43,11 @@ SPIDER radiological_gradings.csv -> spine_tf labels:
 - Disc narrowing is binary in SPIDER: 0 -> narrowing 0, 1 -> narrowing 1 (meaning
   "narrowed, grade unknown"); evaluate it with the binary (Lootus) protocol.
 - UP endplate / LOW endplate -> endplate_upper / endplate_lower.
-- Modic 0 -> marrow_upper = marrow_lower = 0; Modic 1..3 -> both missing (-1),
-  since SPIDER does not say which side of the disc the change is on.
+- marrow_upper and marrow_lower are always missing (-1): SPIDER's Modic grade does
+  not say which side of the disc a change is on, and keeping only its Modic-0
+  discs would give the marrow heads negatives only (a one-class task that
+  "learns" to say normal and scores 100 % balanced accuracy). Modic is read
+  and checked, not used.
 - IVD label N is mask label 200 + N (201 = L5-S1); levels above T12-L1 are skipped.
 - An empty cell is a missing label (-1); Spondylolisthesis, Disc herniation and Disc
   bulging are not used (no task).
@@ -306,8 +309,7 @@ def spider_labels(row):
     def label(value, offset=0):
         return tasks.MISSING_LABEL if value is None else value - offset
 
-    modic = values["Modic"]
-    marrow = tasks.MISSING_LABEL if modic is None or modic > 0 else 0
+    marrow = tasks.MISSING_LABEL  # see SPIDER_MAPPING
     return {
         "pfirrmann": label(values["Pfirrman grade"], offset=1),
         "narrowing": label(values["Disc narrowing"]),

@@ -19,10 +19,10 @@ import numpy as np
 from spine_tf import tasks
 
 VERTEBRAE = ("T12", "L1", "L2", "L3", "L4", "L5", "S1")  # top to bottom
-# Mask labels of the vertebrae, counted from the bottom (S1 = 1), and of the
-# spinal canal, in the SPIDER convention; discs use tasks.disc_label_of_level.
+# Mask labels of the vertebrae, counted from the bottom (S1 = 1); the canal and
+# the discs use tasks.CANAL_LABEL and tasks.disc_label_of_level. (Localisation
+# does not rely on the vertebra numbering, which differs between data sets.)
 VERTEBRA_LABELS = {name: len(VERTEBRAE) - i for i, name in enumerate(VERTEBRAE)}
-CANAL_LABEL = 100
 
 # Typical adult sizes (mm), top to bottom; a patient scales them.
 _BODY_HEIGHT_MM = (22.0, 24.0, 25.5, 26.5, 27.0, 27.0, 28.0)

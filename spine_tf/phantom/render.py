@@ -10,7 +10,7 @@ import numpy as np
 from scipy import ndimage
 
 from spine_tf import tasks
-from spine_tf.phantom.anatomy import CANAL_LABEL, VERTEBRA_LABELS
+from spine_tf.phantom.anatomy import VERTEBRA_LABELS
 
 # Signal (relative to CSF = 1) of each tissue.
 CSF, FAT, MUSCLE, PREVERTEBRAL = 1.0, 0.78, 0.26, 0.32
@@ -179,7 +179,7 @@ def _draw_canal(element, anatomy, z, ys, xs, out, mask, strands):
         for position in strands:
             csf = np.where(np.abs(a - position * depth) < 0.7, 0.45, csf)
     out[crop.window] = np.where(inside, csf, window)
-    mask[crop.window] = np.where(inside, CANAL_LABEL, mask[crop.window])
+    mask[crop.window] = np.where(inside, tasks.CANAL_LABEL, mask[crop.window])
 
 
 def _draw_posterior_elements(body, anatomy, z, ys, xs, out, marrow):

@@ -168,9 +168,10 @@ def test_spider_gradings_mapping(tmp_path):
     ])
     table = sources.read_spider_gradings(path)
     assert sorted(table) == [("12", "L3-L4"), ("3", "L4-L5"), ("3", "L5-S1"), ("3", "T12-L1")]
+    # Marrow is always missing: SPIDER's Modic has no side (and Modic 0 alone
+    # would make a one-class task).
     assert table[("3", "L5-S1")] == {"pfirrmann": 0, "narrowing": 0, "endplate_upper": 1,
-                                     "endplate_lower": 0, "marrow_upper": 0, "marrow_lower": 0}
-    # Modic > 0: a marrow change, but SPIDER does not say on which side: both missing.
+                                     "endplate_lower": 0, "marrow_upper": -1, "marrow_lower": -1}
     assert table[("3", "L4-L5")] == {"pfirrmann": 3, "narrowing": 1, "endplate_upper": 0,
                                      "endplate_lower": 1, "marrow_upper": -1, "marrow_lower": -1}
     assert table[("3", "T12-L1")]["pfirrmann"] == 4
@@ -178,7 +179,7 @@ def test_spider_gradings_mapping(tmp_path):
     assert table[("12", "L3-L4")] == {"pfirrmann": -1, "narrowing": -1, "endplate_upper": 1,
                                       "endplate_lower": 0, "marrow_upper": -1,
                                       "marrow_lower": -1}
-    assert "Modic 1..3 -> both missing" in sources.SPIDER_MAPPING
+    assert "marrow_upper and marrow_lower are always missing" in sources.SPIDER_MAPPING
 
 
 @pytest.mark.parametrize("row, message", [
@@ -222,9 +223,7 @@ def test_spider_dummy_patient_matches_its_phantom():
         assert labels["narrowing"] == (-1 if truth["narrowing"] < 0 else min(truth["narrowing"], 1))
         assert labels["endplate_upper"] == truth["endplate_upper"]
         assert labels["endplate_lower"] == truth["endplate_lower"]
-        marrow = (truth["marrow_upper"], truth["marrow_lower"])
-        expected = 0 if marrow == (0, 0) else -1
-        assert labels["marrow_upper"] == labels["marrow_lower"] == expected
+        assert labels["marrow_upper"] == labels["marrow_lower"] == -1  # no side in SPIDER
     # The .mha geometry puts the spine upright: discs top to bottom down the rows, on
     # the phantom's mid-sagittal slice.
     discs = record.localisation.discs
