@@ -114,7 +114,7 @@ def _parser():
                              "matrices; writes JSON, Markdown, CSV and PNGs.")
     ev.add_argument("--run-dir", required=True, help="a spine-tf train run directory")
     ev.add_argument("--split", help="split to score (default: the run's test split)")
-    ev.add_argument("--model-file", default="best.keras",
+    ev.add_argument("--model-file", default="best.keras",  # train.BEST_MODEL
                     help="model in the run dir (default: %(default)s)")
     ev.add_argument("--no-tta", action="store_true", help="single view only")
     ev.add_argument("--out", help="report folder (default: RUN_DIR/evaluation_<split>)")

@@ -22,7 +22,7 @@ from spine_tf.io.atomic import atomic_path
 SWEEP_JSON, SWEEP_MARKDOWN = "sweep.json", "sweep.md"
 
 
-def evaluate_run(run_dir, split=None, tta=True, out_dir=None, model_file="best.keras"):
+def evaluate_run(run_dir, split=None, tta=True, out_dir=None, model_file=train.BEST_MODEL):
     """Evaluates a run's model on its test split (or ``split``) and writes the report.
 
     Returns:
@@ -77,7 +77,8 @@ def sweep(base, out_dir, branch_points=None, single_task=False, verbose=0):
         report = os.path.join(run_dir, f"evaluation_{config.data.test_split}",
                               evaluation.JSON_NAME)
         if not os.path.exists(report):
-            train.train(config, run_dir, verbose=verbose)
+            if not os.path.exists(os.path.join(run_dir, train.FINAL_MODEL)):  # trained already?
+                train.train(config, run_dir, verbose=verbose)
             evaluate_run(run_dir)
         with open(report) as f:
             result = json.load(f)

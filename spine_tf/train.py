@@ -21,6 +21,7 @@ command with its own ``TF_CONFIG``, e.g.
 "worker", "index": 0}}``). The batch size is the global one.
 """
 
+import csv
 import json
 import os
 
@@ -34,6 +35,7 @@ from spine_tf import model as model_lib
 from spine_tf.io.atomic import atomic_path
 
 MONITOR = "val_mean_balanced_accuracy"
+BEST_MODEL, FINAL_MODEL = "best.keras", "final.keras"
 
 
 def make_strategy(name):
@@ -120,6 +122,64 @@ class EpochSeeds(keras.callbacks.Callback):
                 generator.state.assign(np.array([self.seed * 1000 + index, epoch], np.int64))
 
 
+class ResumedCallbackState(keras.callbacks.Callback):
+    """Restores what BackupAndRestore does not: the plateau and early-stopping state.
+
+    On a resumed run, ``ReduceLROnPlateau`` and ``EarlyStopping`` start from
+    scratch; this callback, placed after them, replays their rules over the
+    completed epochs in ``history.csv`` so their best value, wait and cooldown
+    counters are what an uninterrupted run would have. (The checkpoint's best
+    value is restored through ``initial_value_threshold``.)
+
+    Args:
+        rows: history.csv rows (dicts) of the completed epochs, in order.
+        plateau: the run's ReduceLROnPlateau (or None).
+        early_stopping: the run's EarlyStopping (or None).
+    """
+
+    def __init__(self, rows, plateau=None, early_stopping=None):
+        super().__init__()
+        self.rows, self.plateau, self.early_stopping = rows, plateau, early_stopping
+
+    def _values(self, callback):
+        if callback.monitor_op is None:
+            callback._set_monitor_op()  # Keras sets it lazily; the rules need it now
+        return [(int(r["epoch"]), float(r[callback.monitor]), float(r.get("learning_rate", 1)))
+                for r in self.rows if r.get(callback.monitor) not in (None, "")]
+
+    def on_train_begin(self, logs=None):
+        if not self.rows:
+            return
+        plateau = self.plateau
+        if plateau is not None:
+            for _, current, lr in self._values(plateau):
+                if plateau.cooldown_counter > 0:
+                    plateau.cooldown_counter -= 1
+                    plateau.wait = 0
+                if plateau._is_improvement(current, plateau.best):
+                    plateau.best, plateau.wait = current, 0
+                elif plateau.cooldown_counter <= 0:
+                    plateau.wait += 1
+                    if plateau.wait >= plateau.patience and lr > plateau.min_lr:
+                        plateau.cooldown_counter, plateau.wait = plateau.cooldown, 0
+        stopper = self.early_stopping
+        if stopper is not None:
+            for epoch, current, _ in self._values(stopper):
+                stopper.wait += 1
+                if stopper._is_improvement(current, stopper.best):
+                    stopper.best, stopper.best_epoch, stopper.wait = current, epoch, 0
+
+
+def read_history(run_dir, before_epoch):
+    """history.csv rows of the epochs before ``before_epoch`` (the last row per epoch)."""
+    path = os.path.join(run_dir, "history.csv")
+    if not os.path.exists(path) or before_epoch <= 0:
+        return []
+    with open(path, newline="") as f:
+        rows = {int(r["epoch"]): r for r in csv.DictReader(f) if int(r["epoch"]) < before_epoch}
+    return [rows[e] for e in sorted(rows)]
+
+
 def _restored_epoch(backup_dir):
     """Epochs completed by an interrupted run (BackupAndRestore's metadata), else 0."""
     path = os.path.join(backup_dir, "training_metadata.json")
@@ -142,23 +202,45 @@ def build_compiled_model(config, channel_mean):
     return model
 
 
-def callbacks(config, run_dir, trained_tasks):
-    """The run's callbacks, EpochSummary first."""
+def callbacks(config, run_dir, trained_tasks, history=()):
+    """The run's callbacks; ``history``: completed epochs' rows when resuming."""
+    best = [float(r[MONITOR]) for r in history if r.get(MONITOR) not in (None, "")]
+    plateau = keras.callbacks.ReduceLROnPlateau(
+        monitor="val_loss", mode="min", factor=config.train.lr_factor,
+        patience=config.train.lr_patience)
+    stopper = keras.callbacks.EarlyStopping(
+        monitor="val_loss", mode="min", patience=config.train.early_stopping_patience) \
+        if config.train.early_stopping_patience else None
     out = [
         EpochSummary(trained_tasks),
         EpochSeeds(config.train.seed),
         keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup")),
-        keras.callbacks.ModelCheckpoint(os.path.join(run_dir, "best.keras"), monitor=MONITOR,
-                                        mode="max", save_best_only=True),
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=config.train.lr_factor,
-                                          patience=config.train.lr_patience),
+        keras.callbacks.ModelCheckpoint(os.path.join(run_dir, BEST_MODEL), monitor=MONITOR,
+                                        mode="max", save_best_only=True,
+                                        initial_value_threshold=max(best) if best else None),
+        plateau,
         keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
         keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), write_graph=False),
     ]
-    if config.train.early_stopping_patience:
-        out.append(keras.callbacks.EarlyStopping(monitor="val_loss",
-                                                 patience=config.train.early_stopping_patience))
+    if stopper is not None:
+        out.append(stopper)
+    out.append(ResumedCallbackState(list(history), plateau, stopper))
     return out
+
+
+def _check_config(config, run_dir):
+    """Refuses to resume a run directory with different settings."""
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(path):
+        return
+    saved = config_lib.load(path)
+    if saved != config:
+        old, new = config_lib.to_dict(saved), config_lib.to_dict(config)
+        changed = [f"{section}.{key}: {old[section][key]!r} -> {new[section][key]!r}"
+                   for section in new for key in new[section]
+                   if old[section].get(key) != new[section][key]]
+        raise ValueError(f"{run_dir} holds a run with other settings ({'; '.join(changed)}); "
+                         "use a new run directory, or the same settings to resume it")
 
 
 def train(config, run_dir, extra_callbacks=(), verbose="auto"):
@@ -174,6 +256,7 @@ def train(config, run_dir, extra_callbacks=(), verbose="auto"):
         (model, history dict of per-epoch logs of this call).
     """
     os.makedirs(run_dir, exist_ok=True)
+    _check_config(config, run_dir)
     config_lib.save(config, os.path.join(run_dir, "config.json"))
     builder = prepare_dataset(config.data)
     train_split = builder.as_dataset(split="train")
@@ -196,8 +279,10 @@ def train(config, run_dir, extra_callbacks=(), verbose="auto"):
     history = model.fit(
         train_data, validation_data=validation_data, epochs=config.train.epochs,
         steps_per_epoch=input_pipeline.steps_per_epoch(train_split, config.pipeline.batch_size),
-        callbacks=callbacks(config, run_dir, trained) + list(extra_callbacks), verbose=verbose)
-    model.save(os.path.join(run_dir, "final.keras"))
+        callbacks=callbacks(config, run_dir, trained, read_history(run_dir, initial_epoch))
+        + list(extra_callbacks), verbose=verbose)
+    with atomic_path(os.path.join(run_dir, FINAL_MODEL)) as tmp:
+        model.save(tmp)
     return model, history.history
 
 
@@ -207,5 +292,6 @@ def resolved_config(config_path=None, assignments=()):
     return config_lib.override(config, list(assignments))
 
 
-__all__ = ["EpochSeeds", "EpochSummary", "build_compiled_model", "callbacks", "make_strategy",
-           "prepare_dataset", "resolved_config", "train"]
+__all__ = ["BEST_MODEL", "FINAL_MODEL", "EpochSeeds", "EpochSummary", "ResumedCallbackState",
+           "build_compiled_model", "callbacks", "make_strategy", "prepare_dataset",
+           "read_history", "resolved_config", "train"]

@@ -111,3 +111,47 @@ def test_config_overrides_and_errors(tmp_path):
         config_lib.override(config, ["train.epoch=3"])
     with pytest.raises(ValueError, match="strategy"):
         train.make_strategy("horovod")
+
+
+def _replay_live(values, lrs):
+    """ReduceLROnPlateau and EarlyStopping fed the epochs live, as in a run."""
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(1e-3), loss="mse")
+    plateau = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", mode="min", factor=0.5,
+                                                patience=2, cooldown=1)
+    stopper = keras.callbacks.EarlyStopping(monitor="val_loss", mode="min", patience=3)
+    for callback in (plateau, stopper):
+        callback.set_model(model)
+        callback.on_train_begin()
+    for epoch, value in enumerate(values):
+        lrs.append(float(model.optimizer.learning_rate.numpy()))
+        for callback in (plateau, stopper):
+            callback.on_epoch_end(epoch, {"val_loss": value})
+    return plateau, stopper
+
+
+def test_resumed_callback_state_equals_the_live_state():
+    values = [1.0, 0.9, 0.95, 0.97, 0.96, 0.85, 0.9, 0.91, 0.92]
+    lrs = []
+    live_plateau, live_stopper = _replay_live(values, lrs)
+    rows = [{"epoch": str(e), "val_loss": str(v), "learning_rate": str(lr)}
+            for e, (v, lr) in enumerate(zip(values, lrs))]
+    plateau = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", mode="min", factor=0.5,
+                                                patience=2, cooldown=1)
+    stopper = keras.callbacks.EarlyStopping(monitor="val_loss", mode="min", patience=3)
+    for callback in (plateau, stopper):
+        callback.on_train_begin()  # as fit does: reset, then the resumed state
+    train.ResumedCallbackState(rows, plateau, stopper).on_train_begin()
+    assert (plateau.best, plateau.wait, plateau.cooldown_counter) == \
+        (live_plateau.best, live_plateau.wait, live_plateau.cooldown_counter)
+    assert (stopper.best, stopper.wait, stopper.best_epoch) == \
+        (live_stopper.best, live_stopper.wait, live_stopper.best_epoch)
+    assert live_plateau.wait > 0 or live_plateau.cooldown_counter > 0  # a non-trivial state
+
+
+def test_resuming_with_other_settings_is_refused(data_dir, tmp_path):
+    run = os.fspath(tmp_path / "run")
+    os.makedirs(run)
+    config_lib.save(_config(data_dir), os.path.join(run, "config.json"))
+    with pytest.raises(ValueError, match="model.width: 0.0625 -> 0.125"):
+        train.train(_config(data_dir, "model.width=0.125"), run, verbose=0)
