@@ -24,8 +24,8 @@ import numpy as np
 from scipy import ndimage
 
 from spine_tf.localisation import body_height_mm
+from spine_tf.tasks import VOLUME_SHAPE
 
-VOLUME_SHAPE = (112, 224, 9)  # rows, cols, slices
 ROWS, COLS, SLICES = VOLUME_SHAPE
 BODY_FRACTION = 0.4
 BODY_MEDIAN = 0.5

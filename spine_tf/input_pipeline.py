@@ -14,7 +14,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from spine_tf import augment, losses, tasks
+from spine_tf import augment, tasks
 from spine_tf.data.spine_discs import from_stored
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -46,6 +46,33 @@ def decode(example):
     return volume, labels
 
 
+def class_weights(labels, num_classes):
+    """alpha_c = 1 / freq(c) over the labelled discs, normalised to mean 1 over them.
+
+    Args:
+        labels: int array of one task's training labels (-1 = missing).
+        num_classes: the task's class count.
+
+    Returns:
+        float32 (num_classes,) weights; a class absent from ``labels`` gets 0
+        (it has no discs to weight).
+    """
+    labels = np.asarray(labels)
+    labels = labels[labels >= 0]
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    if counts.sum() == 0:
+        return np.zeros(num_classes, np.float32)
+    alpha = np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0)
+    # mean over labelled discs of alpha[label] = sum_c counts_c * alpha_c / n = classes / n
+    mean = (counts * alpha).sum() / counts.sum()
+    return (alpha / mean).astype(np.float32)
+
+
+def task_class_weights(labels_by_task):
+    """``class_weights`` for every task: {task: (classes,) weights}."""
+    return {t.name: class_weights(labels_by_task[t.name], t.num_classes) for t in tasks.TASKS}
+
+
 def weigh(volumes, labels, class_weights):
     """Adds per-task sample weights alpha[label] (0 for a missing label)."""
     weights = []
@@ -73,7 +100,7 @@ def training_statistics(dataset):
             labels[name].append(values.numpy())
     if count == 0:
         raise ValueError("the training split is empty")
-    weights = losses.task_class_weights({k: np.concatenate(v) for k, v in labels.items()})
+    weights = task_class_weights({k: np.concatenate(v) for k, v in labels.items()})
     return weights, (total / count).astype(np.float32)
 
 

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 
 from spine_tf import tasks
-from spine_tf.extraction import VOLUME_SHAPE
+from spine_tf.tasks import VOLUME_SHAPE
 
 # (name, kind, units or filters, kernel, stride, pool after) of VGG-M 1024.
 # Padding: conv1 and conv2 "valid", conv3-5 "same"; 2x2 max-pools.

@@ -15,6 +15,9 @@ LEVELS = ("T12-L1", "L1-L2", "L2-L3", "L3-L4", "L4-L5", "L5-S1")
 FIRST_DISC_LABEL = 201
 CANAL_LABEL = 100  # the spinal canal in SPIDER-convention masks
 
+# The model input: a disc volume of rows x cols x sagittal slices (SPEC "Disc volume").
+VOLUME_SHAPE = (112, 224, 9)
+
 
 @dataclasses.dataclass(frozen=True)
 class Task:

@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from spine_tf import augment, tasks
-from spine_tf.extraction import VOLUME_SHAPE
+from spine_tf.tasks import VOLUME_SHAPE
 
 SHIFT_PX = 16
 """In-plane shift of the off-centre positions, pixels."""

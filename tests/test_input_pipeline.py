@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from spine_tf import augment, input_pipeline, losses, tasks
+from spine_tf import augment, input_pipeline, tasks
 from spine_tf.data import spine_discs
 
 
@@ -26,7 +26,7 @@ def test_training_statistics(train_split):
     labels = _raw_labels(train_split)
     for task in tasks.TASKS:
         np.testing.assert_allclose(weights[task.name],
-                                   losses.class_weights(labels[task.name], task.num_classes))
+                                   input_pipeline.class_weights(labels[task.name], task.num_classes))
     volumes = np.stack([spine_discs.from_stored(e["disc_volume"]).numpy()
                         for e in train_split.as_numpy_iterator()])
     np.testing.assert_allclose(mean, volumes.mean(axis=(0, 1, 2)), rtol=1e-4)

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from spine_tf import losses, metrics
+from spine_tf import input_pipeline, losses, metrics
 
 
 def _ce(logits, label):
@@ -27,7 +27,7 @@ def test_masked_cross_entropy_ignores_missing_labels():
 
 def test_class_weights_are_inverse_frequency_with_mean_one():
     labels = np.array([0, 0, 0, 1, -1, 2, 2, -1])  # counts 3, 1, 2 over 6 labelled discs
-    w = losses.class_weights(labels, 4)
+    w = input_pipeline.class_weights(labels, 4)
     alpha = np.array([1 / 3, 1, 1 / 2, 0])
     expected = alpha / ((3 * alpha[0] + alpha[1] + 2 * alpha[2]) / 6)
     np.testing.assert_allclose(w, expected, rtol=1e-6)
@@ -37,7 +37,7 @@ def test_class_weights_are_inverse_frequency_with_mean_one():
     # every class then carries the same total weight
     totals = [w[c] * np.sum(labelled == c) for c in range(3)]
     np.testing.assert_allclose(totals, totals[0])
-    np.testing.assert_array_equal(losses.class_weights([-1, -1], 2), [0, 0])
+    np.testing.assert_array_equal(input_pipeline.class_weights([-1, -1], 2), [0, 0])
 
 
 def test_loss_weights_single_task():

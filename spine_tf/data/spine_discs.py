@@ -36,7 +36,7 @@ from etils import epath
 
 from spine_tf import tasks
 from spine_tf.data import sources
-from spine_tf.extraction import VOLUME_SHAPE
+from spine_tf.tasks import VOLUME_SHAPE
 from spine_tf.io import labels as labels_io
 from spine_tf.io.scan import ScanError
 from spine_tf.phantom import PhantomConfig

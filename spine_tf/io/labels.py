@@ -45,16 +45,23 @@ def read_labels(path):
         task -> int with -1 for missing (``reread`` all -1 without the columns).
 
     Raises:
-        ScanError: naming the file and line for a missing column, an unknown
-            level, a label outside its task's classes or a duplicated disc.
+        ScanError: naming the file (and line) for a missing or unknown column,
+            an unknown level, a label that is not a whole number within its
+            task's classes, or a duplicated disc.
     """
     out = {}
     try:
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
-            missing = [c for c in ("patient", "level") if c not in (reader.fieldnames or ())]
+            columns = [c.strip() for c in reader.fieldnames or ()]
+            missing = [c for c in ("patient", "level") if c not in columns]
             if missing:
                 raise ScanError(f"{path}: labels CSV lacks column(s) {', '.join(missing)}")
+            unknown = [c for c in columns if c not in COLUMNS]
+            if unknown:  # a misspelt task column would silently read as all missing
+                raise ScanError(f"{path}: unknown column(s) {', '.join(unknown)}; columns "
+                                f"are {', '.join(COLUMNS)}")
+            reader.fieldnames = columns
             for line, record in enumerate(reader, start=2):
                 key = (record["patient"].strip(), record["level"].strip())
                 if key[1] not in tasks.LEVELS:
@@ -74,9 +81,13 @@ def _label(text, task, path, line):
     if text is None or text.strip() in ("", "-1", "nan", "NA"):
         return tasks.MISSING_LABEL
     try:
-        value = int(float(text))
+        number = float(text)
     except ValueError:
-        raise ScanError(f"{path}: line {line}: {task.name} label {text!r} is not a number") from None
-    if not 0 <= value < task.num_classes:
-        raise ScanError(f"{path}: line {line}: {task.name} label {value} outside 0..{task.num_classes - 1}")
-    return value
+        number = float("nan")
+    if not number.is_integer():
+        raise ScanError(f"{path}: line {line}: {task.name} label {text!r} is not a whole "
+                        "number")
+    if not 0 <= number < task.num_classes:
+        raise ScanError(f"{path}: line {line}: {task.name} label {int(number)} outside "
+                        f"0..{task.num_classes - 1}")
+    return int(number)
