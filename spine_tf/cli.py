@@ -234,7 +234,7 @@ def _extract(args):
     scan = read_scan(args.scan, spacing_mm=spacing) if spacing else read_scan(args.scan)
     if args.mask:
         mask = read_mask(args.mask, scan)
-        convention = localisation.BINARY if mask.max() <= 2 else localisation.SPIDER
+        convention = localisation.guess_convention(mask)
         located = localisation.from_mask(mask, scan.spacing_mm, convention)
     else:
         located = localisation.from_landmarks(landmarks_io.read_landmarks(args.landmarks, scan),
@@ -245,13 +245,23 @@ def _extract(args):
     if not volumes:
         print(f"{args.scan}: no disc could be extracted", file=sys.stderr)
         return 1
-    name = os.path.basename(os.path.normpath(args.scan)).split(".")[0]
+    name = _scan_name(args.scan)
     npz = os.path.join(args.out, f"{name}_discs.npz")
     png = os.path.join(args.out, f"{name}_discs.png")
     report.save_volumes(npz, volumes)
     report.save_png(report.montage([v.volume for v in volumes], [v.level for v in volumes]), png)
     print(f"{len(volumes)} discs ({', '.join(v.level for v in volumes)}) -> {npz}, {png}")
     return 0
+
+
+def _scan_name(path):
+    """A scan's name without its (possibly double) suffix: case.01.nii.gz -> case.01."""
+    from spine_tf.io import scan
+    name = os.path.basename(os.path.normpath(path))
+    for suffix in scan.NIFTI_SUFFIXES + scan.ITK_SUFFIXES + scan.IMAGE_2D_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def _demo(args):
@@ -301,10 +311,15 @@ def _write_montages(examples, folder):
         shown = group[:4]
         picture = report.montage(
             [spine_discs.from_stored(e["disc_volume"]).numpy() for e in shown],
-            [f"{e['patient_id'].decode()} {level} pfirrmann {e['labels']['pfirrmann'] + 1}"
-             for e in shown], slices=range(1, 8))
+            [f"{e['patient_id'].decode()} {level} pfirrmann "
+             f"{_grade_text(e['labels']['pfirrmann'])}" for e in shown], slices=range(1, 8))
         report.save_png(picture, os.path.join(folder, f"{level}.png"))
     print(f"  montages: {folder}/<level>.png")
+
+
+def _grade_text(label):
+    """A stored Pfirrmann label as the grade people read (1..5), '-' when missing."""
+    return "-" if label < 0 else tasks.task("pfirrmann").class_names[label]
 
 
 def _print_scores(result):

@@ -162,6 +162,11 @@ def from_mask(mask, spacing_mm, convention=SPIDER):
     return Localisation(found, skipped)
 
 
+def guess_convention(mask):
+    """``"binary"`` for a mask with labels 0..2 only (1 disc, 2 body), else ``"spider"``."""
+    return BINARY if int(np.max(mask)) <= 2 else SPIDER
+
+
 def _components(binary, spacing_mm, min_area_mm2):
     labelled, count = ndimage.label(binary)
     voxel_mm2 = spacing_mm[1] * spacing_mm[2]

@@ -12,6 +12,8 @@ MISSING_LABEL = -1
 # The six lumbar levels from the top down, and the SPIDER mask label of each
 # disc: 201 is L5-S1, counting upwards.
 LEVELS = ("T12-L1", "L1-L2", "L2-L3", "L3-L4", "L4-L5", "L5-S1")
+# The vertebrae around them, top to bottom: T12 .. S1.
+VERTEBRAE = tuple(level.split("-")[0] for level in LEVELS) + (LEVELS[-1].split("-")[1],)
 FIRST_DISC_LABEL = 201
 CANAL_LABEL = 100  # the spinal canal in SPIDER-convention masks
 

@@ -31,11 +31,12 @@ import numpy as np
 from spine_tf import localisation, tasks
 from spine_tf.extraction import extract, lesion_boxes
 from spine_tf.io import landmarks as landmarks_io
+from spine_tf.io import scan as scan_io
 from spine_tf.io.scan import ScanError, read_mask, read_scan, scan_from_array
 
 SPLITS = ("train", "validation", "test")
 SPLIT_PERCENT = (80, 10, 10)
-SCAN_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd")
+SCAN_SUFFIXES = scan_io.NIFTI_SUFFIXES + scan_io.ITK_SUFFIXES
 
 SPIDER_MAPPING = """\
 SPIDER radiological_gradings.csv -> spine_tf labels:
@@ -187,7 +188,7 @@ def folder_record(manual_dir, patient_id, labels_table):
     landmarks_path = os.path.join(manual_dir, "landmarks", patient_id + ".json")
     if mask_path:
         mask = read_mask(mask_path, scan)
-        convention = localisation.BINARY if mask.max() <= 2 else localisation.SPIDER
+        convention = localisation.guess_convention(mask)
         located = localisation.from_mask(mask, scan.spacing_mm, convention)
     elif os.path.exists(landmarks_path):
         located = localisation.from_landmarks(

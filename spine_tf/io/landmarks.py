@@ -34,13 +34,14 @@ import json
 
 import numpy as np
 
+from spine_tf import tasks
 from spine_tf.io.atomic import atomic_path
 from spine_tf.io.scan import ScanError
 
 FORMAT = "spine_tf.landmarks"
 VERSION = 1
 CORNERS = ("anterior_superior", "posterior_superior", "posterior_inferior", "anterior_inferior")
-VERTEBRA_NAMES = ("T12", "L1", "L2", "L3", "L4", "L5", "S1")
+VERTEBRA_NAMES = tasks.VERTEBRAE
 DEFAULT_HALF_WIDTH_MM = 20.0
 
 

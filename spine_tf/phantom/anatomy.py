@@ -18,7 +18,7 @@ import numpy as np
 
 from spine_tf import tasks
 
-VERTEBRAE = ("T12", "L1", "L2", "L3", "L4", "L5", "S1")  # top to bottom
+VERTEBRAE = tasks.VERTEBRAE  # top to bottom
 # Mask labels of the vertebrae, counted from the bottom (S1 = 1); the canal and
 # the discs use tasks.CANAL_LABEL and tasks.disc_label_of_level. (Localisation
 # does not rely on the vertebra numbering, which differs between data sets.)
