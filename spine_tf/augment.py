@@ -103,7 +103,7 @@ def _in_plane_matrix(draws, height, width, inverse):
 
 
 def _warp(volumes, output_to_input, interpolation):
-    """Resamples (b, h, w, c) volumes: output pixel (x, y) reads input output_to_input @ (x, y, 1)."""
+    """Resamples (b, h, w, c) volumes: output (x, y) reads input at output_to_input @ (x, y, 1)."""
     flat = tf.reshape(output_to_input, (-1, 9))[:, :8]
     return tf.raw_ops.ImageProjectiveTransformV3(
         images=volumes, transforms=flat, output_shape=tf.shape(volumes)[1:3],

@@ -168,7 +168,7 @@ def _evaluate(args):
     from spine_tf import evaluation, experiments
     result, out = experiments.evaluate_run(args.run_dir, split=args.split, tta=not args.no_tta,
                                            out_dir=args.out, model_file=args.model_file)
-    with open(os.path.join(out, evaluation.MARKDOWN_NAME)) as f:
+    with open(os.path.join(out, evaluation.MARKDOWN_NAME), encoding="utf-8") as f:
         print(f.read().split("## Confusion matrices")[0].rstrip())
     print(f"\nreport (with confusion matrices and per-disc predictions): {out}")
     return 0
@@ -219,7 +219,7 @@ def _print_build(builder):
         print(f"  {split:<11} {info.num_examples:>6} discs")
     report = os.path.join(builder.data_dir, "build_report.json")
     if os.path.exists(report):
-        with open(report) as f:
+        with open(report, encoding="utf-8") as f:
             content = json.load(f)
         for item in content.get("skipped_scans", []):
             print(f"  skipped scan {item.get('patient')}: {item.get('reason')}")

@@ -129,13 +129,13 @@ def from_dict(cls, values):
 def save(config, path):
     """Writes the config as JSON, atomically."""
     with atomic_path(path) as tmp:
-        with open(tmp, "w") as f:
+        with open(tmp, "w", encoding="utf-8") as f:
             json.dump(to_dict(config), f, indent=2, sort_keys=True)
 
 
 def load(path):
     """Reads an ExperimentConfig from JSON (any subset of the keys)."""
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         return from_dict(ExperimentConfig, json.load(f))
 
 

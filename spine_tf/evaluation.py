@@ -261,14 +261,14 @@ def write_report(result, out_dir, model_name="model"):
     summary = {"model": model_name}
     summary.update({k: v for k, v in result.items() if k != "predictions"})
     with atomic_path(paths["json"]) as tmp:
-        with open(tmp, "w") as f:
+        with open(tmp, "w", encoding="utf-8") as f:
             json.dump(summary, f, indent=2, allow_nan=False)
             f.write("\n")
     with atomic_path(paths["markdown"]) as tmp:
-        with open(tmp, "w") as f:
+        with open(tmp, "w", encoding="utf-8") as f:
             f.write(_markdown(result, model_name))
     with atomic_path(paths["csv"]) as tmp:
-        with open(tmp, "w", newline="") as f:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
             csv.writer(f).writerows(_csv_rows(result))
     which = "TTA" if result["tta"] else "single view"
     for task in tasks.TASKS:

@@ -80,7 +80,7 @@ def sweep(base, out_dir, branch_points=None, single_task=False, verbose=0):
             if not os.path.exists(os.path.join(run_dir, train.FINAL_MODEL)):  # trained already?
                 train.train(config, run_dir, verbose=verbose)
             evaluate_run(run_dir)
-        with open(report) as f:
+        with open(report, encoding="utf-8") as f:
             result = json.load(f)
         scores = rows.setdefault(row, {t.name: [] for t in tasks.TASKS})
         for task in tasks.TASKS:
@@ -96,10 +96,10 @@ def sweep(base, out_dir, branch_points=None, single_task=False, verbose=0):
     table = {"rows": rows, "intra_rater": intra,
              "config": config_lib.to_dict(base), "branch_points": branch_points}
     with atomic_path(os.path.join(out_dir, SWEEP_JSON)) as tmp:
-        with open(tmp, "w") as f:
+        with open(tmp, "w", encoding="utf-8") as f:
             json.dump(table, f, indent=1)
     with atomic_path(os.path.join(out_dir, SWEEP_MARKDOWN)) as tmp:
-        with open(tmp, "w") as f:
+        with open(tmp, "w", encoding="utf-8") as f:
             f.write(markdown(table))
     return table
 

@@ -45,5 +45,6 @@ def loss_weights(task_weights=None):
         return {name: 1.0 for name in tasks.TASK_NAMES}
     unknown = set(task_weights) - set(tasks.TASK_NAMES)
     if unknown:
-        raise KeyError(f"unknown task(s) {sorted(unknown)}; tasks are {', '.join(tasks.TASK_NAMES)}")
+        raise KeyError(f"unknown task(s) {sorted(unknown)}; tasks are "
+                       f"{', '.join(tasks.TASK_NAMES)}")
     return {name: float(task_weights.get(name, 0.0)) for name in tasks.TASK_NAMES}

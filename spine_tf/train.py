@@ -67,13 +67,13 @@ def load_statistics(run_dir, train_split):
     """Class weights and channel mean of the training split, cached in the run dir."""
     path = os.path.join(run_dir, "statistics.json")
     if os.path.exists(path):
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             saved = json.load(f)
         return ({k: np.asarray(v, np.float32) for k, v in saved["class_weights"].items()},
                 np.asarray(saved["channel_mean"], np.float32))
     weights, mean = input_pipeline.training_statistics(train_split)
     with atomic_path(path) as tmp:
-        with open(tmp, "w") as f:
+        with open(tmp, "w", encoding="utf-8") as f:
             json.dump({"class_weights": {k: v.tolist() for k, v in weights.items()},
                        "channel_mean": mean.tolist()}, f, indent=1)
     return weights, mean
@@ -175,7 +175,7 @@ def read_history(run_dir, before_epoch):
     path = os.path.join(run_dir, "history.csv")
     if not os.path.exists(path) or before_epoch <= 0:
         return []
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8") as f:
         rows = {int(r["epoch"]): r for r in csv.DictReader(f) if int(r["epoch"]) < before_epoch}
     return [rows[e] for e in sorted(rows)]
 
@@ -185,7 +185,7 @@ def _restored_epoch(backup_dir):
     path = os.path.join(backup_dir, "training_metadata.json")
     if not os.path.exists(path):
         return 0
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         return int(json.load(f).get("epoch", 0))
 
 

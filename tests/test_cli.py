@@ -9,7 +9,8 @@ from PIL import Image
 from spine_tf import cli
 
 
-@pytest.mark.parametrize("command", ["demo", "phantom", "build-data", "extract", "train", "evaluate", "sweep"])
+@pytest.mark.parametrize("command", ["demo", "phantom", "build-data", "extract", "train",
+                                     "evaluate", "sweep"])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main([command, "--help"])

@@ -125,12 +125,12 @@ def test_without_reread_or_tta(case):
 def test_write_report(case, tmp_path):
     result = case["result"]
     paths = evaluation.write_report(result, str(tmp_path / "eval"), model_name="tiny")
-    written = json.loads(open(paths["json"]).read())
+    written = json.loads(open(paths["json"], encoding="utf-8").read())
     assert written["model"] == "tiny" and written["discs"] == N and "predictions" not in written
     assert written["tasks"] == json.loads(json.dumps(result["tasks"]))
     assert written["lootus"] == pytest.approx(result["lootus"])
 
-    rows = list(csv.DictReader(open(paths["csv"])))
+    rows = list(csv.DictReader(open(paths["csv"], encoding="utf-8")))
     assert len(rows) == N
     assert rows[7]["patient_id"] == "p001" and rows[7]["level"] == tasks.LEVELS[1]
     for n, task in enumerate(tasks.TASKS):
@@ -145,7 +145,7 @@ def test_write_report(case, tmp_path):
         assert [int(row[f"{task.name}_truth"]) for row in rows] == \
             case["labels"][task.name].tolist()
 
-    markdown = open(paths["markdown"]).read()
+    markdown = open(paths["markdown"], encoding="utf-8").read()
     assert "| task | balanced acc. TTA | single view | intra-rater | discs |" in markdown
     first = result["tasks"]["pfirrmann"]
     assert (f"| pfirrmann | {100 * first['balanced_accuracy_tta']:.1f} % | "

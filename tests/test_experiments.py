@@ -21,16 +21,17 @@ def test_sweep_trains_both_split_orders_and_tabulates(tmp_path):
     for point in ("conv5", "fc7"):
         for swap, split in (("plain", "test"), ("swapped", "validation")):
             run = os.path.join(out, f"{point}_{swap}")
-            with open(os.path.join(run, "config.json")) as f:
+            with open(os.path.join(run, "config.json"), encoding="utf-8") as f:
                 config = json.load(f)
             assert config["model"]["branch_point"] == point
-            with open(os.path.join(run, f"evaluation_{split}", "evaluation.json")) as f:
+            report = os.path.join(run, f"evaluation_{split}", "evaluation.json")
+            with open(report, encoding="utf-8") as f:
                 result = json.load(f)
             for task in tasks.TASKS:  # the table holds exactly the runs' scores
                 score = result["tasks"][task.name]["balanced_accuracy_tta"]
                 assert score in table["rows"][point][task.name]
     assert all(len(v) == 2 for v in table["intra_rater"].values())
-    text = open(os.path.join(out, "sweep.md")).read()
+    text = open(os.path.join(out, "sweep.md"), encoding="utf-8").read()
     assert "| conv5 |" in text and "| intra-rater |" in text and "±" in text
     # resumable: a second call trains nothing and gives the same table
     mtime = os.path.getmtime(os.path.join(out, "conv5_plain", "final.keras"))

@@ -25,8 +25,8 @@ def test_training_statistics(train_split):
     weights, mean = input_pipeline.training_statistics(train_split)
     labels = _raw_labels(train_split)
     for task in tasks.TASKS:
-        np.testing.assert_allclose(weights[task.name],
-                                   input_pipeline.class_weights(labels[task.name], task.num_classes))
+        expected = input_pipeline.class_weights(labels[task.name], task.num_classes)
+        np.testing.assert_allclose(weights[task.name], expected)
     volumes = np.stack([spine_discs.from_stored(e["disc_volume"]).numpy()
                         for e in train_split.as_numpy_iterator()])
     np.testing.assert_allclose(mean, volumes.mean(axis=(0, 1, 2)), rtol=1e-4)

@@ -184,9 +184,9 @@ def test_cut_off_patient_has_fewer_levels(phantom_patients):
 
 def test_written_cohort_round_trips(phantom_cohort_dir):
     root = os.fspath(phantom_cohort_dir)
-    with open(os.path.join(root, "cohort.json")) as f:
+    with open(os.path.join(root, "cohort.json"), encoding="utf-8") as f:
         assert json.load(f)["patients"] == 4
-    with open(os.path.join(root, "labels.csv")) as f:
+    with open(os.path.join(root, "labels.csv"), encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     orientations = set()
     for index in range(4):

@@ -31,7 +31,7 @@ def test_run_directory(data_dir, tmp_path):
     run = os.fspath(tmp_path / "run")
     model, history = train.train(config, run, verbose=0)
     assert config_lib.load(os.path.join(run, "config.json")) == config
-    with open(os.path.join(run, "history.csv")) as f:
+    with open(os.path.join(run, "history.csv"), encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2
     for column in ("pfirrmann_loss", "val_marrow_lower_balanced_accuracy",
@@ -42,7 +42,7 @@ def test_run_directory(data_dir, tmp_path):
     assert len(best.outputs) == 6
     events = [f for _, _, files in os.walk(os.path.join(run, "tensorboard")) for f in files]
     assert any(f.startswith("events.out.tfevents") for f in events)
-    with open(os.path.join(run, "statistics.json")) as f:
+    with open(os.path.join(run, "statistics.json"), encoding="utf-8") as f:
         statistics = json.load(f)
     np.testing.assert_allclose(
         train.model_lib.mean_subtraction(model).mean.numpy(), statistics["channel_mean"],

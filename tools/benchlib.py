@@ -52,7 +52,7 @@ def write_section(name, body, command):
     section = (f"<!-- {name} -->\n## {name}\n\nMeasured {stamp} on: {machine()}.  \n"
                f"Reproduce: `{command}`\n\n{body}\n<!-- /{name} -->")
     print(section)
-    text = open(DOCS).read() if os.path.exists(DOCS) else (
+    text = open(DOCS, encoding="utf-8").read() if os.path.exists(DOCS) else (
         "# Benchmarks\n\nWritten by the scripts in tools/; medians of repeated runs, "
         "ratios measured side by side in one run.\n")
     pattern = re.compile(rf"<!-- {re.escape(name)} -->.*?<!-- /{re.escape(name)} -->", re.S)
@@ -60,6 +60,6 @@ def write_section(name, body, command):
         text.rstrip("\n") + "\n\n" + section + "\n"
     os.makedirs(os.path.dirname(DOCS), exist_ok=True)
     tmp = DOCS + ".tmp"
-    with open(tmp, "w") as f:
+    with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
     os.replace(tmp, DOCS)

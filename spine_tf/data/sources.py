@@ -253,7 +253,7 @@ def read_spider_gradings(path):
     """
     table = {}
     try:
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
             rows = list(enumerate(reader, start=2))
     except OSError as error:

@@ -15,7 +15,7 @@ def atomic_path(path):
 
     Example:
         with atomic_path("out/labels.csv") as tmp:
-            with open(tmp, "w") as f:
+            with open(tmp, "w", encoding="utf-8") as f:
                 f.write("patient,level\\n")
     """
     folder = os.path.dirname(os.path.abspath(path))

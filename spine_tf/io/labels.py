@@ -31,7 +31,7 @@ def write_labels(path, rows):
     order = {level: i for i, level in enumerate(tasks.LEVELS)}
     rows = sorted(rows, key=lambda r: (r["patient"], order[r["level"]]))
     with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="") as f:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=COLUMNS)
             writer.writeheader()
             writer.writerows(rows)
@@ -51,7 +51,7 @@ def read_labels(path):
     """
     out = {}
     try:
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
             columns = [c.strip() for c in reader.fieldnames or ()]
             missing = [c for c in ("patient", "level") if c not in columns]
@@ -70,7 +70,8 @@ def read_labels(path):
                 if key in out:
                     raise ScanError(f"{path}: line {line}: disc {key} appears twice")
                 out[key] = tuple(
-                    {t.name: _label(record.get(t.name + suffix), t, path, line) for t in tasks.TASKS}
+                    {t.name: _label(record.get(t.name + suffix), t, path, line)
+                     for t in tasks.TASKS}
                     for suffix in ("", REREAD_SUFFIX))
     except OSError as error:
         raise ScanError(f"{path}: cannot read labels CSV: {error}") from error

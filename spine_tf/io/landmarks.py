@@ -64,7 +64,7 @@ def write_landmarks(path, vertebrae):
             for name, vertebra in vertebrae.items()},
     }
     with atomic_path(path) as tmp:
-        with open(tmp, "w") as f:
+        with open(tmp, "w", encoding="utf-8") as f:
             json.dump(document, f, indent=1)
 
 
@@ -79,7 +79,7 @@ def read_landmarks(path, scan=None):
         ScanError: naming the file and what is wrong with it.
     """
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             document = json.load(f)
     except (OSError, json.JSONDecodeError) as error:
         raise ScanError(f"{path}: cannot read landmarks JSON: {error}") from error

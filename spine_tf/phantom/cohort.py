@@ -179,7 +179,7 @@ def write_cohort(out_dir, patients, seed=0, config=PhantomConfig(), workers=None
             "config": dataclasses.asdict(config), "vertebrae": list(VERTEBRAE),
             "tasks": list(tasks.TASK_NAMES)}
     with atomic_path(os.path.join(out_dir, "cohort.json")) as tmp:
-        with open(tmp, "w") as f:
+        with open(tmp, "w", encoding="utf-8") as f:
             json.dump(info, f, indent=2)
     return labels_path
 

@@ -192,8 +192,8 @@ def _draw_posterior_elements(body, anatomy, z, ys, xs, out, marrow):
         return
     a = crop.a - start - 16.0
     b = crop.b + 0.2 * body.half_height + 0.4 * a  # spinous process slopes down
-    shape = _superellipse(a, b, 16.0, 0.45 * body.half_height * (1 - 0.6 * abs(z) / body.half_width),
-                          3, 3)
+    half_height = 0.45 * body.half_height * (1 - 0.6 * abs(z) / body.half_width)
+    shape = _superellipse(a, b, 16.0, half_height, 3, 3)
     window = out[crop.window]
     bone = POSTERIOR_BONE * (1 + 0.1 * marrow[crop.window])
     out[crop.window] = np.where(shape < 1, np.where(shape > 0.6, CORTEX, bone), window)

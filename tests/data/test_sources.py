@@ -147,7 +147,7 @@ def test_folder_patients_ignore_hidden_files_and_report_missing_discs(tmp_path):
 
 
 def _write_gradings(path, rows):
-    with open(path, "w", newline="") as f:
+    with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=SPIDER_COLUMNS)
         writer.writeheader()
         for row in rows:

@@ -26,7 +26,7 @@ def test_round_trip_with_missing_and_reread(tmp_path):
     assert table[("p1", "L5-S1")] == (first, second)
     assert table[("p1", "T12-L1")][1] == {name: -1 for name in tasks.TASK_NAMES}
     # rows are written top to bottom per patient
-    assert open(path).read().splitlines()[1].startswith("p1,T12-L1")
+    assert open(path, encoding="utf-8").read().splitlines()[1].startswith("p1,T12-L1")
 
 
 @pytest.mark.parametrize("body, match", [
