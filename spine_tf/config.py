@@ -73,7 +73,10 @@ class TrainConfig:
         task_weights: {task: w_t} loss weights; None = 1 for every task; a
             task left out of a given dict gets 0 (single-task training).
         strategy: ``default``, ``mirrored`` or ``multiworker`` (TF_CONFIG).
-        jit_compile: XLA; off by default (25 % slower on CPU, STACK.md).
+        jit_compile: XLA. Off by default: on this 2-core CPU it measured 25 %
+            faster than the default step at batch 64 (docs/benchmarks.md), the
+            opposite of STACK.md's older figure, but each new batch shape costs
+            a ~17 s compile and its memory cost is not measured yet.
         seed: seeds weight initialisation and dropout (``keras.utils.set_random_seed``).
     """
 
