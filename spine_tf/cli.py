@@ -195,6 +195,9 @@ def _phantom(args):
 
 def _build_data(args):
     from spine_tf.data import spine_discs
+    if args.patients and not args.config.startswith("phantom"):
+        raise SystemExit(f"spine-tf build-data: --patients makes a phantom cohort; it does "
+                         f"not apply to --config {args.config}")
     config = spine_discs.phantom_config(args.patients, args.seed) if args.patients \
         else args.config
     source = config.source if args.patients else args.config

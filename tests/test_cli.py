@@ -62,3 +62,10 @@ def test_bad_input_is_a_clear_error(tmp_path, capsys):
     error = capsys.readouterr().err
     assert "broken.nii.gz" in error and "error" in error
     assert not [f for f in os.listdir(tmp_path) if f != "broken.nii.gz"]
+
+
+def test_build_data_refuses_contradictory_sources():
+    with pytest.raises(SystemExit, match="does not apply to --config folder"):
+        cli.main(["build-data", "--config", "folder", "--patients", "5"])
+    with pytest.raises(SystemExit, match="--manual-dir is needed for spider"):
+        cli.main(["build-data", "--config", "spider"])
