@@ -130,6 +130,10 @@ def training_dataset(dataset, class_weights, config=PipelineConfig(), initial_ep
     augment_config = config.augmentation
 
     def one_epoch(epoch):
+        # The seeds here are explicit tensors. TF would combine them with a global
+        # seed set by the user (keras.utils.set_random_seed), and fails outright
+        # for a global seed of 0, so this traced function ignores it.
+        tf.compat.v1.get_default_graph().seed = None
         epoch_seed = tf.cast(config.seed, tf.int64) * 1_000_003 + epoch
         batches = decoded.shuffle(buffer, seed=epoch_seed, reshuffle_each_iteration=False)
         batches = batches.batch(config.batch_size).enumerate()

@@ -265,9 +265,6 @@ def train(config, run_dir, extra_callbacks=(), verbose="auto"):
     trained = [name for name, w in losses.loss_weights(config.train.task_weights).items() if w]
 
     keras.utils.set_random_seed(config.train.seed)
-    # Keras draws from its own seeded generators; TF's global seed is not
-    # needed and would stop tf.data from taking per-epoch tensor seeds.
-    tf.random.set_seed(None)
     strategy = make_strategy(config.train.strategy)
     with strategy.scope():
         model = build_compiled_model(config, channel_mean)

@@ -76,3 +76,18 @@ def test_evaluation_pipeline_is_plain_and_ordered(train_split):
                 for e in train_split.as_numpy_iterator()]
     for volume in plain:  # unaugmented training batches hold stored volumes
         assert min(np.abs(volume - s).max() for s in shuffled) < 1e-6
+
+
+@pytest.mark.parametrize("global_seed", [0, 7])
+def test_training_stream_ignores_a_global_seed(train_split, global_seed):
+    """keras.utils.set_random_seed(0) must neither break the stream nor change it."""
+    weights, _ = input_pipeline.training_statistics(train_split)
+    config = input_pipeline.PipelineConfig(batch_size=8, seed=1)
+    tf.random.set_seed(None)
+    reference = next(iter(input_pipeline.training_dataset(train_split, weights, config)))[0]
+    tf.random.set_seed(global_seed)
+    try:
+        seeded = next(iter(input_pipeline.training_dataset(train_split, weights, config)))[0]
+    finally:
+        tf.random.set_seed(None)
+    np.testing.assert_array_equal(seeded.numpy(), reference.numpy())
