@@ -216,34 +216,28 @@ def _download_config(manual_dir):
 
 
 def _print_build(builder):
-    import json
+    from spine_tf.data.spine_discs import REPORT_NAME
     print(f"dataset: {builder.data_dir}")
     for split, info in builder.info.splits.items():
         print(f"  {split:<11} {info.num_examples:>6} discs")
-    report = os.path.join(builder.data_dir, "build_report.json")
-    if os.path.exists(report):
-        with open(report, encoding="utf-8") as f:
-            content = json.load(f)
-        for item in content.get("skipped_scans", []):
-            print(f"  skipped scan {item.get('patient')}: {item.get('reason')}")
-        skipped = content.get("skipped_discs", [])
-        if skipped:
-            print(f"  {len(skipped)} labelled discs skipped (see {report})")
+    try:
+        content = builder.build_report()
+    except FileNotFoundError:
+        return
+    for item in content.get("skipped_scans", []):
+        print(f"  skipped scan {item.get('patient')}: {item.get('reason')}")
+    skipped = content.get("skipped_discs", [])
+    if skipped:
+        print(f"  {len(skipped)} labelled discs skipped (see {builder.data_dir}/{REPORT_NAME})")
 
 
 def _extract(args):
-    from spine_tf import extraction, localisation, report
-    from spine_tf.io import landmarks as landmarks_io
-    from spine_tf.io.scan import read_mask, read_scan
+    from spine_tf import extraction, report
+    from spine_tf.data.sources import localise
+    from spine_tf.io.scan import read_scan
     spacing = (1.0, *args.spacing) if args.spacing else None
-    scan = read_scan(args.scan, spacing_mm=spacing) if spacing else read_scan(args.scan)
-    if args.mask:
-        mask = read_mask(args.mask, scan)
-        convention = localisation.guess_convention(mask)
-        located = localisation.from_mask(mask, scan.spacing_mm, convention)
-    else:
-        located = localisation.from_landmarks(landmarks_io.read_landmarks(args.landmarks, scan),
-                                              scan)
+    scan = read_scan(args.scan, spacing_mm=spacing)
+    located = localise(scan, mask_path=args.mask, landmarks_path=args.landmarks)
     volumes, skipped = extraction.extract(scan, located)
     for level, reason in skipped:
         print(f"  {level}: skipped: {reason}")

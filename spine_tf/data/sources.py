@@ -167,6 +167,15 @@ def folder_patients(manual_dir):
     return sorted(ids)
 
 
+def localise(scan, mask_path=None, landmarks_path=None):
+    """Localisation of a scan's discs from a label mask file (either convention), else
+    from a landmarks file."""
+    if mask_path:
+        mask = read_mask(mask_path, scan)
+        return localisation.from_mask(mask, scan.spacing_mm, localisation.guess_convention(mask))
+    return localisation.from_landmarks(landmarks_io.read_landmarks(landmarks_path, scan), scan)
+
+
 def folder_record(manual_dir, patient_id, labels_table):
     """Reads one patient of a folder source.
 
@@ -186,16 +195,10 @@ def folder_record(manual_dir, patient_id, labels_table):
     scan = read_scan(scan_path)
     mask_path = find_scan(os.path.join(manual_dir, "masks"), patient_id)
     landmarks_path = os.path.join(manual_dir, "landmarks", patient_id + ".json")
-    if mask_path:
-        mask = read_mask(mask_path, scan)
-        convention = localisation.guess_convention(mask)
-        located = localisation.from_mask(mask, scan.spacing_mm, convention)
-    elif os.path.exists(landmarks_path):
-        located = localisation.from_landmarks(
-            landmarks_io.read_landmarks(landmarks_path, scan), scan)
-    else:
+    if not mask_path and not os.path.exists(landmarks_path):
         raise ScanError(f"{scan.path}: no mask (masks/{patient_id}.*) and no landmarks "
                         f"(landmarks/{patient_id}.json) to localise the discs")
+    located = localise(scan, mask_path=mask_path, landmarks_path=landmarks_path)
     lesions_path = find_scan(os.path.join(manual_dir, "lesions"), patient_id)
     lesions = read_lesions(lesions_path, scan) if lesions_path else None
     labels, reread = {}, {}
