@@ -103,6 +103,32 @@ class EpochSummary(keras.callbacks.Callback):
             self.model.optimizer.learning_rate))
 
 
+class BestModel(keras.callbacks.Callback):
+    """Saves the model whenever ``monitor`` beats its best so far, atomically.
+
+    Like ``keras.callbacks.ModelCheckpoint(save_best_only=True, mode="max")``,
+    but the file is written beside the target and renamed, so a run killed
+    while saving leaves the previous best model intact.
+
+    Args:
+        path: the ``.keras`` file.
+        monitor: the log key to maximise.
+        best: the best value of earlier epochs (a resumed run), or None.
+    """
+
+    def __init__(self, path, monitor=MONITOR, best=None):
+        super().__init__()
+        self.path, self.monitor, self.best = path, monitor, best
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or (self.best is not None and not value > self.best):
+            return
+        with atomic_path(self.path) as tmp:
+            self.model.save(tmp)
+        self.best = float(value)
+
+
 class EpochSeeds(keras.callbacks.Callback):
     """Reseeds every random layer (dropout) at the start of each epoch from (seed, epoch).
 
@@ -128,8 +154,8 @@ class ResumedCallbackState(keras.callbacks.Callback):
     On a resumed run, ``ReduceLROnPlateau`` and ``EarlyStopping`` start from
     scratch; this callback, placed after them, replays their rules over the
     completed epochs in ``history.csv`` so their best value, wait and cooldown
-    counters are what an uninterrupted run would have. (The checkpoint's best
-    value is restored through ``initial_value_threshold``.)
+    counters are what an uninterrupted run would have. (BestModel's best value
+    is passed to it from the same rows.)
 
     Args:
         rows: history.csv rows (dicts) of the completed epochs, in order.
@@ -215,9 +241,7 @@ def callbacks(config, run_dir, trained_tasks, history=()):
         EpochSummary(trained_tasks),
         EpochSeeds(config.train.seed),
         keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup")),
-        keras.callbacks.ModelCheckpoint(os.path.join(run_dir, BEST_MODEL), monitor=MONITOR,
-                                        mode="max", save_best_only=True,
-                                        initial_value_threshold=max(best) if best else None),
+        BestModel(os.path.join(run_dir, BEST_MODEL), best=max(best) if best else None),
         plateau,
         keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
         keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), write_graph=False),
@@ -289,6 +313,6 @@ def resolved_config(config_path=None, assignments=()):
     return config_lib.override(config, list(assignments))
 
 
-__all__ = ["BEST_MODEL", "FINAL_MODEL", "EpochSeeds", "EpochSummary", "ResumedCallbackState",
-           "build_compiled_model", "callbacks", "make_strategy", "prepare_dataset",
+__all__ = ["BEST_MODEL", "FINAL_MODEL", "BestModel", "EpochSeeds", "EpochSummary",
+           "ResumedCallbackState", "build_compiled_model", "callbacks", "make_strategy", "prepare_dataset",
            "read_history", "resolved_config", "train"]

@@ -155,3 +155,36 @@ def test_resuming_with_other_settings_is_refused(data_dir, tmp_path):
     config_lib.save(_config(data_dir), os.path.join(run, "config.json"))
     with pytest.raises(ValueError, match="model.width: 0.0625 -> 0.125"):
         train.train(_config(data_dir, "model.width=0.125"), run, verbose=0)
+
+
+class _RecordingModel:
+    """Stands in for a Keras model: ``save`` writes the epoch's tag, or fails."""
+
+    def __init__(self):
+        self.tag, self.fail = "", False
+
+    def save(self, path):
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(self.tag)
+        if self.fail:
+            raise OSError("disk full")
+
+
+def test_best_model_saves_improvements_only_and_atomically(tmp_path):
+    path = os.fspath(tmp_path / "best.keras")
+    callback = train.BestModel(path, best=0.4)
+    model = _RecordingModel()
+    callback.set_model(model)
+    for epoch, value in enumerate((0.3, 0.5, 0.45, None, 0.6)):
+        model.tag = f"epoch {epoch}"
+        callback.on_epoch_end(epoch, {} if value is None else {train.MONITOR: value})
+        if epoch == 0:
+            assert not os.path.exists(path)  # 0.3 does not beat the resumed best 0.4
+    assert callback.best == 0.6
+    assert open(path, encoding="utf-8").read() == "epoch 4"
+    model.tag, model.fail = "half written", True
+    with pytest.raises(OSError):
+        callback.on_epoch_end(5, {train.MONITOR: 0.9})
+    assert open(path, encoding="utf-8").read() == "epoch 4"
+    assert callback.best == 0.6
+    assert os.listdir(tmp_path) == ["best.keras"]
