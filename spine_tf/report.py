@@ -121,3 +121,35 @@ def confusion_matrix_picture(matrix, class_names, title=""):
             draw.text((x0 + (CELL_PX - tw) // 2, y0 + (CELL_PX - th) // 2), text,
                       fill="white" if fraction > 0.5 else "black")
     return np.asarray(canvas)
+
+
+def heat_colours(values):
+    """A map in [0, 1] as "hot" colours (black, red, yellow, white): float (..., 3)."""
+    values = np.clip(np.asarray(values, np.float32), 0, 1)[..., None]
+    return np.clip(3 * values - np.array([0, 1, 2], np.float32), 0, 1)
+
+
+def overlay_montage(volumes, maps, titles=None, slices=None):
+    """A montage (as ``montage``) of volumes with maps (hotspots) overlaid in heat colours.
+
+    Each voxel is the grey volume blended with the heat colour of its map
+    value, with the map value as the colour's weight (0: plain grey).
+
+    Args:
+        volumes: sequence of (rows, cols, slices) arrays in [0, 1].
+        maps: the same shapes, values in [0, 1].
+        titles: optional text per row.
+        slices: which slices to show (default: all).
+
+    Returns:
+        uint8 RGB array (height, width, 3).
+    """
+    volumes = [np.asarray(v, np.float32) for v in volumes]
+    maps = [np.clip(np.asarray(m, np.float32), 0, 1) for m in maps]
+    if len(maps) != len(volumes) or any(m.shape != v.shape for m, v in zip(maps, volumes)):
+        raise ValueError(f"overlay_montage needs one map per volume of the same shape, got "
+                         f"{[m.shape for m in maps]} for {[v.shape for v in volumes]}")
+    blended = [(1 - m[..., None]) * np.clip(v, 0, 1)[..., None] + m[..., None] * heat_colours(m)
+               for v, m in zip(volumes, maps)]  # (rows, cols, slices, 3)
+    return np.stack([montage([b[..., c] for b in blended], titles, slices) for c in range(3)],
+                    axis=-1)
