@@ -8,6 +8,7 @@ Sub-commands (each has ``--help``):
   evaluate    score a trained run (TTA, intra-rater, Lootus, confusion matrices)
   sweep       the paper's branch-point sweep (and multi- vs single-task)
   extract     cut the disc volumes out of one scan (mask or landmarks given)
+  hotspots    evidence hotspots of a scan's discs or of a dataset split; localisation IoU
 
 Heavy modules (TensorFlow, TFDS) are imported inside the commands that need
 them, so ``spine-tf --help`` and ``spine-tf phantom`` start quickly.
@@ -147,6 +148,34 @@ def _parser():
     ex.add_argument("--spacing", type=float, nargs=2, metavar=("ROW_MM", "COL_MM"),
                     help="pixel spacing of a 2D image (default: 1 mm)")
     ex.set_defaults(run=_extract)
+
+    hs = commands.add_parser(
+        "hotspots", help="evidence hotspots of a scan or a dataset split",
+        description="Augmented saliency hotspots (spine_tf.hotspots). With a SCAN (and --mask "
+        "or --landmarks): its discs' hotspots as arrays (npz), PNG montages and one 4D NIfTI "
+        "in the scan's own grid. Without: the discs of a run's dataset split (--run-dir). "
+        "--measure: the localisation table (IoU with the lesion boxes) of a run instead.")
+    hs.add_argument("scan", nargs="?", help="NIfTI / .mha / DICOM folder / 2D image")
+    source = hs.add_mutually_exclusive_group()
+    source.add_argument("--mask", help="label mask of the scan")
+    source.add_argument("--landmarks", help="landmarks JSON of the scan")
+    hs.add_argument("--run-dir", help="a spine-tf train run (its model, data and splits)")
+    hs.add_argument("--model", help="a .keras model file (default: RUN_DIR/best.keras)")
+    hs.add_argument("--split", help="dataset split (default: the run's test split)")
+    hs.add_argument("--discs", type=int, default=8,
+                    help="discs of the split to explain (default: %(default)s)")
+    hs.add_argument("--tasks", nargs="+", default=list(tasks.TASK_NAMES), metavar="TASK",
+                    help="tasks to explain (default: all)")
+    hs.add_argument("--augmentations", type=int, default=150,  # hotspots.AUGMENTATIONS
+                    help="augmented copies per hotspot (default: %(default)s)")
+    hs.add_argument("--seed", type=int, default=0)
+    hs.add_argument("--measure", action="store_true",
+                    help="localisation IoU table of the run's split (all its lesion discs, or "
+                    "--discs of them) instead of pictures")
+    hs.add_argument("--out", help="output folder (default: current, or RUN_DIR/hotspots_SPLIT)")
+    hs.add_argument("--spacing", type=float, nargs=2, metavar=("ROW_MM", "COL_MM"),
+                    help="pixel spacing of a 2D image (default: 1 mm)")
+    hs.set_defaults(run=_hotspots)
     return parser
 
 
@@ -250,6 +279,88 @@ def _extract(args):
     report.save_volumes(npz, volumes)
     report.save_png(report.montage([v.volume for v in volumes], [v.level for v in volumes]), png)
     print(f"{len(volumes)} discs ({', '.join(v.level for v in volumes)}) -> {npz}, {png}")
+    return 0
+
+
+def _hotspots(args):
+    unknown = [t for t in args.tasks if t not in tasks.TASK_NAMES]
+    if unknown:
+        raise SystemExit(f"spine-tf hotspots: unknown task(s) {', '.join(unknown)}; tasks are "
+                         f"{', '.join(tasks.TASK_NAMES)}")
+    if args.augmentations < 1:
+        raise SystemExit("spine-tf hotspots: --augmentations must be at least 1")
+    if args.scan and not (args.mask or args.landmarks):
+        raise SystemExit("spine-tf hotspots: a scan needs --mask or --landmarks")
+    if not args.scan and not args.run_dir:
+        raise SystemExit("spine-tf hotspots: give a SCAN (with --mask or --landmarks) or "
+                         "--run-dir for a dataset split")
+    if not args.model and not args.run_dir:
+        raise SystemExit("spine-tf hotspots: --model or --run-dir is needed")
+    from spine_tf import hotspots
+    if args.measure:
+        if args.scan or not args.run_dir:
+            raise SystemExit("spine-tf hotspots: --measure works on a run's split (--run-dir), "
+                             "not on a scan")
+        result, out = hotspots.measure_run(
+            args.run_dir, split=args.split, augmentations=args.augmentations, seed=args.seed,
+            limit=args.discs, out_dir=args.out,
+            model_file=os.path.abspath(args.model) if args.model else "best.keras")
+        print(hotspots.localisation_markdown(result))
+        print(f"table: {out}")
+        return 0
+    import keras
+    import numpy as np
+    model = keras.saving.load_model(args.model or os.path.join(args.run_dir, "best.keras"))
+    explainer = hotspots.Hotspots(model)
+    if args.scan:
+        return _scan_hotspots(args, explainer, hotspots)
+    from spine_tf import config as config_lib
+    from spine_tf import train
+    from spine_tf.data.spine_discs import from_stored
+    config = config_lib.load(os.path.join(args.run_dir, "config.json"))
+    split = args.split or config.data.test_split
+    examples = list(train.prepare_dataset(config.data).as_dataset(split=split)
+                    .take(args.discs).as_numpy_iterator())
+    if not examples:
+        print(f"split {split} of {args.run_dir} has no discs", file=sys.stderr)
+        return 1
+    volumes = np.stack([from_stored(e["disc_volume"]).numpy() for e in examples])
+    levels = [f"{e['patient_id'].decode()} {tasks.LEVELS[e['level']]}" for e in examples]
+    per_task = explainer.explain(volumes, args.tasks, augmentations=args.augmentations,
+                                 seed=args.seed)
+    out = args.out or os.path.join(args.run_dir, f"hotspots_{split}")
+    paths = hotspots.save_outputs(out, split, volumes, per_task, levels,
+                                  np.stack([e["voxel_to_scan"] for e in examples]))
+    print(f"{len(examples)} discs of {split}: {', '.join(paths)}")
+    return 0
+
+
+def _scan_hotspots(args, explainer, hotspots):
+    import numpy as np
+    from spine_tf import extraction
+    from spine_tf.data.sources import localise
+    from spine_tf.io.scan import read_scan
+    spacing = (1.0, *args.spacing) if args.spacing else None
+    scan = read_scan(args.scan, spacing_mm=spacing)
+    located = localise(scan, mask_path=args.mask, landmarks_path=args.landmarks)
+    volumes, skipped = extraction.extract(scan, located)
+    for level, reason in skipped:
+        print(f"  {level}: skipped: {reason}")
+    if not volumes:
+        print(f"{args.scan}: no disc could be extracted", file=sys.stderr)
+        return 1
+    stacked = np.stack([v.volume for v in volumes])
+    transforms = np.stack([v.voxel_to_scan for v in volumes])
+    levels = [v.level for v in volumes]
+    per_task = explainer.explain(stacked, args.tasks, augmentations=args.augmentations,
+                                 seed=args.seed)
+    name = _scan_name(args.scan)
+    out = args.out or "."
+    paths = hotspots.save_outputs(out, name, stacked, per_task, levels, transforms)
+    nifti = os.path.join(out, f"{name}_hotspots.nii.gz")
+    hotspots.save_scan_hotspots(nifti, scan, per_task, transforms)
+    print(f"{len(volumes)} discs ({', '.join(levels)}); tasks {', '.join(per_task)} -> "
+          f"{', '.join(paths + [nifti])}")
     return 0
 
 

@@ -390,7 +390,8 @@ def _check_boxes(boxes, what):
     if boxes.shape != (SLICES, 4):
         raise ValueError(f"{what} must be ({SLICES}, 4) per-slice boxes, got {boxes.shape}")
     present = boxes[:, 0] >= 0
-    if (boxes[present, 2] < boxes[present, 0]).any() or (boxes[present, 3] < boxes[present, 1]).any():
+    inverted = (boxes[present, 2] < boxes[present, 0]) | (boxes[present, 3] < boxes[present, 1])
+    if inverted.any():
         raise ValueError(f"{what}: a box has ymax < ymin or xmax < xmin")
     return boxes, present
 
@@ -585,6 +586,39 @@ def overlay_pictures(volumes, task_hotspots, levels=None, slices=None):
     from spine_tf import report
     return report.overlay_montage(_as_volumes(volumes), task_hotspots.maps,
                                   task_hotspots.titles(levels), slices=slices)
+
+
+def save_outputs(out_dir, name, volumes, per_task, levels=None, voxel_to_scans=None):
+    """Writes a batch of discs' hotspots as arrays and PNG montages (atomically).
+
+    Files: ``<name>_hotspots.npz`` (``maps`` float32 (discs, tasks, 112, 224,
+    9), ``tasks``, ``classes`` and ``probabilities`` (discs, tasks),
+    ``levels``, ``voxel_to_scan`` when given) and ``<name>_hotspots_<task>.png``
+    per task (slices 1..9 of every disc, hotspot over volume).
+
+    Returns:
+        list of the paths written.
+    """
+    from spine_tf import report
+    from spine_tf.io.atomic import atomic_path
+    volumes = _as_volumes(volumes)
+    names = list(per_task)
+    arrays = {"maps": np.stack([per_task[t].maps for t in names], axis=1),
+              "tasks": np.array(names),
+              "classes": np.stack([per_task[t].classes for t in names], axis=1),
+              "probabilities": np.stack([per_task[t].probabilities for t in names], axis=1)}
+    if levels is not None:
+        arrays["levels"] = np.array(levels)
+    if voxel_to_scans is not None:
+        arrays["voxel_to_scan"] = np.asarray(voxel_to_scans)
+    paths = [os.path.join(out_dir, f"{name}_hotspots.npz")]
+    with atomic_path(paths[0]) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+    for task_name in names:
+        paths.append(os.path.join(out_dir, f"{name}_hotspots_{task_name}.png"))
+        report.save_png(overlay_pictures(volumes, per_task[task_name], levels), paths[-1])
+    return paths
 
 
 def to_scan(hotspot, voxel_to_scan, scan_shape):

@@ -288,3 +288,49 @@ def test_tensorboard_callback_writes_one_image_per_task(tiny_model, tmp_path):
     rows = 2 * (112 + 14) + 2
     assert sorted(seen) == sorted((f"hotspots/{t}", s, (rows, 9 * 226 - 2, 3))
                                   for t in ("pfirrmann", "marrow_lower") for s in (0, 1))
+
+
+def test_command_on_a_scan_writes_arrays_pictures_and_nifti(tiny_model, tmp_path, capsys):
+    from PIL import Image
+
+    from spine_tf import cli
+    cohort = tmp_path / "cohort"
+    cli.main(["phantom", "--patients", "1", "--seed", "5", "--out", str(cohort),
+              "--workers", "1"])
+    scan, mask = (cohort / folder / "ph5-00000.nii.gz" for folder in ("scans", "masks"))
+    model_path = tmp_path / "tiny.keras"
+    tiny_model.save(model_path)
+    out = tmp_path / "out"
+    assert cli.main(["hotspots", str(scan), "--mask", str(mask), "--model", str(model_path),
+                     "--tasks", "marrow_lower", "endplate_upper", "--augmentations", "2",
+                     "--out", str(out)]) == 0
+    saved = np.load(out / "ph5-00000_hotspots.npz")
+    discs = len(saved["levels"])
+    assert discs >= 4 and saved["maps"].shape == (discs, 2) + SHAPE
+    assert list(saved["tasks"]) == ["marrow_lower", "endplate_upper"]
+    assert np.isclose(saved["maps"].reshape(discs * 2, -1).max(axis=1), 1).all()
+    assert saved["classes"].shape == saved["probabilities"].shape == (discs, 2)
+    picture = np.asarray(Image.open(out / "ph5-00000_hotspots_marrow_lower.png"))
+    assert picture.shape == (discs * (112 + 14 + 2) - 2, 9 * 226 - 2, 3)
+    written = nib.load(out / "ph5-00000_hotspots.nii.gz")
+    original = nib.load(scan)
+    assert written.shape == original.shape + (2,)
+    np.testing.assert_allclose(written.affine, original.affine, atol=1e-4)
+    # each task's volume is its discs' hotspots put on the scan grid, in the file's order
+    from spine_tf.io.scan import read_scan
+    read = read_scan(os.fspath(scan))
+    for t in range(2):
+        expected = hotspots.scan_hotspots(saved["maps"][:, t], saved["voxel_to_scan"],
+                                          read.shape)
+        assert expected.max() > 0.1
+        np.testing.assert_allclose(np.asarray(written.dataobj)[..., t],
+                                   read.to_original(expected), atol=1e-6)
+    assert "discs (" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="needs --mask or --landmarks"):
+        cli.main(["hotspots", str(scan), "--model", str(model_path)])
+    with pytest.raises(SystemExit, match="unknown task"):
+        cli.main(["hotspots", str(scan), "--mask", str(mask), "--model", str(model_path),
+                  "--tasks", "modic"])
+    with pytest.raises(SystemExit, match="--measure works on a run"):
+        cli.main(["hotspots", str(scan), "--mask", str(mask), "--model", str(model_path),
+                  "--measure"])
