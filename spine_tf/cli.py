@@ -16,6 +16,7 @@ them, so ``spine-tf --help`` and ``spine-tf phantom`` start quickly.
 
 import argparse
 import collections
+import json
 import os
 import sys
 import time
@@ -123,6 +124,19 @@ def _parser():
     ev.add_argument("--out", help="report folder (default: RUN_DIR/evaluation_<split>)")
     ev.set_defaults(run=_evaluate)
 
+    exp = commands.add_parser("export", help="export a model for TF Serving",
+                              description="Writes a SavedModel for TensorFlow Serving into "
+                              "BASE/NAME/VERSION with the serving_default and predict_tta "
+                              "signatures and the model's metadata in assets/spine_tf.json.")
+    exp.add_argument("--model", required=True,
+                     help="a .keras model, or a spine-tf train run directory (its best.keras "
+                     "and config.json)")
+    exp.add_argument("--name", default="spinenet", help="model name (default: %(default)s)")
+    exp.add_argument("--base", default="saved_models",
+                     help="model base folder (default: %(default)s)")
+    exp.add_argument("--version", type=int, help="version (default: the next free one)")
+    exp.set_defaults(run=_export)
+
     sw = commands.add_parser("sweep", help="the paper's branch-point sweep",
                              description="Trains and evaluates one model per branch point, "
                              "twice with validation and test swapped, and writes the table "
@@ -200,6 +214,23 @@ def _evaluate(args):
     with open(os.path.join(out, evaluation.MARKDOWN_NAME), encoding="utf-8") as f:
         print(f.read().split("## Confusion matrices")[0].rstrip())
     print(f"\nreport (with confusion matrices and per-disc predictions): {out}")
+    return 0
+
+
+def _export(args):
+    import keras
+    from spine_tf import export, train
+    model_file, config = args.model, None
+    if os.path.isdir(args.model):
+        model_file = os.path.join(args.model, train.BEST_MODEL)
+        with open(os.path.join(args.model, "config.json"), encoding="utf-8") as f:
+            config = json.load(f)
+    if not os.path.isfile(model_file):
+        raise SystemExit(f"spine-tf export: {model_file}: no such model file")
+    model = keras.saving.load_model(model_file)
+    path = export.export(model, args.base, args.name, version=args.version, config=config)
+    print(f"exported {model_file} -> {path} (signatures: {', '.join(export.SIGNATURES)})")
+    print(f"inspect: saved_model_cli show --dir {path} --all")
     return 0
 
 

@@ -10,7 +10,7 @@ from spine_tf import cli
 
 
 @pytest.mark.parametrize("command", ["demo", "phantom", "build-data", "extract", "train",
-                                     "evaluate", "sweep"])
+                                     "evaluate", "sweep", "export"])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main([command, "--help"])
@@ -69,3 +69,21 @@ def test_build_data_refuses_contradictory_sources():
         cli.main(["build-data", "--config", "folder", "--patients", "5"])
     with pytest.raises(SystemExit, match="--manual-dir is needed for spider"):
         cli.main(["build-data", "--config", "spider"])
+
+
+def test_export_from_a_run_directory(tmp_path, capsys):
+    import json
+
+    from spine_tf import export
+    from spine_tf import model as model_lib
+    run = tmp_path / "run"
+    run.mkdir()
+    model_lib.build_model(width=0.0625).save(run / "best.keras")
+    (run / "config.json").write_text(json.dumps({"model": {"width": 0.0625}}))
+    base = tmp_path / "saved_models"
+    assert cli.main(["export", "--model", str(run), "--name", "disc", "--base", str(base)]) == 0
+    assert f"-> {base / 'disc' / '1'}" in capsys.readouterr().out
+    assert export.read_metadata(base / "disc" / "1")["training_config"] == \
+        {"model": {"width": 0.0625}}
+    with pytest.raises(SystemExit, match="no such model file"):
+        cli.main(["export", "--model", str(tmp_path / "absent.keras"), "--base", str(base)])
