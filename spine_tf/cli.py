@@ -294,7 +294,7 @@ def _print_build(builder):
 def _extract(args):
     from spine_tf import extraction, report
     from spine_tf.data.sources import localise
-    from spine_tf.io.scan import read_scan
+    from spine_tf.io.scan import read_scan, scan_name
     spacing = (1.0, *args.spacing) if args.spacing else None
     scan = read_scan(args.scan, spacing_mm=spacing)
     located = localise(scan, mask_path=args.mask, landmarks_path=args.landmarks)
@@ -304,7 +304,7 @@ def _extract(args):
     if not volumes:
         print(f"{args.scan}: no disc could be extracted", file=sys.stderr)
         return 1
-    name = _scan_name(args.scan)
+    name = scan_name(args.scan)
     npz = os.path.join(args.out, f"{name}_discs.npz")
     png = os.path.join(args.out, f"{name}_discs.png")
     report.save_volumes(npz, volumes)
@@ -370,7 +370,7 @@ def _scan_hotspots(args, explainer, hotspots):
     import numpy as np
     from spine_tf import extraction
     from spine_tf.data.sources import localise
-    from spine_tf.io.scan import read_scan
+    from spine_tf.io.scan import read_scan, scan_name
     spacing = (1.0, *args.spacing) if args.spacing else None
     scan = read_scan(args.scan, spacing_mm=spacing)
     located = localise(scan, mask_path=args.mask, landmarks_path=args.landmarks)
@@ -385,7 +385,7 @@ def _scan_hotspots(args, explainer, hotspots):
     levels = [v.level for v in volumes]
     per_task = explainer.explain(stacked, args.tasks, augmentations=args.augmentations,
                                  seed=args.seed)
-    name = _scan_name(args.scan)
+    name = scan_name(args.scan)
     out = args.out or "."
     paths = hotspots.save_outputs(out, name, stacked, per_task, levels, transforms)
     nifti = os.path.join(out, f"{name}_hotspots.nii.gz")
@@ -393,16 +393,6 @@ def _scan_hotspots(args, explainer, hotspots):
     print(f"{len(volumes)} discs ({', '.join(levels)}); tasks {', '.join(per_task)} -> "
           f"{', '.join(paths + [nifti])}")
     return 0
-
-
-def _scan_name(path):
-    """A scan's name without its (possibly double) suffix: case.01.nii.gz -> case.01."""
-    from spine_tf.io import scan
-    name = os.path.basename(os.path.normpath(path))
-    for suffix in scan.NIFTI_SUFFIXES + scan.ITK_SUFFIXES + scan.IMAGE_2D_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
 
 
 def _demo(args):

@@ -12,6 +12,7 @@ from spine_tf.io.scan import read_scan
 from spine_tf.io.scan import reorient_to_internal
 from spine_tf.io.scan import save_nifti
 from spine_tf.io.scan import scan_from_array
+from spine_tf.io.scan import scan_name
 
 __all__ = [
     "INTERNAL_AXCODES",
@@ -23,4 +24,5 @@ __all__ = [
     "reorient_to_internal",
     "save_nifti",
     "scan_from_array",
+    "scan_name",
 ]

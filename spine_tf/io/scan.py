@@ -252,6 +252,18 @@ def scan_from_array(image, spacing_mm=None, affine=None, path: str = "") -> Scan
     return _finish(path, image, affine, check_reorientation=True)
 
 
+def scan_name(path) -> str:
+    """A scan's name: its file (or DICOM folder) name without the suffix.
+
+    Double suffixes count as one: ``case.01.nii.gz`` -> ``case.01``.
+    """
+    name = os.path.basename(os.path.normpath(os.fspath(path)))
+    for suffix in NIFTI_SUFFIXES + ITK_SUFFIXES + IMAGE_2D_SUFFIXES:
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
 def read_scan(path, *, spacing_mm: Optional[Sequence[float]] = None) -> Scan:
     """Reads a scan file (or DICOM series folder) into the internal frame.
 
