@@ -137,6 +137,30 @@ def _parser():
     exp.add_argument("--version", type=int, help="version (default: the next free one)")
     exp.set_defaults(run=_export)
 
+    pr = commands.add_parser("predict", help="grade scans: grades, hotspots, HTML report",
+                             description="Grades the discs of scans (files or folders) with a "
+                             "model (.keras, run directory or SavedModel) and writes per-disc "
+                             "grades (JSON, CSV), hotspot NIfTI overlays in each scan's grid, "
+                             "PNG montages and an HTML report per scan. Discs are found from "
+                             "a label mask or landmarks file per scan.")
+    pr.add_argument("inputs", nargs="+", metavar="SCAN_OR_FOLDER",
+                    help="scan files (NIfTI; .mha/.nrrd with the mha extra) or folders of them; "
+                    "a folder with scans/, masks/, landmarks/ (spine-tf phantom's layout) "
+                    "finds its masks and landmarks itself")
+    pr.add_argument("--model", required=True,
+                    help="a .keras model, a run directory, a SavedModel or a model base folder "
+                    "(its newest version)")
+    pr.add_argument("--out", required=True, help="output folder")
+    pr.add_argument("--masks", help="folder of label masks named after the scans (or one file)")
+    pr.add_argument("--landmarks", help="folder of landmarks JSON named after the scans "
+                    "(or one file)")
+    pr.add_argument("--no-tta", action="store_true", help="single view instead of 54 views")
+    pr.add_argument("--no-hotspots", action="store_true", help="grades only")
+    pr.add_argument("--augmentations", type=int, default=150,
+                    help="augmented copies per hotspot (default: %(default)s)")
+    pr.add_argument("--seed", type=int, default=0, help="hotspot augmentation seed")
+    pr.set_defaults(run=_predict)
+
     sw = commands.add_parser("sweep", help="the paper's branch-point sweep",
                              description="Trains and evaluates one model per branch point, "
                              "twice with validation and test swapped, and writes the table "
@@ -232,6 +256,28 @@ def _export(args):
     print(f"exported {model_file} -> {path} (signatures: {', '.join(export.SIGNATURES)})")
     print(f"inspect: saved_model_cli show --dir {path} --all")
     return 0
+
+
+def _predict(args):
+    if args.augmentations < 1:
+        raise SystemExit("spine-tf predict: --augmentations must be at least 1")
+    from spine_tf import predict
+    try:
+        jobs = predict.find_scans(args.inputs, masks=args.masks, landmarks=args.landmarks)
+        predictor = predict.load_predictor(args.model)
+    except predict.PredictError as error:
+        raise SystemExit(f"spine-tf predict: {error}")
+    print(f"{len(jobs)} scan(s); model: {predictor.description}")
+    summary = predict.run(jobs, predictor, args.out, tta=not args.no_tta,
+                          hotspots=not args.no_hotspots, augmentations=args.augmentations,
+                          seed=args.seed, progress=True)
+    failed = [s for s in summary["scans"] if s["status"] != "done"]
+    for scan in failed:
+        print(f"  failed: {scan['name']}: {scan['reason']}")
+    discs = sum(s.get("discs", 0) for s in summary["scans"])
+    print(f"{len(jobs) - len(failed)} of {len(jobs)} scans graded ({discs} discs); report: "
+          f"{os.path.join(args.out, predict.INDEX_NAME)}")
+    return 1 if failed and len(failed) == len(jobs) else 0
 
 
 def _sweep(args):
