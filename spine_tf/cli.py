@@ -161,6 +161,23 @@ def _parser():
     pr.add_argument("--seed", type=int, default=0, help="hotspot augmentation seed")
     pr.set_defaults(run=_predict)
 
+    cl = commands.add_parser("client", help="grade scans through a TF Serving server",
+                             description="Reads scans, localises and extracts their discs (as "
+                             "predict does) and sends one predict request per scan to a "
+                             "TensorFlow Serving server (REST, or gRPC with "
+                             "tensorflow-serving-api); prints the grades.")
+    cl.add_argument("inputs", nargs="+", metavar="SCAN_OR_FOLDER")
+    cl.add_argument("--masks", help="folder of label masks named after the scans (or one file)")
+    cl.add_argument("--landmarks", help="folder of landmarks JSON (or one file)")
+    cl.add_argument("--server", default="localhost",
+                    help="host, or host:port (default ports: REST 8501, gRPC 8500)")
+    cl.add_argument("--model-name", default="spinenet", help="served model name")
+    cl.add_argument("--version", type=int, help="model version (default: the newest)")
+    cl.add_argument("--grpc", action="store_true", help="gRPC instead of REST")
+    cl.add_argument("--signature", default="predict_tta",
+                    choices=["predict_tta", "serving_default"])
+    cl.set_defaults(run=_client)
+
     sw = commands.add_parser("sweep", help="the paper's branch-point sweep",
                              description="Trains and evaluates one model per branch point, "
                              "twice with validation and test swapped, and writes the table "
@@ -278,6 +295,38 @@ def _predict(args):
     print(f"{len(jobs) - len(failed)} of {len(jobs)} scans graded ({discs} discs); report: "
           f"{os.path.join(args.out, predict.INDEX_NAME)}")
     return 1 if failed and len(failed) == len(jobs) else 0
+
+
+def _client(args):
+    import numpy as np
+    from spine_tf import client, predict
+    host, _, port = args.server.partition(":")
+    port = int(port) if port else (client.GRPC_PORT if args.grpc else client.REST_PORT)
+    try:
+        jobs = predict.find_scans(args.inputs, masks=args.masks, landmarks=args.landmarks)
+    except predict.PredictError as error:
+        raise SystemExit(f"spine-tf client: {error}")
+    failed = 0
+    for job in jobs:
+        try:
+            _, _, volumes, _ = predict.extract_scan(job)
+            stacked = np.stack([v.volume for v in volumes])
+            if args.grpc:
+                _, grades = client.grpc_predict(f"{host}:{port}", args.model_name, stacked,
+                                                args.signature, args.version)
+            else:
+                url = client.rest_url(host, args.model_name, args.version, port)
+                _, grades = client.rest_predict(url, stacked, args.signature)
+        except (predict.PredictError, client.ClientError, ValueError, OSError) as error:
+            print(f"{job.name}: failed: {error}")
+            failed += 1
+            continue
+        print(f"{job.name}:")
+        print("  " + "level".ljust(8) + "".join(t.name.ljust(16) for t in tasks.TASKS))
+        for n, volume in enumerate(volumes):
+            print("  " + volume.level.ljust(8) + "".join(
+                t.class_names[g[n]].ljust(16) for t, g in zip(tasks.TASKS, grades)))
+    return 1 if failed == len(jobs) else 0
 
 
 def _sweep(args):

@@ -45,15 +45,10 @@ from spine_tf.model import mean_subtraction
 from spine_tf.tasks import VOLUME_SHAPE
 
 METADATA_NAME = "spine_tf.json"
-INPUT_NAME = "disc_volume"
+INPUT_NAME = tasks.INPUT_NAME
 SIGNATURES = ("serving_default", "predict_tta")
 _ANY = tf.TensorSpec(None, tf.float32, name=INPUT_NAME)
 _SHAPE_TEXT = f"[batch, {', '.join(str(n) for n in VOLUME_SHAPE)}]"
-
-
-def output_names(task):
-    """The two output names of a task: (probabilities, grade)."""
-    return f"{task.name}_probabilities", f"{task.name}_grade"
 
 
 def checked_volumes(volumes):
@@ -72,7 +67,7 @@ def checked_volumes(volumes):
 def _outputs(probabilities):
     out = {}
     for task, p in zip(tasks.TASKS, probabilities):
-        name_p, name_grade = output_names(task)
+        name_p, name_grade = task.output_names
         out[name_p] = p
         out[name_grade] = tf.argmax(p, axis=-1, output_type=tf.int32)
     return out
@@ -115,7 +110,7 @@ def metadata(model, config=None):
                              "sagittal slices, intensities normalised per disc"},
         "tasks": [{"name": t.name, "description": t.description,
                    "class_names": list(t.class_names),
-                   "outputs": list(output_names(t))} for t in tasks.TASKS],
+                   "outputs": list(t.output_names)} for t in tasks.TASKS],
         "signatures": {"serving_default": "single view",
                        "predict_tta": f"{tta.NUM_VIEWS}-view test-time augmentation"},
         "channel_mean": [float(v) for v in mean_subtraction(model).mean.numpy()],
@@ -189,9 +184,9 @@ def load(export_dir):
 
 def signature_probabilities(outputs):
     """A signature's output dict -> list in task order of numpy probabilities."""
-    return [np.asarray(outputs[output_names(t)[0]]) for t in tasks.TASKS]
+    return [np.asarray(outputs[t.output_names[0]]) for t in tasks.TASKS]
 
 
 __all__ = ["INPUT_NAME", "METADATA_NAME", "SIGNATURES", "ServingModule", "checked_volumes",
-           "export", "load", "metadata", "next_version", "output_names", "read_metadata",
+           "export", "load", "metadata", "next_version", "read_metadata",
            "signature_probabilities"]

@@ -125,7 +125,7 @@ def build_model(config=ModelConfig(), width=None, branch_point=None, name="spine
     if config.branch_point not in BRANCH_POINTS:
         raise ValueError(f"branch_point {config.branch_point!r} is not one of "
                          f"{', '.join(BRANCH_POINTS)}")
-    inputs = keras.Input(shape=VOLUME_SHAPE, name="disc_volume")
+    inputs = keras.Input(shape=VOLUME_SHAPE, name=tasks.INPUT_NAME)
     x = ChannelMeanSubtraction(VOLUME_SHAPE[-1], name="mean_subtraction")(inputs)
     shared = 0 if config.branch_point == "none" else LAYER_NAMES.index(config.branch_point) + 1
     for spec in _LAYERS[:shared]:

@@ -250,17 +250,17 @@ def _disc_records(volumes, located, probabilities, skipped):
                                            for level, reason in skipped]}
 
 
-def predict_scan(job, predictor, out_dir, tta=True, hotspots=True,
-                 augmentations=HOTSPOT_AUGMENTATIONS, seed=0):
-    """Grades one scan and writes its folder ``out_dir/<name>`` (see the module docstring).
+def extract_scan(job):
+    """Reads a job's scan, localises and extracts its discs.
 
     Returns:
-        The scan's record (what ``grades.json`` holds).
+        (scan, localisation, DiscVolumes top to bottom, skipped (level, reason)).
 
     Raises:
-        ScanError, PredictError: the scan cannot be read, localised or graded.
+        ScanError, PredictError: unreadable files, nothing to localise with,
+            or no disc extracted.
     """
-    from spine_tf import extraction, report
+    from spine_tf import extraction
     from spine_tf.data.sources import localise
     from spine_tf.io.scan import read_scan
     if not job.mask and not job.landmarks:
@@ -272,6 +272,21 @@ def predict_scan(job, predictor, out_dir, tta=True, hotspots=True,
     if not volumes:
         reasons = "; ".join(f"{level}: {reason}" for level, reason in skipped) or "none found"
         raise PredictError(f"{job.scan}: no disc could be extracted ({reasons})")
+    return scan, located, volumes, skipped
+
+
+def predict_scan(job, predictor, out_dir, tta=True, hotspots=True,
+                 augmentations=HOTSPOT_AUGMENTATIONS, seed=0):
+    """Grades one scan and writes its folder ``out_dir/<name>`` (see the module docstring).
+
+    Returns:
+        The scan's record (what ``grades.json`` holds).
+
+    Raises:
+        ScanError, PredictError: the scan cannot be read, localised or graded.
+    """
+    from spine_tf import report
+    scan, located, volumes, skipped = extract_scan(job)
     stacked = np.stack([v.volume for v in volumes])
     probabilities = predictor.probabilities(stacked, tta=tta)
     record = {"scan": os.path.abspath(job.scan), "name": job.name,
@@ -462,6 +477,6 @@ def run(jobs, predictor, out_dir, tta=True, hotspots=True,
     return summary
 
 
-__all__ = ["INDEX_NAME", "KerasPredictor", "LOW_CONFIDENCE", "PredictError", "SavedModelPredictor", "ScanJob",
-           "csv_header", "csv_rows", "find_scans", "index_page", "load_predictor",
-           "predict_scan", "run", "scan_page"]
+__all__ = ["INDEX_NAME", "KerasPredictor", "LOW_CONFIDENCE", "PredictError",
+           "SavedModelPredictor", "ScanJob", "csv_header", "csv_rows", "extract_scan",
+           "find_scans", "index_page", "load_predictor", "predict_scan", "run", "scan_page"]

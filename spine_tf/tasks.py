@@ -19,6 +19,8 @@ CANAL_LABEL = 100  # the spinal canal in SPIDER-convention masks
 
 # The model input: a disc volume of rows x cols x sagittal slices (SPEC "Disc volume").
 VOLUME_SHAPE = (112, 224, 9)
+# Its name in the Keras model and the serving signatures (SPEC "Serving").
+INPUT_NAME = "disc_volume"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +43,11 @@ class Task:
     @property
     def num_classes(self):
         return len(self.class_names)
+
+    @property
+    def output_names(self):
+        """Names of the task's serving outputs: (probabilities, grade)."""
+        return f"{self.name}_probabilities", f"{self.name}_grade"
 
 
 TASKS = (

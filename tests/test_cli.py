@@ -10,7 +10,7 @@ from spine_tf import cli
 
 
 @pytest.mark.parametrize("command", ["demo", "phantom", "build-data", "extract", "train",
-                                     "evaluate", "sweep", "export"])
+                                     "evaluate", "sweep", "export", "predict", "client"])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main([command, "--help"])

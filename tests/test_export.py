@@ -57,7 +57,7 @@ def test_signatures_match_the_in_memory_model_after_reload(exported, small_model
     for task, got, want in zip(tasks.TASKS, export.signature_probabilities(single), expected):
         assert got.shape == (3, task.num_classes)
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-        grade = single[export.output_names(task)[1]].numpy()
+        grade = single[task.output_names[1]].numpy()
         assert grade.dtype == np.int32
         np.testing.assert_array_equal(grade, want.argmax(axis=1))
     with_tta = served.signatures["predict_tta"](disc_volume=tf.constant(volumes))
