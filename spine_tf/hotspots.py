@@ -508,6 +508,44 @@ def localisation(model, examples, augmentations=AUGMENTATIONS, percentiles=PERCE
     return result
 
 
+def task_specificity(model, examples, augmentations=AUGMENTATIONS, seed=0):
+    """Where the upper and lower tasks look, on discs with a lesion on both sides.
+
+    For each lesion kind (endplate, marrow) and every disc whose
+    ``lesion_boxes`` hold a box of both its ``<kind>_upper`` and
+    ``<kind>_lower`` task, the lesion-class hotspot of each of the two tasks
+    and its ``upper_fraction``. A task-specific model puts most of the
+    upper task's mass in the upper half and most of the lower task's in the
+    lower half.
+
+    Returns:
+        {kind: {``discs``, ``upper_task`` and ``lower_task`` (lists of
+        upper fractions per disc), ``specific`` (share of discs with upper
+        task > 0.5 > lower task; None without discs)}}.
+    """
+    volumes, boxes = _lesion_rows(examples)
+    names = [t.name for t in tasks.LESION_TASKS]
+    explainer = Hotspots(model)
+    out = {}
+    for kind in sorted({t.lesion[0] for t in tasks.LESION_TASKS}):
+        upper, lower = f"{kind}_upper", f"{kind}_lower"
+        rows = [n for n, b in enumerate(boxes)
+                if (b[names.index(upper), :, 0] >= 0).any()
+                and (b[names.index(lower), :, 0] >= 0).any()]
+        entry = {"discs": len(rows), "upper_task": [], "lower_task": [], "specific": None}
+        out[kind] = entry
+        for start in range(0, len(rows), 16):
+            batch = np.stack([volumes[n] for n in rows[start:start + 16]])
+            result = explainer.explain(batch, (upper, lower), {upper: 1, lower: 1},
+                                       augmentations, seed)
+            entry["upper_task"] += [upper_fraction(m) for m in result[upper].maps]
+            entry["lower_task"] += [upper_fraction(m) for m in result[lower].maps]
+        if rows:
+            entry["specific"] = float(np.mean([u > 0.5 > low for u, low in
+                                               zip(entry["upper_task"], entry["lower_task"])]))
+    return out
+
+
 def localisation_markdown(result):
     """The localisation table as Markdown: IoU per task, hotspot vs plain vs whole volume."""
     percentiles = result["percentiles"]

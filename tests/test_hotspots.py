@@ -334,3 +334,97 @@ def test_command_on_a_scan_writes_arrays_pictures_and_nifti(tiny_model, tmp_path
     with pytest.raises(SystemExit, match="--measure works on a run"):
         cli.main(["hotspots", str(scan), "--mask", str(mask), "--model", str(model_path),
                   "--measure"])
+
+
+class _Halves(keras.layers.Layer):
+    """Logits (0, energy of the upper or lower half of the rows): looks at one side only."""
+
+    def __init__(self, classes, side, **kwargs):
+        super().__init__(**kwargs)
+        self.classes = classes
+        self.side = side
+
+    def call(self, x):
+        half = x[:, :56] if self.side == "upper" else x[:, 56:]
+        energy = 0.5 * tf.reduce_sum(tf.square(half), axis=[1, 2, 3])
+        return tf.stack([tf.zeros_like(energy)] + [energy] * (self.classes - 1), axis=1)
+
+
+def test_task_specificity_of_a_model_that_looks_at_one_side():
+    inputs = keras.Input(SHAPE)
+    outputs = [_Halves(t.num_classes, t.lesion[1] if t.lesion else "upper", name=t.name)(inputs)
+               for t in tasks.TASKS]
+    model = keras.Model(inputs, outputs)
+    x = _volumes(3, seed=6)
+    none = -np.ones((4, 9, 4), np.float32)
+    both_marrow = none.copy()
+    both_marrow[2:4, 4] = [0.1, 0.1, 0.2, 0.2]  # marrow_upper and marrow_lower
+    one_endplate = none.copy()
+    one_endplate[0, 4] = [0.1, 0.1, 0.2, 0.2]
+    examples = [{"disc_volume": x[0], "lesion_boxes": both_marrow},
+                {"disc_volume": x[1], "lesion_boxes": one_endplate},
+                {"disc_volume": x[2], "lesion_boxes": both_marrow}]
+    result = hotspots.task_specificity(model, examples, augmentations=8)
+    assert result["endplate"] == {"discs": 0, "upper_task": [], "lower_task": [],
+                                  "specific": None}
+    marrow = result["marrow"]
+    assert marrow["discs"] == 2 and marrow["specific"] == 1.0
+    # shifts of up to 24 rows and rotations move some mass across the middle, not most
+    assert min(marrow["upper_task"]) > 0.75 and max(marrow["lower_task"]) < 0.25
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A width-0.0625 model trained for 2 epochs on a 5-patient phantom cohort."""
+    from spine_tf import config as config_lib
+    from spine_tf import train
+    base = tmp_path_factory.mktemp("hotspots_run")
+    config = config_lib.override(config_lib.ExperimentConfig(), [
+        "data.patients=5", "data.seed=24", "data.workers=2",
+        f"data.data_dir={os.fspath(base / 'tfds')!r}", "model.width=0.0625",
+        "pipeline.batch_size=8", "train.epochs=2", "train.learning_rate=0.01"])
+    run_dir = os.fspath(base / "run")
+    train.train(config, run_dir, verbose=0)
+    return run_dir, train.prepare_dataset(config.data)
+
+
+@pytest.mark.slow
+def test_measure_run_tabulates_the_lesion_discs_of_a_trained_run(trained_run):
+    run_dir, builder = trained_run
+    examples = list(builder.as_dataset(split="train").as_numpy_iterator())
+    result, out = hotspots.measure_run(run_dir, split="train", model_file="final.keras",
+                                       augmentations=4, percentiles=(95.0, 99.0))
+    assert out == os.path.join(run_dir, "hotspots_train") and result["split"] == "train"
+    for j, task in enumerate(tasks.LESION_TASKS):
+        truth = [e["lesion_boxes"][j] for e in examples if (e["lesion_boxes"][j, :, 0] >= 0).any()]
+        entry = result["tasks"][task.name]
+        assert entry["discs"] == len(truth) > 0
+        # the whole volume's IoU is the lesion's share of the volume, by hand
+        shares = [np.sum([(b[2] - b[0]) * (b[3] - b[1]) for b in t if b[0] >= 0]) / 9
+                  for t in truth]
+        assert entry["whole_volume"] == pytest.approx(np.mean(shares), rel=1e-5)
+        for kind in ("hotspot", "plain"):
+            assert all(0.0 <= entry[kind][p] <= 1.0 for p in ("95.0", "99.0"))
+    with open(os.path.join(out, hotspots.LOCALISATION_JSON), encoding="utf-8") as f:
+        assert json_load(f)["tasks"] == result["tasks"]
+    text = open(os.path.join(out, hotspots.LOCALISATION_MARKDOWN), encoding="utf-8").read()
+    assert all(f"| {t.name} | " in text for t in tasks.LESION_TASKS)
+
+
+def json_load(f):
+    import json
+    return json.load(f)
+
+
+@pytest.mark.slow
+def test_specificity_figures_on_a_trained_run(trained_run):
+    # a model trained for two epochs is not expected to be task-specific: this checks
+    # the figures are made for every disc with lesions on both sides
+    run_dir, builder = trained_run
+    model = keras.saving.load_model(os.path.join(run_dir, "final.keras"))
+    examples = list(builder.as_dataset(split="train").as_numpy_iterator())
+    result = hotspots.task_specificity(model, examples, augmentations=4)
+    assert sum(entry["discs"] for entry in result.values()) > 0
+    for entry in result.values():
+        assert len(entry["upper_task"]) == len(entry["lower_task"]) == entry["discs"]
+        assert all(0.0 < f < 1.0 for f in entry["upper_task"] + entry["lower_task"])
