@@ -61,6 +61,11 @@ def _parser():
     demo.add_argument("--learning-rate", type=float, default=1e-2,
                       help="SGD learning rate (default: %(default)s; 10x the paper's, which "
                       "trains for ~1000 epochs)")
+    demo.add_argument("--predict-scans", type=int, default=3,
+                      help="held-out scans graded at the end (default: %(default)s)")
+    demo.add_argument("--augmentations", type=int, default=50,
+                      help="augmented copies per hotspot in the predictions (default: "
+                      "%(default)s; 150 in the journal version)")
     demo.set_defaults(run=_demo)
 
     ph = commands.add_parser("phantom", help="write a phantom cohort",
@@ -135,6 +140,9 @@ def _parser():
     exp.add_argument("--base", default="saved_models",
                      help="model base folder (default: %(default)s)")
     exp.add_argument("--version", type=int, help="version (default: the next free one)")
+    exp.add_argument("--hotspot-augmentations", type=int, default=150,
+                     help="augmented copies per disc in the hotspots signature "
+                     "(default: %(default)s)")
     exp.set_defaults(run=_export)
 
     pr = commands.add_parser("predict", help="grade scans: grades, hotspots, HTML report",
@@ -269,7 +277,8 @@ def _export(args):
     if not os.path.isfile(model_file):
         raise SystemExit(f"spine-tf export: {model_file}: no such model file")
     model = keras.saving.load_model(model_file)
-    path = export.export(model, args.base, args.name, version=args.version, config=config)
+    path = export.export(model, args.base, args.name, version=args.version, config=config,
+                         augmentations=args.hotspot_augmentations)
     print(f"exported {model_file} -> {path} (signatures: {', '.join(export.SIGNATURES)})")
     print(f"inspect: saved_model_cli show --dir {path} --all")
     return 0
@@ -491,15 +500,16 @@ def _scan_hotspots(args, explainer, hotspots):
 
 
 def _demo(args):
+    import keras
     from spine_tf import experiments, train
     from spine_tf.data import spine_discs
     from spine_tf.phantom import write_cohort
     cohort = os.path.join(args.out, "cohort")
     data_dir = os.path.join(args.out, "tfds")
     start = time.perf_counter()
-    print(f"1/4 phantom cohort: {args.patients} patients -> {cohort}")
+    print(f"1/6 phantom cohort: {args.patients} patients -> {cohort}")
     write_cohort(cohort, args.patients, seed=args.seed, workers=args.workers, progress=True)
-    print(f"2/4 dataset from the cohort's files (folder config) -> {data_dir}")
+    print(f"2/6 dataset from the cohort's files (folder config) -> {data_dir}")
     builder = spine_discs.builder("folder", data_dir=data_dir, workers=args.workers)
     builder.download_and_prepare(download_config=_download_config(cohort))
     _print_build(builder)
@@ -511,7 +521,7 @@ def _demo(args):
         print(f"demo finished in {time.perf_counter() - start:.0f} s")
         return 0
     run_dir = os.path.join(args.out, "run")
-    print(f"3/4 training a width-{args.width} model for {args.epochs} epochs -> {run_dir}")
+    print(f"3/6 training a width-{args.width} model for {args.epochs} epochs -> {run_dir}")
     config = train.resolved_config(None, [
         "data.config='folder'", f"data.data_dir={data_dir!r}", f"data.manual_dir={cohort!r}",
         f"data.workers={args.workers!r}", f"model.width={args.width}",
@@ -519,10 +529,27 @@ def _demo(args):
         f"train.learning_rate={args.learning_rate}", "train.lr_patience=10",
         "train.early_stopping_patience=0"])
     train.train(config, run_dir, verbose=2)
-    print("4/4 evaluation on the test split (54-view TTA)")
+    print("4/6 evaluation on the test split (54-view TTA)")
     result, out = experiments.evaluate_run(run_dir)
     _print_scores(result)
     print(f"report: {out}")
+    from spine_tf import export, predict
+    from spine_tf.data.sources import split_of
+    print("5/6 export for TF Serving")
+    model = keras.saving.load_model(os.path.join(run_dir, train.BEST_MODEL))
+    with open(os.path.join(run_dir, "config.json"), encoding="utf-8") as f:
+        exported = export.export(model, os.path.join(args.out, "saved_models"), "spinenet",
+                                 config=json.load(f), augmentations=args.augmentations)
+    print(f"SavedModel: {exported}")
+    jobs = [j for j in predict.find_scans([cohort]) if split_of(j.name) == "test"]
+    jobs = jobs[:args.predict_scans]
+    print(f"6/6 predict: {len(jobs)} held-out scans with the SavedModel, TTA and hotspots "
+          f"({args.augmentations} augmentations)")
+    predictions = os.path.join(args.out, "predictions")
+    summary = predict.run(jobs, predict.load_predictor(exported), predictions,
+                          augmentations=args.augmentations, progress=True)
+    done = sum(s["status"] == "done" for s in summary["scans"])
+    print(f"{done} of {len(jobs)} scans graded; open {os.path.join(predictions, predict.INDEX_NAME)}")
     print(f"demo finished in {time.perf_counter() - start:.0f} s")
     return 0
 

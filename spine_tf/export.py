@@ -9,6 +9,10 @@ free integer version unless one is given) with the signatures of SPEC
   int32 [batch] (single view);
 - ``predict_tta``: the same, with the 54-view test-time augmentation inside
   the graph (one disc's 54 views are one forward batch);
+- ``hotspots``: ``disc_volume``, ``task`` (a task name, string scalar) and
+  ``class_index`` int32 [batch] (-1: the predicted class) -> ``hotspots``
+  float32 [batch, 112, 224, 9], the evidence hotspots of ``spine_tf.hotspots``
+  from a fixed number of augmented copies (export time; seed 0);
 
 and ``assets/spine_tf.json`` with what a client needs to read the outputs:
 the task table and class names, the input, the training config, the
@@ -40,13 +44,14 @@ import numpy as np
 import tensorflow as tf
 
 import spine_tf
+from spine_tf import hotspots as hotspots_lib
 from spine_tf import tasks, tta
 from spine_tf.model import mean_subtraction
 from spine_tf.tasks import VOLUME_SHAPE
 
 METADATA_NAME = "spine_tf.json"
 INPUT_NAME = tasks.INPUT_NAME
-SIGNATURES = ("serving_default", "predict_tta")
+SIGNATURES = ("serving_default", "predict_tta", "hotspots")
 _ANY = tf.TensorSpec(None, tf.float32, name=INPUT_NAME)
 _SHAPE_TEXT = f"[batch, {', '.join(str(n) for n in VOLUME_SHAPE)}]"
 
@@ -76,9 +81,10 @@ def _outputs(probabilities):
 class ServingModule(tf.Module):
     """The exported object: a Keras SpineNet model and its signatures."""
 
-    def __init__(self, model):
+    def __init__(self, model, augmentations=hotspots_lib.AUGMENTATIONS):
         super().__init__(name="spine_tf")
         self.model = model
+        self.augmentations = int(augmentations)
 
     def _logits(self, volumes):
         return [tf.cast(x, tf.float32) for x in self.model(volumes, training=False)]
@@ -97,8 +103,37 @@ class ServingModule(tf.Module):
             volumes, fn_output_signature=signature, parallel_iterations=1)
         return _outputs(per_disc)
 
+    @tf.function(input_signature=[_ANY, tf.TensorSpec((), tf.string, name="task"),
+                                  tf.TensorSpec((None,), tf.int32, name="class_index")])
+    def hotspots(self, disc_volume, task, class_index):
+        volumes = checked_volumes(disc_volume)
+        names = tf.constant(tasks.TASK_NAMES)
+        known = tf.debugging.Assert(tf.reduce_any(tf.equal(names, task)), [
+            "task must be one of " + ", ".join(tasks.TASK_NAMES) + "; got", task])
+        same = tf.debugging.assert_equal(
+            tf.size(class_index), tf.shape(volumes)[0],
+            message="class_index needs one class per disc volume (-1: the predicted class)")
+        with tf.control_dependencies([known, same]):
+            index = tf.argmax(tf.cast(tf.equal(names, task), tf.int32), output_type=tf.int32)
+        logits = self._logits(volumes)
 
-def metadata(model, config=None):
+        def branch(n, task_row):
+            def explain():
+                predicted = tf.argmax(logits[n], axis=-1, output_type=tf.int32)
+                classes = tf.where(class_index < 0, predicted, class_index)
+                check = tf.debugging.assert_less(
+                    classes, task_row.num_classes,
+                    message=f"{task_row.name} has classes 0..{task_row.num_classes - 1}")
+                with tf.control_dependencies([check]):
+                    return hotspots_lib.graph_hotspots(self.model, n, volumes, classes,
+                                                       self.augmentations)
+            return explain
+
+        maps = tf.switch_case(index, [branch(n, t) for n, t in enumerate(tasks.TASKS)])
+        return {"hotspots": tf.ensure_shape(maps, (None,) + tuple(VOLUME_SHAPE))}
+
+
+def metadata(model, config=None, augmentations=hotspots_lib.AUGMENTATIONS):
     """The JSON-ready description of an export (``assets/spine_tf.json``)."""
     return {
         "package": "spine_tf", "package_version": spine_tf.__version__,
@@ -111,8 +146,13 @@ def metadata(model, config=None):
         "tasks": [{"name": t.name, "description": t.description,
                    "class_names": list(t.class_names),
                    "outputs": list(t.output_names)} for t in tasks.TASKS],
-        "signatures": {"serving_default": "single view",
-                       "predict_tta": f"{tta.NUM_VIEWS}-view test-time augmentation"},
+        "signatures": {
+            "serving_default": "single view",
+            "predict_tta": f"{tta.NUM_VIEWS}-view test-time augmentation",
+            "hotspots": f"evidence hotspots of one task from {augmentations} augmented copies "
+                        "per disc (seed 0); inputs disc_volume, task (name), class_index (one "
+                        "per disc, -1 = the predicted class); output hotspots"},
+        "hotspot_augmentations": int(augmentations),
         "channel_mean": [float(v) for v in mean_subtraction(model).mean.numpy()],
         "training_config": config,
     }
@@ -125,7 +165,8 @@ def next_version(model_dir):
     return max(versions, default=0) + 1
 
 
-def export(model, base_dir, name, version=None, config=None):
+def export(model, base_dir, name, version=None, config=None,
+           augmentations=hotspots_lib.AUGMENTATIONS):
     """Exports a Keras SpineNet model for TF Serving.
 
     Args:
@@ -135,6 +176,7 @@ def export(model, base_dir, name, version=None, config=None):
         version: integer version; None = the next free one.
         config: the training config (a dict, e.g. a run's config.json) to
             record in the metadata.
+        augmentations: augmented copies per disc in the hotspots signature.
 
     Returns:
         The version folder written.
@@ -153,13 +195,12 @@ def export(model, base_dir, name, version=None, config=None):
     os.makedirs(model_dir, exist_ok=True)
     tmp = os.path.join(model_dir, f".tmp-{uuid.uuid4().hex[:12]}-{version}")
     try:
-        module = ServingModule(model)
+        module = ServingModule(model, augmentations)
         tf.saved_model.save(module, tmp, signatures={
-            "serving_default": module.serving_default.get_concrete_function(),
-            "predict_tta": module.predict_tta.get_concrete_function()})
+            name: getattr(module, name).get_concrete_function() for name in SIGNATURES})
         os.makedirs(os.path.join(tmp, "assets"), exist_ok=True)
         with open(os.path.join(tmp, "assets", METADATA_NAME), "w", encoding="utf-8") as f:
-            json.dump(metadata(model, config), f, indent=1)
+            json.dump(metadata(model, config, augmentations), f, indent=1)
         os.rename(tmp, target)
     finally:
         if os.path.exists(tmp):

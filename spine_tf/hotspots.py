@@ -147,6 +147,80 @@ class TaskHotspots:
         return out
 
 
+def summed_maps(model, task_indices, volumes, disc, draws, classes, discs):
+    """Pure TF: the per-disc sums of ``invert(|d logit_c / d copy|)`` over a batch of copies.
+
+    Args:
+        model: the SpineNet Keras model.
+        task_indices: tuple of task indices (positions in the task table).
+        volumes: (discs, 112, 224, 9) the original disc volumes.
+        disc: (copies,) int32, the disc each copy is made from.
+        draws: ``augment.draw`` dict of (copies,) tensors.
+        classes: (copies, len(task_indices)) int32, the class explained per copy and task.
+        discs: int32 scalar, the number of discs.
+
+    Returns:
+        float32 (len(task_indices), discs, 112, 224, 9).
+    """
+    copies = tf.ensure_shape(augment.apply(tf.gather(volumes, disc), draws),
+                             (None,) + tuple(VOLUME_SHAPE))
+    with tf.GradientTape(persistent=len(task_indices) > 1,
+                         watch_accessed_variables=False) as tape:
+        tape.watch(copies)
+        outputs = model(copies, training=False)
+        # rows are independent (no batch statistics), so the gradient of the
+        # sum is each copy's own d logit / d copy
+        scores = [tf.reduce_sum(tf.gather(tf.cast(outputs[t], tf.float32), classes[:, i],
+                                          batch_dims=1))
+                  for i, t in enumerate(task_indices)]
+    maps = []
+    for score in scores:
+        gradient = tf.ensure_shape(tape.gradient(score, copies), copies.shape)
+        back = augment.invert(tf.abs(gradient), draws)
+        maps.append(tf.math.unsorted_segment_sum(back, disc, discs))
+    return tf.stack(maps)
+
+
+def graph_hotspots(model, task_index, volumes, classes, augmentations=AUGMENTATIONS, seed=0,
+                   chunk=CHUNK, augment_config=augment.AugmentConfig()):
+    """Pure TF (for a SavedModel signature): one task's hotspots, as ``Hotspots.explain``.
+
+    The same copies (draws from ``(0, seed)``), chunks and normalisation as
+    ``Hotspots(model, augment_config, chunk)(task, volumes, classes,
+    augmentations, seed)``, so the two agree to float rounding.
+
+    Args:
+        model: the SpineNet Keras model.
+        task_index: Python int, the task's position in the task table.
+        volumes: float32 (n, 112, 224, 9) tensor.
+        classes: int32 (n,) the class explained per disc.
+        augmentations: Python int, copies per disc.
+        seed: int32 scalar tensor or int.
+        chunk: copies per forward/backward batch.
+
+    Returns:
+        float32 (n, 112, 224, 9) in [0, 1].
+    """
+    n = tf.shape(volumes)[0]
+    total = n * augmentations
+    disc = tf.repeat(tf.range(n, dtype=tf.int32), augmentations)
+    rows = tf.repeat(tf.cast(classes, tf.int32), augmentations)[:, None]
+    draws = augment.draw(total, tf.stack([tf.constant(0, tf.int64), tf.cast(seed, tf.int64)]),
+                         augment_config)
+
+    def body(start, summed):
+        stop = tf.minimum(start + chunk, total)
+        part = {k: v[start:stop] for k, v in draws.items()}
+        return stop, summed + summed_maps(model, (task_index,), volumes, disc[start:stop], part,
+                                          rows[start:stop], n)[0]
+
+    _, summed = tf.while_loop(lambda start, _: start < total, body,
+                              (tf.constant(0), tf.zeros_like(volumes)))
+    mean = summed / float(augmentations)
+    peak = tf.reduce_max(tf.reshape(mean, (n, -1)), axis=1)[:, None, None, None]
+    return tf.math.divide_no_nan(mean, peak)
+
+
 class Hotspots:
     """Augmented saliency of a SpineNet model, one compiled function per set of tasks.
 
@@ -185,11 +259,7 @@ class Hotspots:
         return [np.concatenate([np.asarray(c[t]) for c in chunks]) for t in range(len(tasks.TASKS))]
 
     def _function(self, task_indices):
-        """Compiled: (volumes, disc of each copy, draws, classes, discs) -> summed maps.
-
-        Returns, per task in ``task_indices``, the sum over the copies of each
-        disc of ``invert(|d logit_c / d copy|)``: (tasks, discs, 112, 224, 9).
-        """
+        """``summed_maps`` of the model for ``task_indices``, compiled once per set of tasks."""
         function = self._functions.get(task_indices)
         if function is not None:
             return function
@@ -199,27 +269,11 @@ class Hotspots:
         @tf.function(input_signature=[_VOLUMES, tf.TensorSpec((None,), tf.int32), draw_spec,
                                       tf.TensorSpec((None, len(task_indices)), tf.int32),
                                       tf.TensorSpec((), tf.int32)])
-        def summed_maps(volumes, disc, draws, classes, discs):
-            copies = tf.ensure_shape(augment.apply(tf.gather(volumes, disc), draws),
-                                     (None,) + tuple(VOLUME_SHAPE))
-            with tf.GradientTape(persistent=len(task_indices) > 1,
-                                 watch_accessed_variables=False) as tape:
-                tape.watch(copies)
-                outputs = ref()(copies, training=False)
-                # rows are independent (no batch statistics), so the gradient of
-                # the sum is each copy's own d logit / d copy
-                scores = [tf.reduce_sum(tf.gather(tf.cast(outputs[t], tf.float32),
-                                                  classes[:, i], batch_dims=1))
-                          for i, t in enumerate(task_indices)]
-            maps = []
-            for score in scores:
-                gradient = tf.ensure_shape(tape.gradient(score, copies), copies.shape)
-                back = augment.invert(tf.abs(gradient), draws)
-                maps.append(tf.math.unsorted_segment_sum(back, disc, discs))
-            return tf.stack(maps)
+        def function(volumes, disc, draws, classes, discs):
+            return summed_maps(ref(), task_indices, volumes, disc, draws, classes, discs)
 
-        self._functions[task_indices] = summed_maps
-        return summed_maps
+        self._functions[task_indices] = function
+        return function
 
     def explain(self, volumes, task_names=tasks.TASK_NAMES, classes=None,
                 augmentations=AUGMENTATIONS, seed=0):

@@ -149,6 +149,10 @@ class KerasPredictor:
         from spine_tf import tta as tta_lib
         return tta_lib.predict(self.model, volumes, tta=tta, discs_per_batch=max(1, len(volumes)))
 
+    def hotspot_settings(self, augmentations, seed):
+        """(copies per disc, seed) the hotspots will use."""
+        return int(augmentations), seed
+
     def hotspots(self, volumes, classes, augmentations=HOTSPOT_AUGMENTATIONS, seed=0):
         """{task: TaskHotspots} for the given class of every task (``classes``: {task: (n,)})."""
         return self._hotspots.explain(volumes, tasks.TASK_NAMES, classes=classes,
@@ -173,13 +177,18 @@ class SavedModelPredictor:
         signature = self.loaded.signatures["predict_tta" if tta else "serving_default"]
         return export.signature_probabilities(signature(disc_volume=tf.constant(volumes)))
 
-    def hotspots(self, volumes, classes, augmentations=HOTSPOT_AUGMENTATIONS, seed=0):
+    def hotspot_settings(self, augmentations, seed):
+        """The export fixes the copies per disc and the seed (its metadata says which)."""
+        return int(self.metadata.get("hotspot_augmentations", 0)), 0
+
+    def hotspots(self, volumes, classes, augmentations=None, seed=None):
+        """{task: TaskHotspots} through the export's ``hotspots`` signature (its settings)."""
         if "hotspots" not in self.loaded.signatures:
             raise PredictError(f"{self.source}: this export has no hotspots signature; use "
                                "--no-hotspots, or a .keras model")
         import tensorflow as tf
-        from spine_tf.hotspots import TaskHotspots
         from spine_tf import export
+        from spine_tf.hotspots import TaskHotspots
         single = export.signature_probabilities(
             self.loaded.signatures["serving_default"](disc_volume=tf.constant(volumes)))
         out = {}
@@ -187,8 +196,7 @@ class SavedModelPredictor:
             chosen = np.asarray(classes[task.name], np.int32)
             maps = self.loaded.signatures["hotspots"](
                 disc_volume=tf.constant(volumes), task=tf.constant(task.name),
-                class_index=tf.constant(chosen), augmentations=tf.constant(augmentations),
-                seed=tf.constant(seed))["hotspots"].numpy()
+                class_index=tf.constant(chosen))["hotspots"].numpy()
             out[task.name] = TaskHotspots(task.name, maps, chosen,
                                           p[np.arange(len(p)), chosen], p.argmax(axis=1))
         return out
@@ -304,6 +312,7 @@ def predict_scan(job, predictor, out_dir, tta=True, hotspots=True,
         if hotspots:
             from spine_tf import hotspots as hotspots_lib
             classes = {t.name: p.argmax(axis=1) for t, p in zip(tasks.TASKS, probabilities)}
+            augmentations, seed = predictor.hotspot_settings(augmentations, seed)
             per_task = predictor.hotspots(stacked, classes, augmentations, seed)
             for task in tasks.TASKS:
                 pictures[task.name] = f"hotspots_{task.name}.png"

@@ -108,3 +108,31 @@ def test_versions_count_up_and_are_never_overwritten(tmp_path, small_model, monk
 def test_load_refuses_a_folder_that_is_not_an_export(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a spine_tf export"):
         export.load(os.fspath(tmp_path))
+
+
+def test_hotspots_signature_matches_the_keras_hotspots(exported, small_model, volumes):
+    from spine_tf import hotspots
+    base, _ = exported
+    path = export.export(small_model, os.fspath(base), "few", augmentations=3)
+    assert export.read_metadata(path)["hotspot_augmentations"] == 3
+    served = export.load(path)
+    explainer = hotspots.Hotspots(small_model)
+    for task, classes in (("marrow_lower", [1, 0, -1]), ("pfirrmann", [-1, -1, 4])):
+        got = served.signatures["hotspots"](disc_volume=tf.constant(volumes),
+                                            task=tf.constant(task),
+                                            class_index=tf.constant(classes, tf.int32))
+        predicted = explainer.explain(volumes, (task,), augmentations=3)[task].predicted
+        chosen = np.where(np.array(classes) < 0, predicted, classes)
+        want = explainer(task, volumes, class_index=chosen, augmentations=3, seed=0)
+        np.testing.assert_allclose(got["hotspots"].numpy(), want, rtol=1e-4, atol=1e-5)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="task must be one of pfirrmann"):
+        served.signatures["hotspots"](disc_volume=tf.constant(volumes), task=tf.constant("x"),
+                                      class_index=tf.constant([0, 0, 0]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="marrow_upper has classes 0..1"):
+        served.signatures["hotspots"](disc_volume=tf.constant(volumes),
+                                      task=tf.constant("marrow_upper"),
+                                      class_index=tf.constant([0, 2, 0]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="one class per disc volume"):
+        served.signatures["hotspots"](disc_volume=tf.constant(volumes),
+                                      task=tf.constant("marrow_upper"),
+                                      class_index=tf.constant([0]))

@@ -145,7 +145,7 @@ def test_a_rerun_replaces_a_scan_folder_whole(predicted, cohort):
 
 def test_saved_model_predicts_what_the_keras_model_does(predicted, cohort, tmp_path):
     _, _, keras_predictor = predicted
-    path = export.export(keras_predictor.model, os.fspath(tmp_path), "tiny")
+    path = export.export(keras_predictor.model, os.fspath(tmp_path), "tiny", augmentations=2)
     served = predict.load_predictor(tmp_path / "tiny")  # the base folder: newest version
     assert served.source == path
     scan = read_scan(cohort / "scans" / "ph1-00002.nii.gz")
@@ -156,6 +156,16 @@ def test_saved_model_predicts_what_the_keras_model_does(predicted, cohort, tmp_p
         for a, b in zip(served.probabilities(stacked, tta_on),
                         keras_predictor.probabilities(stacked, tta_on)):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert served.hotspot_settings(150, 7) == (2, 0)
+    classes = {t.name: np.arange(len(stacked)) % t.num_classes for t in tasks.TASKS}
+    got = served.hotspots(stacked, classes)
+    want = keras_predictor.hotspots(stacked, classes, augmentations=2, seed=0)
+    for task in tasks.TASKS:
+        np.testing.assert_allclose(got[task.name].maps, want[task.name].maps, rtol=1e-4,
+                                   atol=1e-5)
+        np.testing.assert_array_equal(got[task.name].classes, classes[task.name])
+        np.testing.assert_allclose(got[task.name].probabilities,
+                                   want[task.name].probabilities, rtol=1e-5)
 
 
 def test_load_predictor_refuses_what_is_not_a_model(tmp_path):
