@@ -267,7 +267,7 @@ def _evaluate(args):
 
 
 def _export(args):
-    import keras
+    from spine_tf.model import load_model
     from spine_tf import export, train
     model_file, config = args.model, None
     if os.path.isdir(args.model):
@@ -276,7 +276,7 @@ def _export(args):
             config = json.load(f)
     if not os.path.isfile(model_file):
         raise SystemExit(f"spine-tf export: {model_file}: no such model file")
-    model = keras.saving.load_model(model_file)
+    model = load_model(model_file)
     path = export.export(model, args.base, args.name, version=args.version, config=config,
                          augmentations=args.hotspot_augmentations)
     print(f"exported {model_file} -> {path} (signatures: {', '.join(export.SIGNATURES)})")
@@ -443,9 +443,9 @@ def _hotspots(args):
         print(hotspots.localisation_markdown(result))
         print(f"table: {out}")
         return 0
-    import keras
     import numpy as np
-    model = keras.saving.load_model(args.model or os.path.join(args.run_dir, "best.keras"))
+    from spine_tf.model import load_model
+    model = load_model(args.model or os.path.join(args.run_dir, "best.keras"))
     explainer = hotspots.Hotspots(model)
     if args.scan:
         return _scan_hotspots(args, explainer, hotspots)
@@ -500,7 +500,7 @@ def _scan_hotspots(args, explainer, hotspots):
 
 
 def _demo(args):
-    import keras
+    from spine_tf.model import load_model
     from spine_tf import experiments, train
     from spine_tf.data import spine_discs
     from spine_tf.phantom import write_cohort
@@ -536,7 +536,7 @@ def _demo(args):
     from spine_tf import export, predict
     from spine_tf.data.sources import split_of
     print("5/6 export for TF Serving")
-    model = keras.saving.load_model(os.path.join(run_dir, train.BEST_MODEL))
+    model = load_model(os.path.join(run_dir, train.BEST_MODEL))
     with open(os.path.join(run_dir, "config.json"), encoding="utf-8") as f:
         exported = export.export(model, os.path.join(args.out, "saved_models"), "spinenet",
                                  config=json.load(f), augmentations=args.augmentations)

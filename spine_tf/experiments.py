@@ -12,11 +12,11 @@ import dataclasses
 import json
 import os
 
-import keras
 import numpy as np
 
 from spine_tf import config as config_lib
 from spine_tf import evaluation, tasks, train
+from spine_tf import model as model_lib
 from spine_tf.io.atomic import atomic_path
 
 SWEEP_JSON, SWEEP_MARKDOWN = "sweep.json", "sweep.md"
@@ -31,7 +31,7 @@ def evaluate_run(run_dir, split=None, tta=True, out_dir=None, model_file=train.B
     config = config_lib.load(os.path.join(run_dir, "config.json"))
     builder = train.prepare_dataset(config.data)
     split = split or config.data.test_split
-    model = keras.saving.load_model(os.path.join(run_dir, model_file))
+    model = model_lib.load_model(os.path.join(run_dir, model_file))
     result = evaluation.evaluate(model, builder.as_dataset(split=split), tta=tta)
     result["split"] = split
     out_dir = out_dir or os.path.join(run_dir, f"evaluation_{split}")

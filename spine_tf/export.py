@@ -28,7 +28,7 @@ written under a temporary name and renamed, so TF Serving, which polls the
 base path for integer folders, never sees a half-written version.
 
 Example:
-    path = export(keras.saving.load_model("run/best.keras"), "saved_models", "spinenet")
+    path = export(load_model("run/best.keras"), "saved_models", "spinenet")
     served = load(path)
     outputs = served.signatures["serving_default"](disc_volume=volumes)
 """

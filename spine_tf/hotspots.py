@@ -49,6 +49,7 @@ import numpy as np
 import tensorflow as tf
 
 from spine_tf import augment, extraction, tasks
+from spine_tf import model as model_lib
 from spine_tf.tasks import VOLUME_SHAPE
 
 ROWS, COLS, SLICES = VOLUME_SHAPE
@@ -644,7 +645,7 @@ def measure_run(run_dir, split=None, model_file="best.keras", augmentations=AUGM
     config = config_lib.load(os.path.join(run_dir, "config.json"))
     builder = train.prepare_dataset(config.data)
     split = split or config.data.test_split
-    model = keras.saving.load_model(os.path.join(run_dir, model_file))
+    model = model_lib.load_model(os.path.join(run_dir, model_file))
     data = builder.as_dataset(split=split)
     if limit is not None:
         data = data.take(limit)

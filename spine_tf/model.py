@@ -140,6 +140,16 @@ def build_model(config=ModelConfig(), width=None, branch_point=None, name="spine
     return keras.Model(inputs, outputs, name=name)
 
 
+def load_model(path):
+    """Loads a saved SpineNet ``.keras`` model for inference (grading, hotspots, export).
+
+    The training state (optimizer, loss, metrics) is not restored: a model
+    saved during training loads without spine_tf's loss and metric classes.
+    ``train`` resumes runs through BackupAndRestore, not through this.
+    """
+    return keras.saving.load_model(path, compile=False)
+
+
 def mean_subtraction(model):
     """The model's ChannelMeanSubtraction layer."""
     return model.get_layer("mean_subtraction")

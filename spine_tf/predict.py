@@ -228,10 +228,9 @@ def load_predictor(path):
         raise PredictError(f"{path}: no such model")
     if not path.endswith(".keras"):
         raise PredictError(f"{path}: a model is a .keras file, a run directory or a SavedModel")
-    import keras
-    from spine_tf import model as _  # noqa: F401  registers the custom layers for loading
+    from spine_tf.model import load_model
     try:
-        model = keras.saving.load_model(path)
+        model = load_model(path)
     except Exception as error:  # Keras raises many kinds on a broken file
         raise PredictError(f"{path}: cannot load the model: {error}") from error
     return KerasPredictor(model, path)

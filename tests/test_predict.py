@@ -177,3 +177,22 @@ def test_load_predictor_refuses_what_is_not_a_model(tmp_path):
     broken.write_bytes(b"zip? no")
     with pytest.raises(predict.PredictError, match="broken.keras: cannot load the model"):
         predict.load_predictor(broken)
+
+
+def test_a_model_saved_by_training_loads_for_prediction_alone(tmp_path):
+    """A run's best.keras holds its compile config (spine_tf's loss and metrics); predict
+    must load it in a process that never imported the training code."""
+    import subprocess
+    import sys
+
+    from spine_tf import config as config_lib
+    from spine_tf import train
+    config = config_lib.override(config_lib.ExperimentConfig(), ["model.width=0.0625"])
+    train.build_compiled_model(config, np.zeros(9)).save(tmp_path / "best.keras")
+    code = ("import sys; from spine_tf import predict; "
+            "p = predict.load_predictor(sys.argv[1]); "
+            "assert 'spine_tf.train' not in sys.modules; print(p.model.count_params())")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout.split()[-1]) > 0
