@@ -431,12 +431,12 @@ def _hotspots(args):
                          "--run-dir for a dataset split")
     if not args.model and not args.run_dir:
         raise SystemExit("spine-tf hotspots: --model or --run-dir is needed")
-    from spine_tf import hotspots
+    from spine_tf import experiments, hotspots
     if args.measure:
         if args.scan or not args.run_dir:
             raise SystemExit("spine-tf hotspots: --measure works on a run's split (--run-dir), "
                              "not on a scan")
-        result, out = hotspots.measure_run(
+        result, out = experiments.measure_hotspots(
             args.run_dir, split=args.split, augmentations=args.augmentations, seed=args.seed,
             limit=args.discs, out_dir=args.out,
             model_file=os.path.abspath(args.model) if args.model else "best.keras")
@@ -549,7 +549,8 @@ def _demo(args):
     summary = predict.run(jobs, predict.load_predictor(exported), predictions,
                           augmentations=args.augmentations, progress=True)
     done = sum(s["status"] == "done" for s in summary["scans"])
-    print(f"{done} of {len(jobs)} scans graded; open {os.path.join(predictions, predict.INDEX_NAME)}")
+    print(f"{done} of {len(jobs)} scans graded; open "
+          f"{os.path.join(predictions, predict.INDEX_NAME)}")
     print(f"demo finished in {time.perf_counter() - start:.0f} s")
     return 0
 

@@ -78,6 +78,10 @@ class TrainConfig:
             opposite of STACK.md's older figure, but each new batch shape costs
             a ~17 s compile and its memory cost is not measured yet.
         seed: seeds weight initialisation and dropout (``keras.utils.set_random_seed``).
+        hotspot_images: discs of the validation split whose hotspots (every
+            trained task) TensorBoard shows as images (0: none).
+        hotspot_images_every: epochs between those images.
+        hotspot_image_augmentations: augmented copies per image hotspot.
     """
 
     epochs: int = 1000
@@ -91,6 +95,9 @@ class TrainConfig:
     strategy: str = "default"
     jit_compile: bool = False
     seed: int = 0
+    hotspot_images: int = 4
+    hotspot_images_every: int = 5
+    hotspot_image_augmentations: int = 16
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,11 +15,20 @@ import os
 import numpy as np
 
 from spine_tf import config as config_lib
-from spine_tf import evaluation, tasks, train
+from spine_tf import evaluation, hotspots, tasks, train
 from spine_tf import model as model_lib
 from spine_tf.io.atomic import atomic_path
 
 SWEEP_JSON, SWEEP_MARKDOWN = "sweep.json", "sweep.md"
+
+
+def _run_model_and_split(run_dir, split, model_file):
+    """A run's model and a split of its dataset (default: the run's test split)."""
+    config = config_lib.load(os.path.join(run_dir, "config.json"))
+    builder = train.prepare_dataset(config.data)
+    split = split or config.data.test_split
+    model = model_lib.load_model(os.path.join(run_dir, model_file))
+    return model, builder.as_dataset(split=split), split
 
 
 def evaluate_run(run_dir, split=None, tta=True, out_dir=None, model_file=train.BEST_MODEL):
@@ -28,14 +37,46 @@ def evaluate_run(run_dir, split=None, tta=True, out_dir=None, model_file=train.B
     Returns:
         (result of ``evaluation.evaluate``, the report folder).
     """
-    config = config_lib.load(os.path.join(run_dir, "config.json"))
-    builder = train.prepare_dataset(config.data)
-    split = split or config.data.test_split
-    model = model_lib.load_model(os.path.join(run_dir, model_file))
-    result = evaluation.evaluate(model, builder.as_dataset(split=split), tta=tta)
+    model, data, split = _run_model_and_split(run_dir, split, model_file)
+    result = evaluation.evaluate(model, data, tta=tta)
     result["split"] = split
     out_dir = out_dir or os.path.join(run_dir, f"evaluation_{split}")
     evaluation.write_report(result, out_dir, model_name=os.path.join(run_dir, model_file))
+    return result, out_dir
+
+
+def measure_hotspots(run_dir, split=None, model_file=train.BEST_MODEL,
+                     augmentations=hotspots.AUGMENTATIONS, percentiles=hotspots.PERCENTILES,
+                     seed=0, limit=None, out_dir=None):
+    """``hotspots.localisation`` of a trained run's model on its test split (or ``split``).
+
+    Loads the run as ``evaluate_run`` does and writes
+    ``localisation.json`` and ``localisation.md`` into ``out_dir`` (default
+    ``RUN_DIR/hotspots_<split>``).
+
+    Args:
+        run_dir: a ``spine-tf train`` run directory.
+        split: dataset split (default: the run's test split).
+        model_file: model file in the run directory.
+        limit: use at most this many discs of the split (None: all).
+
+    Returns:
+        (result of ``localisation`` with ``split`` and ``model`` added, out_dir).
+    """
+    model, data, split = _run_model_and_split(run_dir, split, model_file)
+    if limit is not None:
+        data = data.take(limit)
+    result = hotspots.localisation(model, data.as_numpy_iterator(), augmentations, percentiles,
+                                   seed)
+    result.update(split=split, model=os.path.join(run_dir, model_file))
+    out_dir = out_dir or os.path.join(run_dir, f"hotspots_{split}")
+    with atomic_path(os.path.join(out_dir, hotspots.LOCALISATION_JSON)) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=1)
+    with atomic_path(os.path.join(out_dir, hotspots.LOCALISATION_MARKDOWN)) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(f"# Hotspot localisation: {result['model']}, split {split}\n\n")
+            f.write(hotspots.localisation_markdown(result))
     return result, out_dir
 
 

@@ -23,8 +23,8 @@ Localisation as in the journal version: ``hotspot_boxes`` thresholds a map
 at a percentile of its values and fits a box per slice; ``volume_iou``
 compares per-slice boxes with the ground truth's (``lesion_boxes`` of a
 spine_discs example), ``WHOLE_VOLUME`` is the baseline box;
-``localisation`` tabulates both for a model and ``measure_run`` for a
-trained run directory. ``upper_fraction`` measures task specificity (rows
+``localisation`` tabulates both for a model (``spine_tf.experiments.measure_hotspots``
+for a trained run directory). ``upper_fraction`` measures task specificity (rows
 run from head to feet, so the upper half is rows 0..55).
 
 Outputs: ``overlay_pictures`` (PNG montages), ``to_scan`` / ``save_scan_hotspots``
@@ -39,7 +39,6 @@ Example:
 """
 
 import dataclasses
-import json
 import os
 import warnings
 import weakref
@@ -49,7 +48,6 @@ import numpy as np
 import tensorflow as tf
 
 from spine_tf import augment, extraction, tasks
-from spine_tf import model as model_lib
 from spine_tf.tasks import VOLUME_SHAPE
 
 ROWS, COLS, SLICES = VOLUME_SHAPE
@@ -620,46 +618,6 @@ def localisation_markdown(result):
                                        + [cell(v) for v in plain] + [cell(whole), ratio]) + " |")
     return "\n".join(lines) + (f"\n\nMean volume IoU with the ground-truth lesion boxes; "
                                f"{result['augmentations']} augmentations per hotspot.\n")
-
-
-def measure_run(run_dir, split=None, model_file="best.keras", augmentations=AUGMENTATIONS,
-                percentiles=PERCENTILES, seed=0, limit=None, out_dir=None):
-    """``localisation`` of a trained run's model on its test split (or ``split``).
-
-    Loads the run as ``spine_tf.experiments.evaluate_run`` does and writes
-    ``localisation.json`` and ``localisation.md`` into ``out_dir`` (default
-    ``RUN_DIR/hotspots_<split>``).
-
-    Args:
-        run_dir: a ``spine-tf train`` run directory.
-        split: dataset split (default: the run's test split).
-        model_file: model file in the run directory.
-        limit: use at most this many discs of the split (None: all).
-
-    Returns:
-        (result of ``localisation`` with ``split`` and ``model`` added, out_dir).
-    """
-    from spine_tf import config as config_lib
-    from spine_tf import train
-    from spine_tf.io.atomic import atomic_path
-    config = config_lib.load(os.path.join(run_dir, "config.json"))
-    builder = train.prepare_dataset(config.data)
-    split = split or config.data.test_split
-    model = model_lib.load_model(os.path.join(run_dir, model_file))
-    data = builder.as_dataset(split=split)
-    if limit is not None:
-        data = data.take(limit)
-    result = localisation(model, data.as_numpy_iterator(), augmentations, percentiles, seed)
-    result.update(split=split, model=os.path.join(run_dir, model_file))
-    out_dir = out_dir or os.path.join(run_dir, f"hotspots_{split}")
-    with atomic_path(os.path.join(out_dir, LOCALISATION_JSON)) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=1)
-    with atomic_path(os.path.join(out_dir, LOCALISATION_MARKDOWN)) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(f"# Hotspot localisation: {result['model']}, split {split}\n\n")
-            f.write(localisation_markdown(result))
-    return result, out_dir
 
 
 # ------------------------------------------------------------------ outputs

@@ -8,7 +8,7 @@ A run directory holds::
     best.keras         best model by mean validation balanced accuracy
     final.keras        the model at the end of training
     history.csv        per-epoch losses, balanced accuracies, learning rate
-    tensorboard/       TensorBoard logs
+    tensorboard/       TensorBoard logs (hotspots/: hotspot images of validation discs)
 
 Running ``train`` again on an unfinished run directory resumes it from its
 last completed epoch, with the same batches an uninterrupted run would have
@@ -252,6 +252,22 @@ def callbacks(config, run_dir, trained_tasks, history=()):
     return out
 
 
+def hotspot_images(config, run_dir, validation_split, trained_tasks):
+    """[HotspotImages] of the first validation discs in ``tensorboard/hotspots``, or []."""
+    count = config.train.hotspot_images
+    if not count:
+        return []
+    from spine_tf import hotspots
+    volumes = [volume for volume, _ in validation_split.take(count).map(input_pipeline.decode)
+               .as_numpy_iterator()]
+    if not volumes:
+        return []
+    return [hotspots.HotspotImages(
+        os.path.join(run_dir, "tensorboard", "hotspots"), np.stack(volumes), trained_tasks,
+        augmentations=config.train.hotspot_image_augmentations,
+        every=config.train.hotspot_images_every)]
+
+
 def _check_config(config, run_dir):
     """Refuses to resume a run directory with different settings."""
     path = os.path.join(run_dir, "config.json")
@@ -301,7 +317,8 @@ def train(config, run_dir, extra_callbacks=(), verbose="auto"):
         train_data, validation_data=validation_data, epochs=config.train.epochs,
         steps_per_epoch=input_pipeline.steps_per_epoch(train_split, config.pipeline.batch_size),
         callbacks=callbacks(config, run_dir, trained, read_history(run_dir, initial_epoch))
-        + list(extra_callbacks), verbose=verbose)
+        + hotspot_images(config, run_dir, validation_split, trained) + list(extra_callbacks),
+        verbose=verbose)
     with atomic_path(os.path.join(run_dir, FINAL_MODEL)) as tmp:
         model.save(tmp)
     return model, history.history
@@ -314,5 +331,6 @@ def resolved_config(config_path=None, assignments=()):
 
 
 __all__ = ["BEST_MODEL", "FINAL_MODEL", "BestModel", "EpochSeeds", "EpochSummary",
-           "ResumedCallbackState", "build_compiled_model", "callbacks", "make_strategy", "prepare_dataset",
-           "read_history", "resolved_config", "train"]
+           "ResumedCallbackState", "build_compiled_model", "callbacks", "hotspot_images",
+           "make_strategy",
+           "prepare_dataset", "read_history", "resolved_config", "train"]

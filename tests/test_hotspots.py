@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from spine_tf import augment, extraction, hotspots, report, tasks
+from spine_tf import augment, experiments, extraction, hotspots, report, tasks
 from spine_tf.model import build_model
 
 SHAPE = (112, 224, 9)
@@ -392,7 +392,7 @@ def trained_run(tmp_path_factory):
 def test_measure_run_tabulates_the_lesion_discs_of_a_trained_run(trained_run):
     run_dir, builder = trained_run
     examples = list(builder.as_dataset(split="train").as_numpy_iterator())
-    result, out = hotspots.measure_run(run_dir, split="train", model_file="final.keras",
+    result, out = experiments.measure_hotspots(run_dir, split="train", model_file="final.keras",
                                        augmentations=4, percentiles=(95.0, 99.0))
     assert out == os.path.join(run_dir, "hotspots_train") and result["split"] == "train"
     for j, task in enumerate(tasks.LESION_TASKS):

@@ -7,9 +7,10 @@ import os
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from spine_tf import config as config_lib
-from spine_tf import train
+from spine_tf import tasks, train
 
 # Five phantom patients of seed 24 fall into all three splits (3 train).
 BASE = ["data.patients=5", "data.seed=24", "data.workers=2", "model.width=0.0625",
@@ -27,7 +28,8 @@ def _config(data_dir, *more):
 
 
 def test_run_directory(data_dir, tmp_path):
-    config = _config(data_dir)
+    config = _config(data_dir, "train.hotspot_images=2", "train.hotspot_images_every=1",
+                     "train.hotspot_image_augmentations=2")
     run = os.fspath(tmp_path / "run")
     model, history = train.train(config, run, verbose=0)
     assert config_lib.load(os.path.join(run, "config.json")) == config
@@ -42,6 +44,11 @@ def test_run_directory(data_dir, tmp_path):
     assert len(best.outputs) == 6
     events = [f for _, _, files in os.walk(os.path.join(run, "tensorboard")) for f in files]
     assert any(f.startswith("events.out.tfevents") for f in events)
+    folder = os.path.join(run, "tensorboard", "hotspots")
+    images = sorted((value.tag, event.step) for name in os.listdir(folder)
+                    for event in tf.compat.v1.train.summary_iterator(os.path.join(folder, name))
+                    for value in event.summary.value)
+    assert images == sorted((f"hotspots/{t}", step) for t in tasks.TASK_NAMES for step in (0, 1))
     with open(os.path.join(run, "statistics.json"), encoding="utf-8") as f:
         statistics = json.load(f)
     np.testing.assert_allclose(
