@@ -196,3 +196,24 @@ def test_a_model_saved_by_training_loads_for_prediction_alone(tmp_path):
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert int(done.stdout.split()[-1]) > 0
+
+
+def test_report_renders_in_a_headless_browser(predicted, tmp_path):
+    import subprocess
+
+    from PIL import Image
+    if not shutil.which("chromium"):
+        pytest.skip("chromium is not installed (apt install chromium)")
+    out, _, _ = predicted
+    script = os.path.join(os.path.dirname(__file__), os.pardir, "tools", "screenshot-report")
+    png = tmp_path / "report.png"
+    subprocess.run([script, str(out / "ph1-00000" / "report.html"), str(png), "1000,1400"],
+                   check=True, capture_output=True, timeout=120)
+    picture = np.asarray(Image.open(png).convert("RGB"))
+    assert picture.shape == (1400, 1000, 3)
+    # the disc montage and the hotspot pictures load: much of the page is neither white
+    # nor the text colour, and the heat colours of the hotspots are there (red >> blue)
+    painted = (np.abs(picture.astype(int) - 255).sum(axis=2) > 60).mean()
+    assert painted > 0.3
+    red = picture[..., 0].astype(int) - picture[..., 2].astype(int) > 80
+    assert red.mean() > 0.01
