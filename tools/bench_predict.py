@@ -1,0 +1,130 @@
+"""Benchmark of prediction and serving with the full-size model.
+
+Side by side in one run: model load time (``.keras`` against the SavedModel),
+one phantom scan end to end with the 54-view TTA and no hotspots (read,
+localise, extract, grade, write the outputs) through the Keras model and the
+SavedModel, once with six-task hotspots (150 augmented copies per disc), and
+the SavedModel's ``serving_default`` at batch 54 against the in-memory model's
+compiled forward pass, alternated round by round. Random weights (speed does
+not depend on them). Prints a Markdown table and writes it to
+docs/benchmarks.md ("Prediction and serving").
+
+Run: .venv/bin/python tools/bench_predict.py [--rounds 3] [--hotspot-augmentations 150]
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from spine_tf import export, predict  # noqa: E402
+from spine_tf.model import build_model, load_model, mean_subtraction  # noqa: E402
+from spine_tf.phantom import write_cohort  # noqa: E402
+
+
+def _median_seconds(function, rounds):
+    return benchlib.timed(function, rounds)[0]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--hotspot-augmentations", type=int, default=150)
+    args = parser.parse_args()
+    work = tempfile.mkdtemp(prefix="bench_predict_")
+    start = time.perf_counter()
+    model = build_model()
+    mean_subtraction(model).set_mean(np.full(9, 0.4))
+    keras_file = os.path.join(work, "model.keras")
+    model.save(keras_file)
+    export_start = time.perf_counter()
+    exported = export.export(model, os.path.join(work, "saved_models"), "spinenet",
+                             augmentations=args.hotspot_augmentations)
+    export_seconds = time.perf_counter() - export_start
+    size_mb = sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(exported)
+                  for f in files) / 1e6
+    write_cohort(os.path.join(work, "cohort"), 1, seed=3, workers=1)
+    job = predict.find_scans([os.path.join(work, "cohort")])[0]
+    discs = len(predict.extract_scan(job)[2])
+
+    load = {"keras": [], "saved": []}
+    for _ in range(args.rounds):
+        for name, loader in (("keras", lambda: load_model(keras_file)),
+                             ("saved", lambda: export.load(exported))):
+            t = time.perf_counter()
+            loader()
+            load[name].append(time.perf_counter() - t)
+    keras_predictor = predict.KerasPredictor(model, keras_file)
+    saved_predictor = predict.SavedModelPredictor(exported)
+    out = os.path.join(work, "out")
+    for predictor in (keras_predictor, saved_predictor):  # warm-up: tracing
+        predict.predict_scan(job, predictor, out, hotspots=False)
+    scan = {"keras": [], "saved": []}
+    for _ in range(args.rounds):
+        for name, predictor in (("keras", keras_predictor), ("saved", saved_predictor)):
+            t = time.perf_counter()
+            predict.predict_scan(job, predictor, out, hotspots=False)
+            scan[name].append(time.perf_counter() - t)
+    t = time.perf_counter()
+    predict.predict_scan(job, keras_predictor, out, hotspots=True,
+                         augmentations=args.hotspot_augmentations)
+    with_hotspots = time.perf_counter() - t
+
+    batch = tf.constant(np.random.default_rng(0).random((54, 112, 224, 9), dtype=np.float32))
+    forward = tf.function(lambda x: model(x, training=False))
+    signature = saved_predictor.loaded.signatures["serving_default"]
+    for _ in range(2):
+        [o.numpy() for o in forward(batch)]
+        [o.numpy() for o in signature(disc_volume=batch).values()]
+    serve = {"memory": [], "signature": []}
+    for _ in range(max(3, args.rounds)):
+        t = time.perf_counter()
+        [o.numpy() for o in forward(batch)]
+        serve["memory"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        [o.numpy() for o in signature(disc_volume=batch).values()]
+        serve["signature"].append(time.perf_counter() - t)
+
+    med = {k: statistics.median(v) for k, v in {**{f"load_{k}": v for k, v in load.items()},
+                                                 **{f"scan_{k}": v for k, v in scan.items()},
+                                                 **{f"serve_{k}": v for k, v in serve.items()}
+                                                 }.items()}
+    rows = [
+        ["load `.keras` (`model.load_model`)", f"{med['load_keras']:.2f} s", "", ""],
+        ["load SavedModel (`tf.saved_model.load`)", f"{med['load_saved']:.2f} s",
+         f"{size_mb:.0f} MB on disk", f"export took {export_seconds:.0f} s"],
+        [f"one scan end to end, TTA, no hotspots, Keras model ({discs} discs)",
+         f"{med['scan_keras']:.2f} s", f"{med['scan_keras'] / discs:.2f} s/disc",
+         "target <= 5 s"],
+        ["the same through the SavedModel (`predict_tta` signature)",
+         f"{med['scan_saved']:.2f} s", f"{med['scan_saved'] / discs:.2f} s/disc",
+         f"{100 * med['scan_keras'] / med['scan_saved']:.0f} % of the Keras model's speed"],
+        [f"one scan with six-task hotspots ({args.hotspot_augmentations} copies/disc), Keras",
+         f"{with_hotspots:.0f} s", f"{with_hotspots / discs:.1f} s/disc", "one run"],
+        ["in-memory model, compiled forward, batch 54", f"{1000 * med['serve_memory']:.0f} ms",
+         f"{54 / med['serve_memory']:.0f} discs/s", "100 %"],
+        ["SavedModel `serving_default`, batch 54", f"{1000 * med['serve_signature']:.0f} ms",
+         f"{54 / med['serve_signature']:.0f} discs/s",
+         f"{100 * med['serve_memory'] / med['serve_signature']:.1f} % (target >= 90 %)"],
+    ]
+    body = benchlib.table(["what", "median", "per unit", "notes"], rows)
+    body += (f"\n\nFull-size model (182,765,777 parameters), random weights; one phantom scan "
+             f"(seed 3) with its label mask; medians of {args.rounds} rounds alternating Keras "
+             f"and SavedModel (serving: {max(3, args.rounds)} rounds alternating), after a "
+             f"warm-up. Load average at the end: {os.getloadavg()[0]:.1f}. Whole run "
+             f"{time.perf_counter() - start:.0f} s.")
+    benchlib.write_section("Prediction and serving", body,
+                           "tools/bench_predict.py " + " ".join(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()
