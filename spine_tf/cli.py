@@ -395,10 +395,12 @@ def _print_build(builder):
         print(f"  {len(skipped)} labelled discs skipped (see {builder.data_dir}/{REPORT_NAME})")
 
 
-def _extract(args):
-    from spine_tf import extraction, report
+def _scan_discs(args):
+    """(scan, DiscVolumes) of ``args.scan`` localised by ``args.mask`` / ``args.landmarks``;
+    prints the skipped discs; (scan, []) when none could be extracted (said on stderr)."""
+    from spine_tf import extraction
     from spine_tf.data.sources import localise
-    from spine_tf.io.scan import read_scan, scan_name
+    from spine_tf.io.scan import read_scan
     spacing = (1.0, *args.spacing) if args.spacing else None
     scan = read_scan(args.scan, spacing_mm=spacing)
     located = localise(scan, mask_path=args.mask, landmarks_path=args.landmarks)
@@ -407,6 +409,14 @@ def _extract(args):
         print(f"  {level}: skipped: {reason}")
     if not volumes:
         print(f"{args.scan}: no disc could be extracted", file=sys.stderr)
+    return scan, volumes
+
+
+def _extract(args):
+    from spine_tf import report
+    from spine_tf.io.scan import scan_name
+    _, volumes = _scan_discs(args)
+    if not volumes:
         return 1
     name = scan_name(args.scan)
     npz = os.path.join(args.out, f"{name}_discs.npz")
@@ -472,17 +482,9 @@ def _hotspots(args):
 
 def _scan_hotspots(args, explainer, hotspots):
     import numpy as np
-    from spine_tf import extraction
-    from spine_tf.data.sources import localise
-    from spine_tf.io.scan import read_scan, scan_name
-    spacing = (1.0, *args.spacing) if args.spacing else None
-    scan = read_scan(args.scan, spacing_mm=spacing)
-    located = localise(scan, mask_path=args.mask, landmarks_path=args.landmarks)
-    volumes, skipped = extraction.extract(scan, located)
-    for level, reason in skipped:
-        print(f"  {level}: skipped: {reason}")
+    from spine_tf.io.scan import scan_name
+    scan, volumes = _scan_discs(args)
     if not volumes:
-        print(f"{args.scan}: no disc could be extracted", file=sys.stderr)
         return 1
     stacked = np.stack([v.volume for v in volumes])
     transforms = np.stack([v.voxel_to_scan for v in volumes])

@@ -18,7 +18,7 @@ import typing
 
 from spine_tf.augment import AugmentConfig
 from spine_tf.input_pipeline import PipelineConfig
-from spine_tf.io.atomic import atomic_path
+from spine_tf.io.atomic import write_json
 from spine_tf.model import ModelConfig
 
 STRATEGIES = ("default", "mirrored", "multiworker")
@@ -138,9 +138,7 @@ def from_dict(cls, values):
 
 def save(config, path):
     """Writes the config as JSON, atomically."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(to_dict(config), f, indent=2, sort_keys=True)
+    write_json(path, to_dict(config), indent=2, sort_keys=True)
 
 
 def load(path):

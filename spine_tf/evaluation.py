@@ -14,8 +14,6 @@ Example:
     write_report(result, "runs/eval", model_name="spinenet")
 """
 
-import csv
-import json
 import math
 import os
 import re
@@ -24,7 +22,7 @@ import numpy as np
 
 from spine_tf import metrics, report, tasks, tta
 from spine_tf.data.spine_discs import from_stored
-from spine_tf.io.atomic import atomic_path
+from spine_tf.io.atomic import write_csv, write_json, write_text
 
 LOOTUS_TASKS = ("pfirrmann", "narrowing")
 """The tasks of the Lootus et al. protocol (Pfirrmann grade, narrowing)."""
@@ -260,16 +258,9 @@ def write_report(result, out_dir, model_name="model"):
                            for t in tasks.TASKS}}
     summary = {"model": model_name}
     summary.update({k: v for k, v in result.items() if k != "predictions"})
-    with atomic_path(paths["json"]) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(summary, f, indent=2, allow_nan=False)
-            f.write("\n")
-    with atomic_path(paths["markdown"]) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(_markdown(result, model_name))
-    with atomic_path(paths["csv"]) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            csv.writer(f).writerows(_csv_rows(result))
+    write_json(paths["json"], summary, indent=2, allow_nan=False)
+    write_text(paths["markdown"], _markdown(result, model_name))
+    write_csv(paths["csv"], _csv_rows(result))
     which = "TTA" if result["tta"] else "single view"
     for task in tasks.TASKS:
         r = result["tasks"][task.name]

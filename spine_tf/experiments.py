@@ -17,7 +17,7 @@ import numpy as np
 from spine_tf import config as config_lib
 from spine_tf import evaluation, hotspots, tasks, train
 from spine_tf import model as model_lib
-from spine_tf.io.atomic import atomic_path
+from spine_tf.io.atomic import write_json, write_text
 
 SWEEP_JSON, SWEEP_MARKDOWN = "sweep.json", "sweep.md"
 
@@ -70,13 +70,10 @@ def measure_hotspots(run_dir, split=None, model_file=train.BEST_MODEL,
                                    seed)
     result.update(split=split, model=os.path.join(run_dir, model_file))
     out_dir = out_dir or os.path.join(run_dir, f"hotspots_{split}")
-    with atomic_path(os.path.join(out_dir, hotspots.LOCALISATION_JSON)) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=1)
-    with atomic_path(os.path.join(out_dir, hotspots.LOCALISATION_MARKDOWN)) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(f"# Hotspot localisation: {result['model']}, split {split}\n\n")
-            f.write(hotspots.localisation_markdown(result))
+    write_json(os.path.join(out_dir, hotspots.LOCALISATION_JSON), result)
+    write_text(os.path.join(out_dir, hotspots.LOCALISATION_MARKDOWN),
+               f"# Hotspot localisation: {result['model']}, split {split}\n\n"
+               + hotspots.localisation_markdown(result))
     return result, out_dir
 
 
@@ -136,12 +133,8 @@ def sweep(base, out_dir, branch_points=None, single_task=False, verbose=0):
                 intra[task.name].append(figures["intra_rater"])
     table = {"rows": rows, "intra_rater": intra,
              "config": config_lib.to_dict(base), "branch_points": branch_points}
-    with atomic_path(os.path.join(out_dir, SWEEP_JSON)) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(table, f, indent=1)
-    with atomic_path(os.path.join(out_dir, SWEEP_MARKDOWN)) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(markdown(table))
+    write_json(os.path.join(out_dir, SWEEP_JSON), table)
+    write_text(os.path.join(out_dir, SWEEP_MARKDOWN), markdown(table))
     return table
 
 

@@ -29,7 +29,6 @@ Example:
     summary = run(jobs, predictor, "predictions/")
 """
 
-import csv
 import dataclasses
 import datetime
 import html
@@ -41,7 +40,7 @@ import uuid
 import numpy as np
 
 from spine_tf import tasks
-from spine_tf.io.atomic import atomic_path
+from spine_tf.io.atomic import write_csv, write_json, write_text
 from spine_tf.io.scan import ITK_SUFFIXES, NIFTI_SUFFIXES, ScanError, scan_name
 
 SCAN_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
@@ -441,15 +440,9 @@ def csv_rows(record):
 
 
 def _write_cohort(out_dir, summary, rows):
-    with atomic_path(os.path.join(out_dir, CSV_NAME)) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            csv.writer(f).writerows([csv_header()] + rows)
-    with atomic_path(os.path.join(out_dir, SUMMARY_NAME)) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(summary, f, indent=1)
-    with atomic_path(os.path.join(out_dir, INDEX_NAME)) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(index_page(summary))
+    write_csv(os.path.join(out_dir, CSV_NAME), [csv_header()] + rows)
+    write_json(os.path.join(out_dir, SUMMARY_NAME), summary)
+    write_text(os.path.join(out_dir, INDEX_NAME), index_page(summary))
 
 
 def run(jobs, predictor, out_dir, tta=True, hotspots=True,

@@ -1,6 +1,8 @@
 """Atomic file writing: write to a temporary file beside the target, then rename."""
 
 import contextlib
+import csv
+import json
 import os
 import uuid
 
@@ -27,3 +29,22 @@ def atomic_path(path):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def write_text(path, text):
+    """Writes ``text`` (UTF-8) to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+
+def write_json(path, value, indent=1, **kwargs):
+    """Writes ``value`` as JSON to ``path`` atomically (``kwargs`` go to ``json.dump``)."""
+    write_text(path, json.dumps(value, indent=indent, **kwargs) + "\n")
+
+
+def write_csv(path, rows):
+    """Writes rows (the header first) as CSV to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows(rows)

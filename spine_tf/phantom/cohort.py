@@ -16,7 +16,6 @@ On disk a cohort has the layout of the ``folder`` data source::
 
 import concurrent.futures
 import dataclasses
-import json
 import multiprocessing
 import os
 
@@ -26,7 +25,7 @@ import numpy as np
 from spine_tf import tasks
 from spine_tf.io import landmarks as landmarks_io
 from spine_tf.io import labels as labels_io
-from spine_tf.io.atomic import atomic_path
+from spine_tf.io.atomic import atomic_path, write_json
 from spine_tf.io.scan import INTERNAL_AXCODES
 from spine_tf.phantom.anatomy import VERTEBRAE, PhantomConfig, sample_anatomy
 from spine_tf.phantom.render import render
@@ -178,9 +177,7 @@ def write_cohort(out_dir, patients, seed=0, config=PhantomConfig(), workers=None
     info = {"generator": "spine_tf.phantom", "seed": seed, "patients": patients,
             "config": dataclasses.asdict(config), "vertebrae": list(VERTEBRAE),
             "tasks": list(tasks.TASK_NAMES)}
-    with atomic_path(os.path.join(out_dir, "cohort.json")) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(info, f, indent=2)
+    write_json(os.path.join(out_dir, "cohort.json"), info, indent=2)
     return labels_path
 
 
