@@ -46,20 +46,20 @@ def table(header, rows):
     return "\n".join(lines)
 
 
-def write_section(name, body, command):
-    """Replaces (or appends) section ``name`` of docs/benchmarks.md and prints it."""
+def write_section(name, body, command, path=DOCS, title="Benchmarks"):
+    """Replaces (or appends) section ``name`` of ``path`` (docs/benchmarks.md) and prints it."""
     stamp = datetime.date.today().isoformat()
     section = (f"<!-- {name} -->\n## {name}\n\nMeasured {stamp} on: {machine()}.  \n"
                f"Reproduce: `{command}`\n\n{body}\n<!-- /{name} -->")
     print(section)
-    text = open(DOCS, encoding="utf-8").read() if os.path.exists(DOCS) else (
-        "# Benchmarks\n\nWritten by the scripts in tools/; medians of repeated runs, "
+    text = open(path, encoding="utf-8").read() if os.path.exists(path) else (
+        f"# {title}\n\nWritten by the scripts in tools/; medians of repeated runs, "
         "ratios measured side by side in one run.\n")
     pattern = re.compile(rf"<!-- {re.escape(name)} -->.*?<!-- /{re.escape(name)} -->", re.S)
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else \
         text.rstrip("\n") + "\n\n" + section + "\n"
-    os.makedirs(os.path.dirname(DOCS), exist_ok=True)
-    tmp = DOCS + ".tmp"
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
-    os.replace(tmp, DOCS)
+    os.replace(tmp, path)
