@@ -1,0 +1,66 @@
+"""How well the hotspots of a trained run localise lesions, and whether they are task-specific.
+
+On a split of the run's phantom dataset (ground-truth lesion boxes): the
+localisation table of ``experiments.measure_hotspots`` (IoU of the augmented
+hotspot, the plain Simonyan map and the whole volume, per lesion task and
+threshold percentile) and ``hotspots.task_specificity`` (on discs with a
+lesion above and below: the share of each task's hotspot mass in the upper
+half). Writes a section of docs/accuracy.md.
+
+Run: .venv/bin/python tools/hotspot_quality.py --run-dir RUN [--split test]
+     [--augmentations 150]
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
+from phantom_accuracy import ACCURACY_DOC  # noqa: E402
+
+from spine_tf import config as config_lib  # noqa: E402
+from spine_tf import experiments, hotspots, train  # noqa: E402
+from spine_tf.model import load_model  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run-dir", required=True)
+    parser.add_argument("--split", default=None, help="default: the run's test split")
+    parser.add_argument("--augmentations", type=int, default=hotspots.AUGMENTATIONS)
+    args = parser.parse_args()
+    start = time.perf_counter()
+    result, _ = experiments.measure_hotspots(args.run_dir, split=args.split,
+                                             augmentations=args.augmentations)
+    config = config_lib.load(os.path.join(args.run_dir, "config.json"))
+    split = result["split"]
+    examples = list(train.prepare_dataset(config.data).as_dataset(split=split)
+                    .as_numpy_iterator())
+    model = load_model(os.path.join(args.run_dir, train.BEST_MODEL))
+    specificity = hotspots.task_specificity(model, examples, args.augmentations)
+    body = hotspots.localisation_markdown(result)
+    body += ("\n\nTask specificity (discs with a lesion both above and below the disc; share of "
+             "the hotspot mass in the upper half of the volume, mean over discs):\n\n")
+    rows = []
+    for kind, entry in specificity.items():
+        if not entry["discs"]:
+            rows.append([kind, 0, "n/a", "n/a", "n/a"])
+            continue
+        rows.append([kind, entry["discs"], f"{np.mean(entry['upper_task']):.2f}",
+                     f"{np.mean(entry['lower_task']):.2f}", f"{100 * entry['specific']:.0f} %"])
+    body += benchlib.table(["lesion", "discs", "upper task in upper half",
+                            "lower task in upper half", "discs with upper > 0.5 > lower"],
+                           rows)
+    body += (f"\n\nRun `{args.run_dir}` (best.keras), split `{split}`, {args.augmentations} "
+             f"augmented copies per hotspot; {time.perf_counter() - start:.0f} s.")
+    benchlib.write_section("Hotspot localisation", body,
+                           "python tools/hotspot_quality.py " + " ".join(sys.argv[1:]),
+                           path=ACCURACY_DOC, title="Accuracy on the phantom cohort")
+
+
+if __name__ == "__main__":
+    main()
