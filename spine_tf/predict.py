@@ -146,7 +146,9 @@ class KerasPredictor:
 
     def probabilities(self, volumes, tta=True):
         from spine_tf import tta as tta_lib
-        return tta_lib.predict(self.model, volumes, tta=tta, discs_per_batch=max(1, len(volumes)))
+        # one disc's 54 views per forward batch: measured faster on CPU than a scan's
+        # discs together (docs/benchmarks.md), and what the SavedModel's predict_tta does
+        return tta_lib.predict(self.model, volumes, tta=tta, discs_per_batch=1)
 
     def hotspot_settings(self, augmentations, seed):
         """(copies per disc, seed) the hotspots will use."""
