@@ -16,7 +16,6 @@ them, so ``spine-tf --help`` and ``spine-tf phantom`` start quickly.
 
 import argparse
 import collections
-import json
 import os
 import sys
 import time
@@ -131,8 +130,9 @@ def _parser():
 
     exp = commands.add_parser("export", help="export a model for TF Serving",
                               description="Writes a SavedModel for TensorFlow Serving into "
-                              "BASE/NAME/VERSION with the serving_default and predict_tta "
-                              "signatures and the model's metadata in assets/spine_tf.json.")
+                              "BASE/NAME/VERSION with the serving_default, predict_tta and "
+                              "hotspots signatures and the model's metadata in "
+                              "assets/spine_tf.json.")
     exp.add_argument("--model", required=True,
                      help="a .keras model, or a spine-tf train run directory (its best.keras "
                      "and config.json)")
@@ -267,19 +267,13 @@ def _evaluate(args):
 
 
 def _export(args):
-    from spine_tf.model import load_model
-    from spine_tf import export, train
-    model_file, config = args.model, None
-    if os.path.isdir(args.model):
-        model_file = os.path.join(args.model, train.BEST_MODEL)
-        with open(os.path.join(args.model, "config.json"), encoding="utf-8") as f:
-            config = json.load(f)
-    if not os.path.isfile(model_file):
-        raise SystemExit(f"spine-tf export: {model_file}: no such model file")
-    model = load_model(model_file)
-    path = export.export(model, args.base, args.name, version=args.version, config=config,
-                         augmentations=args.hotspot_augmentations)
-    print(f"exported {model_file} -> {path} (signatures: {', '.join(export.SIGNATURES)})")
+    from spine_tf import export
+    try:
+        path = export.export_run(args.model, args.base, args.name, version=args.version,
+                                 augmentations=args.hotspot_augmentations)
+    except FileNotFoundError as error:
+        raise SystemExit(f"spine-tf export: {error}")
+    print(f"exported {args.model} -> {path} (signatures: {', '.join(export.SIGNATURES)})")
     print(f"inspect: saved_model_cli show --dir {path} --all")
     return 0
 
@@ -502,7 +496,6 @@ def _scan_hotspots(args, explainer, hotspots):
 
 
 def _demo(args):
-    from spine_tf.model import load_model
     from spine_tf import experiments, train
     from spine_tf.data import spine_discs
     from spine_tf.phantom import write_cohort
@@ -538,10 +531,8 @@ def _demo(args):
     from spine_tf import export, predict
     from spine_tf.data.sources import split_of
     print("5/6 export for TF Serving")
-    model = load_model(os.path.join(run_dir, train.BEST_MODEL))
-    with open(os.path.join(run_dir, "config.json"), encoding="utf-8") as f:
-        exported = export.export(model, os.path.join(args.out, "saved_models"), "spinenet",
-                                 config=json.load(f), augmentations=args.augmentations)
+    exported = export.export_run(run_dir, os.path.join(args.out, "saved_models"), "spinenet",
+                                 augmentations=args.augmentations)
     print(f"SavedModel: {exported}")
     jobs = [j for j in predict.find_scans([cohort]) if split_of(j.name) == "test"]
     jobs = jobs[:args.predict_scans]

@@ -158,11 +158,16 @@ def metadata(model, config=None, augmentations=hotspots_lib.AUGMENTATIONS):
     }
 
 
+def versions(model_dir):
+    """The integer version folders of a TF Serving model folder, ascending ([] if none)."""
+    if not os.path.isdir(model_dir):
+        return []
+    return sorted(int(n) for n in os.listdir(model_dir) if re.fullmatch(r"\d+", n))
+
+
 def next_version(model_dir):
     """The next free integer version in a TF Serving model folder (1 if none)."""
-    versions = [int(n) for n in os.listdir(model_dir) if re.fullmatch(r"\d+", n)] \
-        if os.path.isdir(model_dir) else []
-    return max(versions, default=0) + 1
+    return max(versions(model_dir), default=0) + 1
 
 
 def export(model, base_dir, name, version=None, config=None,
@@ -208,6 +213,24 @@ def export(model, base_dir, name, version=None, config=None,
     return target
 
 
+def export_run(source, base_dir, name, version=None, augmentations=hotspots_lib.AUGMENTATIONS):
+    """``export`` of a ``.keras`` file, or of a run directory's best model with its config.
+
+    Raises:
+        FileNotFoundError: no such model file.
+    """
+    from spine_tf.model import load_model
+    from spine_tf.train import BEST_MODEL
+    model_file, config = source, None
+    if os.path.isdir(source):
+        model_file = os.path.join(source, BEST_MODEL)
+        with open(os.path.join(source, "config.json"), encoding="utf-8") as f:
+            config = json.load(f)
+    if not os.path.isfile(model_file):
+        raise FileNotFoundError(f"{model_file}: no such model file")
+    return export(load_model(model_file), base_dir, name, version, config, augmentations)
+
+
 def read_metadata(export_dir):
     """The ``assets/spine_tf.json`` of an export."""
     path = os.path.join(export_dir, "assets", METADATA_NAME)
@@ -229,5 +252,5 @@ def signature_probabilities(outputs):
 
 
 __all__ = ["INPUT_NAME", "METADATA_NAME", "SIGNATURES", "ServingModule", "checked_volumes",
-           "export", "load", "metadata", "next_version", "read_metadata",
-           "signature_probabilities"]
+           "export", "export_run", "load", "metadata", "next_version", "read_metadata",
+           "signature_probabilities", "versions"]

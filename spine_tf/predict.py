@@ -1,8 +1,8 @@
 """From scans to grades, hotspots and a report: ``spine-tf predict``.
 
 For every scan: read it, localise its discs (a label mask or landmarks file
-per scan), extract the disc volumes, grade all of them in one batch (54-view
-TTA by default), compute the evidence hotspots of the graded classes, and
+per scan), extract the disc volumes, grade them (54-view TTA by default, one
+disc's views per forward batch), compute the evidence hotspots of the graded classes, and
 write the outputs. The model is a ``.keras`` file, a ``spine-tf train`` run
 directory, or a SavedModel from ``spine-tf export``.
 
@@ -219,10 +219,11 @@ def load_predictor(path):
         if os.path.exists(best):
             path = best
         else:
-            versions = [int(n) for n in os.listdir(path) if n.isdigit()
-                        and os.path.exists(os.path.join(path, n, "saved_model.pb"))]
-            if versions:
-                return SavedModelPredictor(os.path.join(path, str(max(versions))))
+            from spine_tf.export import versions
+            complete = [v for v in versions(path)
+                        if os.path.exists(os.path.join(path, str(v), "saved_model.pb"))]
+            if complete:
+                return SavedModelPredictor(os.path.join(path, str(complete[-1])))
             raise PredictError(f"{path}: not a SavedModel (no saved_model.pb), a model base "
                                "folder (no numbered versions) or a run directory (no best.keras)")
     if not os.path.isfile(path):
