@@ -151,17 +151,11 @@ def _parser():
                              "grades (JSON, CSV), hotspot NIfTI overlays in each scan's grid, "
                              "PNG montages and an HTML report per scan. Discs are found from "
                              "a label mask or landmarks file per scan.")
-    pr.add_argument("inputs", nargs="+", metavar="SCAN_OR_FOLDER",
-                    help="scan files (NIfTI; .mha/.nrrd with the mha extra) or folders of them; "
-                    "a folder with scans/, masks/, landmarks/ (spine-tf phantom's layout) "
-                    "finds its masks and landmarks itself")
+    _add_scan_inputs(pr)
     pr.add_argument("--model", required=True,
                     help="a .keras model, a run directory, a SavedModel or a model base folder "
                     "(its newest version)")
     pr.add_argument("--out", required=True, help="output folder")
-    pr.add_argument("--masks", help="folder of label masks named after the scans (or one file)")
-    pr.add_argument("--landmarks", help="folder of landmarks JSON named after the scans "
-                    "(or one file)")
     pr.add_argument("--no-tta", action="store_true", help="single view instead of 54 views")
     pr.add_argument("--no-hotspots", action="store_true", help="grades only")
     pr.add_argument("--augmentations", type=int, default=150,
@@ -174,9 +168,7 @@ def _parser():
                              "predict does) and sends one predict request per scan to a "
                              "TensorFlow Serving server (REST, or gRPC with "
                              "tensorflow-serving-api); prints the grades.")
-    cl.add_argument("inputs", nargs="+", metavar="SCAN_OR_FOLDER")
-    cl.add_argument("--masks", help="folder of label masks named after the scans (or one file)")
-    cl.add_argument("--landmarks", help="folder of landmarks JSON (or one file)")
+    _add_scan_inputs(cl)
     cl.add_argument("--server", default="localhost",
                     help="host, or host:port (default ports: REST 8501, gRPC 8500)")
     cl.add_argument("--model-name", default="spinenet", help="served model name")
@@ -266,6 +258,26 @@ def _evaluate(args):
     return 0
 
 
+def _add_scan_inputs(parser):
+    """The scans and their masks or landmarks (``predict.find_scans``'s arguments)."""
+    parser.add_argument("inputs", nargs="+", metavar="SCAN_OR_FOLDER",
+                        help="scan files (NIfTI; .mha/.nrrd with the mha extra) or folders of "
+                        "them; a folder with scans/, masks/, landmarks/ (spine-tf phantom's "
+                        "layout) finds its masks and landmarks itself")
+    parser.add_argument("--masks",
+                        help="folder of label masks named after the scans (or one file)")
+    parser.add_argument("--landmarks",
+                        help="folder of landmarks JSON named after the scans (or one file)")
+
+
+def _find_scans(command, args):
+    from spine_tf import predict
+    try:
+        return predict.find_scans(args.inputs, masks=args.masks, landmarks=args.landmarks)
+    except predict.PredictError as error:
+        raise SystemExit(f"spine-tf {command}: {error}")
+
+
 def _export(args):
     from spine_tf import export
     try:
@@ -282,8 +294,8 @@ def _predict(args):
     if args.augmentations < 1:
         raise SystemExit("spine-tf predict: --augmentations must be at least 1")
     from spine_tf import predict
+    jobs = _find_scans("predict", args)
     try:
-        jobs = predict.find_scans(args.inputs, masks=args.masks, landmarks=args.landmarks)
         predictor = predict.load_predictor(args.model)
     except predict.PredictError as error:
         raise SystemExit(f"spine-tf predict: {error}")
@@ -305,10 +317,7 @@ def _client(args):
     from spine_tf import client, predict
     host, _, port = args.server.partition(":")
     port = int(port) if port else (client.GRPC_PORT if args.grpc else client.REST_PORT)
-    try:
-        jobs = predict.find_scans(args.inputs, masks=args.masks, landmarks=args.landmarks)
-    except predict.PredictError as error:
-        raise SystemExit(f"spine-tf client: {error}")
+    jobs = _find_scans("client", args)
     failed = 0
     for job in jobs:
         try:

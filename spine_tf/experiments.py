@@ -22,8 +22,8 @@ from spine_tf.io.atomic import write_json, write_text
 SWEEP_JSON, SWEEP_MARKDOWN = "sweep.json", "sweep.md"
 
 
-def _run_model_and_split(run_dir, split, model_file):
-    """A run's model and a split of its dataset (default: the run's test split)."""
+def run_model_and_split(run_dir, split, model_file):
+    """(model, dataset split, split name) of a run (default: the run's test split)."""
     config = config_lib.load(os.path.join(run_dir, "config.json"))
     builder = train.prepare_dataset(config.data)
     split = split or config.data.test_split
@@ -37,7 +37,7 @@ def evaluate_run(run_dir, split=None, tta=True, out_dir=None, model_file=train.B
     Returns:
         (result of ``evaluation.evaluate``, the report folder).
     """
-    model, data, split = _run_model_and_split(run_dir, split, model_file)
+    model, data, split = run_model_and_split(run_dir, split, model_file)
     result = evaluation.evaluate(model, data, tta=tta)
     result["split"] = split
     out_dir = out_dir or os.path.join(run_dir, f"evaluation_{split}")
@@ -63,7 +63,7 @@ def measure_hotspots(run_dir, split=None, model_file=train.BEST_MODEL,
     Returns:
         (result of ``localisation`` with ``split`` and ``model`` added, out_dir).
     """
-    model, data, split = _run_model_and_split(run_dir, split, model_file)
+    model, data, split = run_model_and_split(run_dir, split, model_file)
     if limit is not None:
         data = data.take(limit)
     result = hotspots.localisation(model, data.as_numpy_iterator(), augmentations, percentiles,

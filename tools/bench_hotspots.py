@@ -15,7 +15,6 @@ Run: .venv/bin/python tools/bench_hotspots.py [--rounds 3]
 
 import argparse
 import os
-import statistics
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -50,13 +49,7 @@ def main():
         "loop": lambda: looped(task, disc, augmentations=n),
         "six": lambda: batched.explain(disc, augmentations=n),
     }
-    for function in measures.values():  # warm-up: trace and allocate
-        function()
-    seconds = {key: [] for key in measures}
-    for _ in range(args.rounds):  # alternate, so load from others hits all alike
-        for key, function in measures.items():
-            seconds[key].append(benchlib.timed(function, 1)[0])
-    s = {key: statistics.median(values) for key, values in seconds.items()}
+    s = benchlib.alternated(measures, args.rounds)
     # batch 1 and batch 50 take other oneDNN kernels: float32 sums differ by ~1e-3
     np.testing.assert_allclose(measures["batched"](), measures["loop"](), atol=5e-3)
     hotspots.plain_saliency(model, task, disc)

@@ -14,7 +14,6 @@ Run: .venv/bin/python tools/bench_predict.py [--rounds 3] [--hotspot-augmentatio
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -29,10 +28,6 @@ import tensorflow as tf  # noqa: E402
 from spine_tf import export, predict  # noqa: E402
 from spine_tf.model import build_model, load_model, mean_subtraction  # noqa: E402
 from spine_tf.phantom import write_cohort  # noqa: E402
-
-
-def _median_seconds(function, rounds):
-    return benchlib.timed(function, rounds)[0]
 
 
 def main():
@@ -56,24 +51,14 @@ def main():
     job = predict.find_scans([os.path.join(work, "cohort")])[0]
     discs = len(predict.extract_scan(job)[2])
 
-    load = {"keras": [], "saved": []}
-    for _ in range(args.rounds):
-        for name, loader in (("keras", lambda: load_model(keras_file)),
-                             ("saved", lambda: export.load(exported))):
-            t = time.perf_counter()
-            loader()
-            load[name].append(time.perf_counter() - t)
+    load = benchlib.alternated({"keras": lambda: load_model(keras_file),
+                                "saved": lambda: export.load(exported)}, args.rounds, warm_ups=0)
     keras_predictor = predict.KerasPredictor(model, keras_file)
     saved_predictor = predict.SavedModelPredictor(exported)
     out = os.path.join(work, "out")
-    for predictor in (keras_predictor, saved_predictor):  # warm-up: tracing
-        predict.predict_scan(job, predictor, out, hotspots=False)
-    scan = {"keras": [], "saved": []}
-    for _ in range(args.rounds):
-        for name, predictor in (("keras", keras_predictor), ("saved", saved_predictor)):
-            t = time.perf_counter()
-            predict.predict_scan(job, predictor, out, hotspots=False)
-            scan[name].append(time.perf_counter() - t)
+    scan = benchlib.alternated(
+        {name: lambda p=p: predict.predict_scan(job, p, out, hotspots=False)
+         for name, p in (("keras", keras_predictor), ("saved", saved_predictor))}, args.rounds)
     t = time.perf_counter()
     predict.predict_scan(job, keras_predictor, out, hotspots=True,
                          augmentations=args.hotspot_augmentations)
@@ -82,22 +67,12 @@ def main():
     batch = tf.constant(np.random.default_rng(0).random((54, 112, 224, 9), dtype=np.float32))
     forward = tf.function(lambda x: model(x, training=False))
     signature = saved_predictor.loaded.signatures["serving_default"]
-    for _ in range(2):
-        [o.numpy() for o in forward(batch)]
-        [o.numpy() for o in signature(disc_volume=batch).values()]
-    serve = {"memory": [], "signature": []}
-    for _ in range(max(3, args.rounds)):
-        t = time.perf_counter()
-        [o.numpy() for o in forward(batch)]
-        serve["memory"].append(time.perf_counter() - t)
-        t = time.perf_counter()
-        [o.numpy() for o in signature(disc_volume=batch).values()]
-        serve["signature"].append(time.perf_counter() - t)
-
-    med = {k: statistics.median(v) for k, v in {**{f"load_{k}": v for k, v in load.items()},
-                                                 **{f"scan_{k}": v for k, v in scan.items()},
-                                                 **{f"serve_{k}": v for k, v in serve.items()}
-                                                 }.items()}
+    serve = benchlib.alternated(
+        {"memory": lambda: [o.numpy() for o in forward(batch)],
+         "signature": lambda: [o.numpy() for o in signature(disc_volume=batch).values()]},
+        max(3, args.rounds), warm_ups=2)
+    med = {f"{group}_{k}": v for group, values in
+           (("load", load), ("scan", scan), ("serve", serve)) for k, v in values.items()}
     rows = [
         ["load `.keras` (`model.load_model`)", f"{med['load_keras']:.2f} s", "", ""],
         ["load SavedModel (`tf.saved_model.load`)", f"{med['load_saved']:.2f} s",

@@ -12,7 +12,6 @@ Run: .venv/bin/python tools/bench_tta.py [--discs 4] [--rounds 5]
 
 import argparse
 import os
-import statistics
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -59,13 +58,8 @@ def main():
         "tta": lambda: tta.predict(model, discs, tta=True),
         "tta2": lambda: tta.predict(model, discs, tta=True, discs_per_batch=2),
     }
-    for function in measures.values():  # warm-up: trace and allocate
-        function()
-    seconds = {key: [] for key in measures}
-    for _ in range(args.rounds):  # alternate, so load from others hits all alike
-        for key, function in measures.items():
-            seconds[key].append(benchlib.timed(function, 1)[0])
-    ms = {key: statistics.median(values) / n * 1e3 for key, values in seconds.items()}
+    ms = {key: seconds / n * 1e3
+          for key, seconds in benchlib.alternated(measures, args.rounds).items()}
     strict = 100 * ms["bare_compiled"] / ms["tta"]
 
     one = discs[:1]

@@ -39,6 +39,23 @@ def timed(function, repeats):
     return statistics.median(seconds), result
 
 
+def alternated(measures, rounds, warm_ups=1):
+    """Median wall seconds of every function in ``measures`` ({name: function}).
+
+    Each is called ``warm_ups`` times untimed (tracing, allocation), then the
+    functions are timed in turn, one call each per round, so that load from
+    other processes hits all of them alike.
+    """
+    for _ in range(warm_ups):
+        for function in measures.values():
+            function()
+    seconds = {key: [] for key in measures}
+    for _ in range(rounds):
+        for key, function in measures.items():
+            seconds[key].append(timed(function, 1)[0])
+    return {key: statistics.median(values) for key, values in seconds.items()}
+
+
 def table(header, rows):
     """A Markdown table."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

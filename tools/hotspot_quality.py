@@ -22,9 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # noqa: E402
 from phantom_accuracy import ACCURACY_DOC  # noqa: E402
 
-from spine_tf import config as config_lib  # noqa: E402
 from spine_tf import experiments, hotspots, train  # noqa: E402
-from spine_tf.model import load_model  # noqa: E402
 
 
 def main():
@@ -36,12 +34,9 @@ def main():
     start = time.perf_counter()
     result, _ = experiments.measure_hotspots(args.run_dir, split=args.split,
                                              augmentations=args.augmentations)
-    config = config_lib.load(os.path.join(args.run_dir, "config.json"))
-    split = result["split"]
-    examples = list(train.prepare_dataset(config.data).as_dataset(split=split)
-                    .as_numpy_iterator())
-    model = load_model(os.path.join(args.run_dir, train.BEST_MODEL))
-    specificity = hotspots.task_specificity(model, examples, args.augmentations)
+    model, data, split = experiments.run_model_and_split(args.run_dir, result["split"],
+                                                         train.BEST_MODEL)
+    specificity = hotspots.task_specificity(model, data.as_numpy_iterator(), args.augmentations)
     body = hotspots.localisation_markdown(result)
     body += ("\n\nTask specificity (discs with a lesion both above and below the disc; share of "
              "the hotspot mass in the upper half of the volume, mean over discs):\n\n")
