@@ -7,7 +7,8 @@ Sub-commands (each has ``--help``):
   train       train SpineNet with model.fit (resumable)
   evaluate    score a trained run (TTA, intra-rater, Lootus, confusion matrices)
   sweep       the paper's branch-point sweep (and multi- vs single-task)
-  extract     cut the disc volumes out of one scan (mask or landmarks given)
+  extract     cut the disc volumes out of one scan (mask, landmarks or the detector)
+  train-detector  train the disc detector on randomised phantom slices
   hotspots    evidence hotspots of a scan's discs or of a dataset split; localisation IoU
 
 Heavy modules (TensorFlow, TFDS) are imported inside the commands that need
@@ -161,6 +162,7 @@ def _parser():
     pr.add_argument("--augmentations", type=int, default=150,
                     help="augmented copies per hotspot (default: %(default)s)")
     pr.add_argument("--seed", type=int, default=0, help="hotspot augmentation seed")
+    _add_detector(pr)
     pr.set_defaults(run=_predict)
 
     cl = commands.add_parser("client", help="grade scans through a TF Serving server",
@@ -193,12 +195,13 @@ def _parser():
 
     ex = commands.add_parser("extract", help="extract the disc volumes of one scan",
                              description="Reads a scan, localises its discs from a label mask "
-                             "or a landmarks file, and writes the disc volumes (npz) and a "
-                             "montage (PNG).")
+                             "or a landmarks file (else with the disc detector), and writes the "
+                             "disc volumes (npz) and a montage (PNG).")
     ex.add_argument("scan", help="NIfTI / .mha / DICOM folder / 2D image")
-    source = ex.add_mutually_exclusive_group(required=True)
+    source = ex.add_mutually_exclusive_group()
     source.add_argument("--mask", help="label mask (SPIDER convention, or 1 disc / 2 body)")
     source.add_argument("--landmarks", help="landmarks JSON (spine_tf.landmarks)")
+    _add_detector(ex)
     ex.add_argument("--out", default=".", help="output folder (default: current)")
     ex.add_argument("--spacing", type=float, nargs=2, metavar=("ROW_MM", "COL_MM"),
                     help="pixel spacing of a 2D image (default: 1 mm)")
@@ -214,6 +217,7 @@ def _parser():
     source = hs.add_mutually_exclusive_group()
     source.add_argument("--mask", help="label mask of the scan")
     source.add_argument("--landmarks", help="landmarks JSON of the scan")
+    _add_detector(hs)
     hs.add_argument("--run-dir", help="a spine-tf train run (its model, data and splits)")
     hs.add_argument("--model", help="a .keras model file (default: RUN_DIR/best.keras)")
     hs.add_argument("--split", help="dataset split (default: the run's test split)")
@@ -231,7 +235,45 @@ def _parser():
     hs.add_argument("--spacing", type=float, nargs=2, metavar=("ROW_MM", "COL_MM"),
                     help="pixel spacing of a 2D image (default: 1 mm)")
     hs.set_defaults(run=_hotspots)
+
+    td = commands.add_parser(
+        "train-detector", help="train the disc detector",
+        description="Trains the disc detector (spine_tf.detection) on slices of phantom "
+        "patients painted with random contrast, blur, bias field and noise, at random scale, "
+        "rotation and field of view. Writes DIR/detector.keras (best by validation disc Dice), "
+        "its config, history.csv and training_time.json.")
+    td.add_argument("--out", required=True, help="output folder")
+    defaults = _detector_defaults()
+    for name, kind, helptext in (
+            ("seed", int, "phantom cohort seed of the training patients"),
+            ("patients", int, "training patients"),
+            ("val_patients", int, "validation patients"),
+            ("slices", int, "slices per patient"),
+            ("filters", int, "U-Net width"),
+            ("epochs", int, "epochs"),
+            ("steps_per_epoch", int, "batches per epoch"),
+            ("batch_size", int, "slices per batch"),
+            ("learning_rate", float, "Adam learning rate (cosine decay)")):
+        td.add_argument("--" + name.replace("_", "-"), type=kind, default=defaults[name],
+                        help=f"{helptext} (default: %(default)s)")
+    td.set_defaults(run=_train_detector)
     return parser
+
+
+def _detector_defaults():
+    import dataclasses
+    from spine_tf.detection.config import DetectorConfig
+    return {f.name: f.default for f in dataclasses.fields(DetectorConfig)}
+
+
+def _train_detector(args):
+    from spine_tf.detection import train
+    from spine_tf.detection.config import DetectorConfig
+    config = DetectorConfig(**{
+        name: getattr(args, name) for name in _detector_defaults() if hasattr(args, name)})
+    train.train_detector(args.out, config, verbose=2)
+    print(f"detector -> {os.path.join(args.out, train.DETECTOR_FILE)}")
+    return 0
 
 
 def _train(args):
@@ -270,6 +312,25 @@ def _add_scan_inputs(parser):
                         help="folder of landmarks JSON named after the scans (or one file)")
 
 
+def _add_detector(parser):
+    parser.add_argument("--detector", help="disc detector (.keras or a train-detector folder) "
+                        "for scans without a mask or landmarks (default: the one shipped "
+                        "with spine_tf)")
+
+
+def _load_detector(command, args, needed=True):
+    """The detector for scans without mask or landmarks (None when no scan needs one)."""
+    if not needed:
+        return None
+    from spine_tf import detection
+    try:
+        detector = detection.load(args.detector)
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"spine-tf {command}: cannot load the detector: {error}")
+    detector.source = args.detector or "shipped with spine_tf"
+    return detector
+
+
 def _find_scans(command, args):
     from spine_tf import predict
     try:
@@ -299,10 +360,13 @@ def _predict(args):
         predictor = predict.load_predictor(args.model)
     except predict.PredictError as error:
         raise SystemExit(f"spine-tf predict: {error}")
-    print(f"{len(jobs)} scan(s); model: {predictor.description}")
+    detector = _load_detector("predict", args,
+                              needed=any(not (j.mask or j.landmarks) for j in jobs))
+    print(f"{len(jobs)} scan(s); model: {predictor.description}"
+          + (f"; detector: {detector.source}" if detector is not None else ""))
     summary = predict.run(jobs, predictor, args.out, tta=not args.no_tta,
                           hotspots=not args.no_hotspots, augmentations=args.augmentations,
-                          seed=args.seed, progress=True)
+                          seed=args.seed, progress=True, detector=detector)
     failed = [s for s in summary["scans"] if s["status"] != "done"]
     for scan in failed:
         print(f"  failed: {scan['name']}: {scan['reason']}")
@@ -406,10 +470,17 @@ def _scan_discs(args):
     from spine_tf.io.scan import read_scan
     spacing = (1.0, *args.spacing) if args.spacing else None
     scan = read_scan(args.scan, spacing_mm=spacing)
-    located = localise(scan, mask_path=args.mask, landmarks_path=args.landmarks)
+    detector = _load_detector(args.command, args, needed=not (args.mask or args.landmarks))
+    located = localise(scan, mask_path=args.mask, landmarks_path=args.landmarks,
+                       detector=detector)
     volumes, skipped = extraction.extract(scan, located)
     for level, reason in skipped:
         print(f"  {level}: skipped: {reason}")
+    for note in located.notes:
+        print(f"  detector: {note}")
+    for volume in volumes:
+        if volume.confidence < 1.0:
+            print(f"  {volume.level}: detector confidence {volume.confidence:.2f}")
     if not volumes:
         print(f"{args.scan}: no disc could be extracted", file=sys.stderr)
     return scan, volumes
@@ -437,10 +508,9 @@ def _hotspots(args):
                          f"{', '.join(tasks.TASK_NAMES)}")
     if args.augmentations < 1:
         raise SystemExit("spine-tf hotspots: --augmentations must be at least 1")
-    if args.scan and not (args.mask or args.landmarks):
-        raise SystemExit("spine-tf hotspots: a scan needs --mask or --landmarks")
     if not args.scan and not args.run_dir:
-        raise SystemExit("spine-tf hotspots: give a SCAN (with --mask or --landmarks) or "
+        raise SystemExit("spine-tf hotspots: give a SCAN (and --mask or --landmarks, else the "
+                         "detector finds its discs) or "
                          "--run-dir for a dataset split")
     if not args.model and not args.run_dir:
         raise SystemExit("spine-tf hotspots: --model or --run-dir is needed")

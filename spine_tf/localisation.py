@@ -68,10 +68,14 @@ class DiscLocation:
 
 @dataclasses.dataclass
 class Localisation:
-    """The discs found in a scan (top to bottom) and those that were not usable."""
+    """The discs found in a scan (top to bottom) and those that were not usable.
+
+    ``notes``: sentences about what a detector ignored or assumed.
+    """
 
     discs: list
     skipped: list  # (level or description, reason)
+    notes: list = dataclasses.field(default_factory=list)
 
     def by_level(self):
         return {disc.level: disc for disc in self.discs}
@@ -160,6 +164,17 @@ def from_mask(mask, spacing_mm, convention=SPIDER):
     found.sort(key=lambda d: order[d.level])
     skipped.sort(key=lambda item: order.get(item[0], -1))
     return Localisation(found, skipped)
+
+
+def disc_geometry(binary, spacing_mm):
+    """(centre (slice, row, col), axis (row, col), height mm) of one disc's binary mask.
+
+    The same geometry :func:`from_mask` gives a disc: centre of the disc
+    space on its mid-sagittal slice, unit axis pointing posterior.
+    """
+    shape = _Shape(np.asarray(binary, bool), np.asarray(spacing_mm, np.float64))
+    centre, height = shape.disc_centre_and_height()
+    return centre, shape.axis, height
 
 
 def guess_convention(mask):

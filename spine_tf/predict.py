@@ -1,7 +1,7 @@
 """From scans to grades, hotspots and a report: ``spine-tf predict``.
 
 For every scan: read it, localise its discs (a label mask or landmarks file
-per scan), extract the disc volumes, grade them (54-view TTA by default, one
+per scan, else the disc detector, ``spine_tf.detection``), extract the disc volumes, grade them (54-view TTA by default, one
 disc's views per forward batch), compute the evidence hotspots of the graded classes, and
 write the outputs. The model is a ``.keras`` file, a ``spine-tf train`` run
 directory, or a SavedModel from ``spine-tf export``.
@@ -11,8 +11,9 @@ Output folder::
     grades.csv               one row per disc of every scan
     summary.json             per scan: done or failed (with the reason); model; settings
     index.html               links to every scan's report, and the failures
-    <scan>/grades.json       per disc: level, centre, confidence, per task grade,
-                             class name and probabilities; discs not graded and why
+    <scan>/grades.json       per disc: level, centre, confidence (the detector's; 1 for
+                             masks and landmarks), per task grade, class name and
+                             probabilities; discs not graded and why; detector notes
     <scan>/report.html       levels x tasks table, disc and hotspot montages, model
     <scan>/discs.png         the disc volumes, slices 1..9
     <scan>/hotspots_<task>.png   hotspots over the volumes, per task
@@ -259,8 +260,11 @@ def _disc_records(volumes, located, probabilities, skipped):
                                            for level, reason in skipped]}
 
 
-def extract_scan(job):
+def extract_scan(job, detector=None):
     """Reads a job's scan, localises and extracts its discs.
+
+    The job's mask or landmarks localise the discs; without either,
+    ``detector`` (``spine_tf.detection``) finds them.
 
     Returns:
         (scan, localisation, DiscVolumes top to bottom, skipped (level, reason)).
@@ -272,11 +276,12 @@ def extract_scan(job):
     from spine_tf import extraction
     from spine_tf.data.sources import localise
     from spine_tf.io.scan import read_scan
-    if not job.mask and not job.landmarks:
-        raise PredictError(f"{job.scan}: no mask or landmarks file for this scan (give --masks "
-                           "or --landmarks; there is no disc detector yet)")
+    if not job.mask and not job.landmarks and detector is None:
+        raise PredictError(f"{job.scan}: no mask or landmarks file for this scan and no "
+                           "detector (give --masks, --landmarks or --detector)")
     scan = read_scan(job.scan)
-    located = localise(scan, mask_path=job.mask, landmarks_path=job.landmarks)
+    located = localise(scan, mask_path=job.mask, landmarks_path=job.landmarks,
+                       detector=detector)
     volumes, skipped = extraction.extract(scan, located)
     if not volumes:
         reasons = "; ".join(f"{level}: {reason}" for level, reason in skipped) or "none found"
@@ -284,8 +289,14 @@ def extract_scan(job):
     return scan, located, volumes, skipped
 
 
+def _localisation_source(job, detector):
+    if job.mask or job.landmarks:
+        return os.path.abspath(job.mask or job.landmarks)
+    return f"detector {getattr(detector, 'source', detector.name)}"
+
+
 def predict_scan(job, predictor, out_dir, tta=True, hotspots=True,
-                 augmentations=HOTSPOT_AUGMENTATIONS, seed=0):
+                 augmentations=HOTSPOT_AUGMENTATIONS, seed=0, detector=None):
     """Grades one scan and writes its folder ``out_dir/<name>`` (see the module docstring).
 
     Returns:
@@ -295,11 +306,12 @@ def predict_scan(job, predictor, out_dir, tta=True, hotspots=True,
         ScanError, PredictError: the scan cannot be read, localised or graded.
     """
     from spine_tf import report
-    scan, located, volumes, skipped = extract_scan(job)
+    scan, located, volumes, skipped = extract_scan(job, detector)
     stacked = np.stack([v.volume for v in volumes])
     probabilities = predictor.probabilities(stacked, tta=tta)
     record = {"scan": os.path.abspath(job.scan), "name": job.name,
-              "localisation": os.path.abspath(job.mask or job.landmarks),
+              "localisation": _localisation_source(job, detector),
+              "localisation_notes": list(located.notes),
               "model": predictor.description, "tta": bool(tta),
               "written": datetime.datetime.now().isoformat(timespec="seconds"),
               **_disc_records(volumes, located, probabilities, skipped)}
@@ -349,7 +361,7 @@ body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 
 table { border-collapse: collapse; margin: 1em 0; }
 th, td { border: 1px solid #bbb; padding: 0.3em 0.6em; text-align: center; }
 th { background: #eee; }
-td.flagged, span.flagged { color: #b00; font-weight: bold; }
+td.flagged, span.flagged, p.flagged { color: #b00; font-weight: bold; }
 small { color: #666; }
 img { max-width: 100%; border: 1px solid #ccc; }
 .failed { color: #b00; }
@@ -382,6 +394,8 @@ def scan_page(record, pictures):
              f"<p>Scan: <code>{e(record['scan'])}</code><br>Discs localised from: "
              f"<code>{e(record['localisation'])}</code><br>Model: {e(record['model'])}<br>"
              f"Test-time augmentation: {'54 views' if record['tta'] else 'off'}</p>",
+             *(f"<p class=\"flagged\">Detector: {e(note)}</p>"
+               for note in record.get("localisation_notes", [])),
              f"<table><tr><th>level</th>{head}</tr>{''.join(rows)}</table>",
              "<p><small>Each cell: the predicted class and its probability; the higher "
              "the class, the darker the shade.</small></p>"]
@@ -449,7 +463,7 @@ def _write_cohort(out_dir, summary, rows):
 
 
 def run(jobs, predictor, out_dir, tta=True, hotspots=True,
-        augmentations=HOTSPOT_AUGMENTATIONS, seed=0, progress=False):
+        augmentations=HOTSPOT_AUGMENTATIONS, seed=0, progress=False, detector=None):
     """Grades every scan; a scan that fails is recorded with its reason and the run goes on.
 
     Returns:
@@ -469,7 +483,7 @@ def run(jobs, predictor, out_dir, tta=True, hotspots=True,
         entry = {"name": job.name, "scan": os.path.abspath(job.scan)}
         try:
             record = predict_scan(job, predictor, out_dir, tta=tta, hotspots=hotspots,
-                                  augmentations=augmentations, seed=seed)
+                                  augmentations=augmentations, seed=seed, detector=detector)
         except (ScanError, PredictError, ValueError, OSError) as error:
             entry.update(status="failed", reason=str(error))
         else:

@@ -167,13 +167,19 @@ def folder_patients(manual_dir):
     return sorted(ids)
 
 
-def localise(scan, mask_path=None, landmarks_path=None):
+def localise(scan, mask_path=None, landmarks_path=None, detector=None):
     """Localisation of a scan's discs from a label mask file (either convention), else
-    from a landmarks file."""
+    from a landmarks file, else with ``detector`` (``spine_tf.detection``)."""
     if mask_path:
         mask = read_mask(mask_path, scan)
         return localisation.from_mask(mask, scan.spacing_mm, localisation.guess_convention(mask))
-    return localisation.from_landmarks(landmarks_io.read_landmarks(landmarks_path, scan), scan)
+    if landmarks_path:
+        return localisation.from_landmarks(landmarks_io.read_landmarks(landmarks_path, scan),
+                                           scan)
+    if detector is None:
+        raise ValueError(f"{scan.path}: no mask, landmarks or detector to localise the discs")
+    from spine_tf import detection
+    return detection.detect(scan, detector)
 
 
 def folder_record(manual_dir, patient_id, labels_table):

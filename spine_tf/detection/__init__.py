@@ -1,0 +1,31 @@
+"""The disc detector: finds and names the discs of a raw sagittal scan.
+
+``detect(scan, detector)`` gives the same ``Localisation`` a label mask or
+landmarks give, so extraction, prediction and hotspots work on a scan alone.
+The detector is a small U-Net trained on phantom label maps painted with
+random appearance (``data``, ``synth``, ``train``); ``load()`` returns the
+one shipped with the package (``weights/detector.keras``, made by the
+command in its ``weights/README.md``).
+"""
+
+import os
+
+WEIGHTS = os.path.join(os.path.dirname(__file__), "weights", "detector.keras")
+"""The detector shipped with the package."""
+
+
+def load(path=None):
+    """A detector for inference: ``path`` (a ``.keras`` file or a training folder), or the
+    shipped one.
+
+    Raises:
+        FileNotFoundError: no such detector.
+    """
+    from spine_tf.detection.train import load_detector
+    return load_detector(path or WEIGHTS)
+
+
+def detect(scan, detector):
+    """See ``spine_tf.detection.inference.detect``."""
+    from spine_tf.detection.inference import detect as _detect
+    return _detect(scan, detector)

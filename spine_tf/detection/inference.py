@@ -1,0 +1,252 @@
+"""Finding and naming the discs of a raw scan with the detector.
+
+``detect(scan, detector)`` runs the U-Net on every sagittal slice (resampled
+to ``data.SPACING_MM``), then:
+
+1. disc candidates: 3D connected regions of disc pixels; a region holding
+   several centre-heatmap peaks more than ``_SPLIT_MM`` apart in plane is
+   split between them (two discs touching through partial volume);
+2. the spine's line: starting at the disc just above the sacrum, each next
+   disc is the nearest candidate above the last one along its normal (15 to
+   70 mm up, not far sideways). Candidates off that line are ignored. Levels
+   are named upwards from L5-S1. Without a sacrum in view the lowest disc is
+   taken as L5-S1 and every disc's confidence halved, so such discs are
+   flagged rather than silently graded;
+3. the discs on the line and every vertebral body found are written into a
+   SPIDER-convention label map, and ``localisation.from_mask`` turns it into
+   the same ``Localisation`` a manual mask gives, with coordinates mapped
+   back to the scan's voxels. A disc's confidence is its heatmap peak.
+"""
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+from scipy import ndimage
+
+from spine_tf import localisation, tasks
+from spine_tf.detection import data, model
+
+_MIN_DISC_MM2 = 20.0
+_MIN_BODY_MM2 = 80.0
+_PEAK_THRESHOLD = 0.3
+_SPLIT_MM = 12.0
+_STEP_MM = (15.0, 70.0)
+_SACRUM_GAP_MM = 15.0
+NO_SACRUM_FACTOR = 0.5
+
+
+def segment(scan, detector, batch_size=8):
+    """Class probabilities and centre heatmap of every slice at the detector's spacing.
+
+    Returns:
+        (probabilities (slices, rows, cols, 4), heat (slices, rows, cols),
+        zoom factors (rows, cols) from scan pixels to detector pixels).
+    """
+    planes, factors = [], None
+    for plane in scan.image:
+        resampled, factors = data.resample_slice(plane, scan.spacing_mm[1:], order=1)
+        planes.append(resampled)
+    images = tf.constant(np.stack(planes)[..., None], tf.float32)
+    padded, (rows, cols) = model.pad_to_multiple(images)
+    probabilities, heat = [], []
+    for start in range(0, len(planes), batch_size):
+        seg_logits, centre_logits = detector(padded[start:start + batch_size], training=False)
+        probabilities.append(tf.nn.softmax(seg_logits)[:, :rows, :cols].numpy())
+        heat.append(tf.sigmoid(centre_logits)[:, :rows, :cols, 0].numpy())
+    return np.concatenate(probabilities), np.concatenate(heat), factors
+
+
+@dataclasses.dataclass
+class _Candidate:
+    voxels: np.ndarray  # (n, 3) slice, row, col
+    peak: float
+    centre_mm: np.ndarray = None  # (row, col) mm, on the mid slice
+    normal_up: np.ndarray = None
+    axis: np.ndarray = None
+
+
+def _peaks(heat, region):
+    """(row, col) of heatmap maxima inside ``region`` (3D), over all its slices."""
+    local = ndimage.maximum_filter(heat, size=(1, 7, 7))
+    found = np.argwhere(region & (heat == local) & (heat >= _PEAK_THRESHOLD))
+    return found[:, 1:].astype(np.float64), heat[tuple(found.T)]
+
+
+def _cluster(points, values, radius):
+    """Greedy clustering: strongest point first, absorbing points within ``radius``."""
+    order = np.argsort(values)[::-1]
+    centres = []
+    for i in order:
+        if all(np.linalg.norm(points[i] - c) > radius for c in centres):
+            centres.append(points[i])
+    return np.array(centres)
+
+
+def _disc_candidates(disc, heat, spacing):
+    """Disc regions, split where one region holds several distinct centre peaks."""
+    pixel_mm2 = spacing[1] * spacing[2]
+    labelled, count = ndimage.label(disc)
+    candidates = []
+    for i, where in enumerate(ndimage.find_objects(labelled), start=1):
+        region = labelled[where] == i
+        if region.sum(axis=(1, 2)).max() * pixel_mm2 < _MIN_DISC_MM2:
+            continue
+        offset = np.array([s.start for s in where])
+        voxels = np.argwhere(region) + offset
+        points, values = _peaks(heat[where], region)
+        centres = (_cluster(points * spacing[1:], values, _SPLIT_MM) if len(points)
+                   else np.zeros((0, 2)))
+        if len(centres) <= 1:
+            candidates.append(_Candidate(voxels, float(heat[where][region].max())))
+            continue
+        in_plane = (voxels[:, 1:] - offset[1:] + 0.0) * spacing[1:]
+        nearest = np.argmin(np.linalg.norm(in_plane[:, None] - centres[None], axis=-1), axis=1)
+        for k in range(len(centres)):
+            part = voxels[nearest == k]
+            if len(part):
+                candidates.append(_Candidate(part, float(heat[tuple(part.T)].max())))
+    shape = disc.shape
+    for candidate in candidates:
+        binary = np.zeros(shape, bool)
+        binary[tuple(candidate.voxels.T)] = True
+        centre, axis, _ = localisation.disc_geometry(binary, spacing)
+        candidate.centre_mm = centre[1:] * spacing[1:]
+        candidate.axis = axis
+        normal = np.array([-axis[1], axis[0]])
+        candidate.normal_up = normal if normal[0] <= 0 else -normal
+    return candidates
+
+
+def _components(binary, spacing, min_mm2):
+    labelled, count = ndimage.label(binary)
+    pixel_mm2 = spacing[1] * spacing[2]
+    out = []
+    for i, where in enumerate(ndimage.find_objects(labelled), start=1):
+        region = labelled[where] == i
+        if region.sum(axis=(1, 2)).max() * pixel_mm2 >= min_mm2:
+            out.append(np.argwhere(region) + np.array([s.start for s in where]))
+    return out
+
+
+def _spine_line(candidates, sacrum, spacing):
+    """Candidates on the spine's line, bottom first, and whether a sacrum anchored it."""
+    if not candidates:
+        return [], False
+    remaining = list(range(len(candidates)))
+    start = None
+    if sacrum is not None:
+        sacrum_mm = sacrum[:, 1:] * spacing[1:]
+        top = sacrum_mm[:, 0].min()
+        best = np.inf
+        for i in remaining:
+            c = candidates[i].centre_mm
+            gap = np.min(np.linalg.norm(sacrum_mm - c, axis=1))
+            if c[0] < top + 10.0 and gap <= _SACRUM_GAP_MM and gap < best:
+                start, best = i, gap
+    anchored = start is not None
+    if start is None:
+        start = max(remaining, key=lambda i: candidates[i].centre_mm[0])
+    line = [start]
+    remaining.remove(start)
+    while remaining and len(line) < len(tasks.LEVELS):
+        last = candidates[line[-1]]
+        best, best_up = None, np.inf
+        for i in remaining:
+            offset = candidates[i].centre_mm - last.centre_mm
+            up = offset @ last.normal_up
+            sideways = abs(offset @ last.axis)
+            if _STEP_MM[0] <= up <= _STEP_MM[1] and sideways <= 0.6 * up and up < best_up:
+                best, best_up = i, up
+        if best is None:
+            break
+        line.append(best)
+        remaining.remove(best)
+    return [candidates[i] for i in line], anchored
+
+
+def locate(probabilities, heat, spacing):
+    """Localisation (in the detector's grid) from the network's outputs.
+
+    Args:
+        probabilities: (slices, rows, cols, 4) class probabilities.
+        heat: (slices, rows, cols) centre heatmap.
+        spacing: (3,) mm of that grid.
+
+    Returns:
+        Localisation whose ``notes`` say what was ignored or assumed.
+    """
+    spacing = np.asarray(spacing, np.float64)
+    classes = np.argmax(probabilities, axis=-1)
+    candidates = _disc_candidates(classes == data.DISC, heat, spacing)
+    bodies = _components(classes == data.BODY, spacing, _MIN_BODY_MM2)
+    sacra = _components(classes == data.SACRUM, spacing, _MIN_BODY_MM2)
+    sacrum = max(sacra, key=len) if sacra else None
+    line, anchored = _spine_line(candidates, sacrum, spacing)
+    notes = []
+    if not candidates:
+        return localisation.Localisation([], [("scan", "the detector found no disc in the "
+                                                       "scan (no lumbar spine in view?)")])
+    if len(candidates) > len(line):
+        notes.append(f"{len(candidates) - len(line)} disc-like detection(s) off the spine's "
+                     "line (or above T12-L1) ignored")
+    if not anchored:
+        notes.append("no sacrum found: the lowest disc was named L5-S1 and every confidence "
+                     f"multiplied by {NO_SACRUM_FACTOR}")
+    mask = np.zeros(classes.shape, np.int16)
+    for number, body in enumerate(bodies + sacra, start=1):
+        mask[tuple(body.T)] = number
+    confidence = {}
+    for k, candidate in enumerate(line):
+        level = tasks.LEVELS[len(tasks.LEVELS) - 1 - k]
+        mask[tuple(candidate.voxels.T)] = tasks.disc_label_of_level(level)
+        confidence[level] = candidate.peak * (1.0 if anchored else NO_SACRUM_FACTOR)
+    located = localisation.from_mask(mask, spacing, localisation.SPIDER)
+    discs = [dataclasses.replace(d, confidence=float(confidence[d.level]))
+             for d in located.discs]
+    skipped = [(level, "not found by the detector" if "not in the mask" in reason else reason)
+               for level, reason in located.skipped]
+    return localisation.Localisation(discs, skipped, notes)
+
+
+def _to_scan(location, factors):
+    """A DiscLocation in detector pixels -> scan pixels (pixel centres kept aligned)."""
+    f = np.asarray(factors, np.float64)
+
+    def point(p):
+        return (np.asarray(p) + 0.5) / f - 0.5
+
+    def body(b):
+        return dataclasses.replace(b, corners=point(b.corners))
+
+    centre = np.array([location.centre[0], *point(location.centre[1:])])
+    return dataclasses.replace(location, centre=centre, upper=body(location.upper),
+                               lower=body(location.lower))
+
+
+def from_outputs(probabilities, heat, factors, spacing_mm):
+    """Localisation in scan voxels from the network's outputs on a scan's slices.
+
+    Args:
+        probabilities, heat, factors: as returned by :func:`segment`.
+        spacing_mm: the scan's (3,) spacing.
+
+    Returns:
+        Localisation (with notes).
+    """
+    spacing_mm = np.asarray(spacing_mm, np.float64)
+    spacing = np.array([spacing_mm[0], *(spacing_mm[1:] / np.asarray(factors))])
+    located = locate(probabilities, heat, spacing)
+    return localisation.Localisation([_to_scan(d, factors) for d in located.discs],
+                                     located.skipped, located.notes)
+
+
+def detect(scan, detector):
+    """Localises and names the discs of ``scan`` (a ``spine_tf.io.scan.Scan``).
+
+    Returns:
+        Localisation in the scan's voxel coordinates, each disc with the
+        detector's confidence, and notes on what was ignored or assumed.
+    """
+    probabilities, heat, factors = segment(scan, detector)
+    return from_outputs(probabilities, heat, factors, scan.spacing_mm)

@@ -1,0 +1,115 @@
+"""Training the disc detector on randomised phantom slices (``spine-tf train-detector``)."""
+
+import json
+import os
+import time
+
+import keras
+import tensorflow as tf
+
+from spine_tf.detection import data, model, synth
+from spine_tf.detection.config import DetectorConfig
+from spine_tf.io.atomic import write_json
+from spine_tf.train import BestModel
+
+DETECTOR_FILE = "detector.keras"
+MONITOR = "val_segmentation_disc_dice"
+
+
+@keras.saving.register_keras_serializable(package="spine_tf")
+class DiscDice(keras.metrics.Metric):
+    """Dice overlap of the predicted and true disc pixels, accumulated over the epoch."""
+
+    def __init__(self, name="disc_dice", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.overlap = self.add_weight(name="overlap", initializer="zeros")
+        self.total = self.add_weight(name="total", initializer="zeros")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        true = tf.cast(tf.equal(tf.cast(y_true, tf.int32), data.DISC), tf.float32)
+        predicted = tf.cast(tf.equal(tf.argmax(y_pred, axis=-1, output_type=tf.int32),
+                                     data.DISC), tf.float32)
+        self.overlap.assign_add(2.0 * tf.reduce_sum(true * predicted))
+        self.total.assign_add(tf.reduce_sum(true) + tf.reduce_sum(predicted))
+
+    def result(self):
+        return self.overlap / tf.maximum(self.total, 1.0)
+
+    def reset_state(self):
+        self.overlap.assign(0.0)
+        self.total.assign(0.0)
+
+
+def datasets(config, train_examples, val_examples):
+    """(train, validation) tf.data pipelines of randomised batches.
+
+    Training batches are randomised afresh every step (the seed follows the
+    step number across epochs); validation batches are randomised once, with
+    their own seed, and cached, so every epoch is scored on the same images.
+    """
+    def batches(examples, shuffle):
+        ds = tf.data.Dataset.from_tensor_slices(examples)
+        if shuffle:
+            ds = ds.shuffle(len(examples["regions"]), seed=config.seed).repeat()
+        return ds.batch(config.batch_size, drop_remainder=shuffle).enumerate()
+
+    def randomised(stream):
+        return lambda step, batch: synth.randomise(
+            batch, tf.stack([tf.constant(stream, tf.int64), step]), config.randomisation)
+
+    train = batches(train_examples, True).map(randomised(config.seed),
+                                              num_parallel_calls=tf.data.AUTOTUNE)
+    val = batches(val_examples, False).map(randomised(config.seed + 1)).cache()
+    return train.prefetch(tf.data.AUTOTUNE), val.prefetch(tf.data.AUTOTUNE)
+
+
+def compile_detector(detector, config, steps):
+    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, steps, alpha=0.05)
+    detector.compile(optimizer=keras.optimizers.Adam(schedule),
+                     loss=[model.SegmentationLoss(), model.HeatmapLoss()],
+                     metrics=[[DiscDice()], []])
+
+
+def train_detector(out_dir, config=DetectorConfig(), verbose=1, workers=None):
+    """Trains a detector into ``out_dir`` (``detector.keras``, config, history, timing).
+
+    Returns:
+        The trained (best by validation disc Dice) keras.Model.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    write_json(os.path.join(out_dir, "detector_config.json"), config.to_dict())
+    keras.utils.set_random_seed(config.seed)
+    start = time.perf_counter()
+    train_examples = data.phantom_examples(config.seed, range(config.patients),
+                                           config.slices, workers=workers)
+    val_examples = data.phantom_examples(
+        config.seed, range(config.patients, config.patients + config.val_patients),
+        config.slices, workers=workers)
+    prepared = time.perf_counter() - start
+    train, val = datasets(config, train_examples, val_examples)
+    detector = model.build_detector(config.filters)
+    compile_detector(detector, config, config.epochs * config.steps_per_epoch)
+    path = os.path.join(out_dir, DETECTOR_FILE)
+    detector.fit(train, validation_data=val, epochs=config.epochs,
+                 steps_per_epoch=config.steps_per_epoch, verbose=verbose, shuffle=False,
+                 callbacks=[BestModel(path, MONITOR),
+                            keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv"))])
+    write_json(os.path.join(out_dir, "training_time.json"),
+               {"seconds": time.perf_counter() - start, "data_seconds": prepared,
+                "training_slices": int(len(train_examples["regions"]))})
+    return keras.saving.load_model(path, compile=False)
+
+
+def load_detector(path):
+    """A saved detector for inference (``.keras`` file or a folder holding ``detector.keras``)."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        path = os.path.join(path, DETECTOR_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no detector file")
+    return keras.saving.load_model(path, compile=False)
+
+
+def read_config(out_dir):
+    with open(os.path.join(out_dir, "detector_config.json"), encoding="utf-8") as f:
+        return DetectorConfig.from_dict(json.load(f))
