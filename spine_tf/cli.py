@@ -607,7 +607,8 @@ def _demo(args):
     result, out = experiments.evaluate_run(run_dir)
     _print_scores(result)
     print(f"report: {out}")
-    from spine_tf import export, predict
+    import dataclasses
+    from spine_tf import detection, export, predict
     from spine_tf.data.sources import split_of
     print("5/6 export for TF Serving")
     exported = export.export_run(run_dir, os.path.join(args.out, "saved_models"), "spinenet",
@@ -615,12 +616,23 @@ def _demo(args):
     print(f"SavedModel: {exported}")
     jobs = [j for j in predict.find_scans([cohort]) if split_of(j.name) == "test"]
     jobs = jobs[:args.predict_scans]
+    detector = None
+    if jobs and os.path.exists(detection.WEIGHTS):
+        # the last scan as a user has it: no mask, no landmarks; the detector finds its discs
+        jobs[-1] = dataclasses.replace(jobs[-1], mask=None, landmarks=None)
+        detector = detection.load()
+        detector.source = "shipped with spine_tf"
     print(f"6/6 predict: {len(jobs)} held-out scans with the SavedModel, TTA and hotspots "
-          f"({args.augmentations} augmentations)")
+          f"({args.augmentations} augmentations)"
+          + (f"; {jobs[-1].name} without its mask, through the disc detector" if detector
+             else ""))
     predictions = os.path.join(args.out, "predictions")
     summary = predict.run(jobs, predict.load_predictor(exported), predictions,
-                          augmentations=args.augmentations, progress=True)
+                          augmentations=args.augmentations, progress=True, detector=detector)
     done = sum(s["status"] == "done" for s in summary["scans"])
+    for scan in summary["scans"]:
+        if scan["status"] != "done":
+            print(f"  failed: {scan['name']}: {scan['reason']}")
     print(f"{done} of {len(jobs)} scans graded; open "
           f"{os.path.join(predictions, predict.INDEX_NAME)}")
     print(f"demo finished in {time.perf_counter() - start:.0f} s")

@@ -122,6 +122,14 @@ def test_losses_hand_computed():
     expected = (1.0 * ce[0] + 4.0 * ce[1]) / 2
     np.testing.assert_allclose(model.SegmentationLoss(dice_weight=0.0)(labels, logits), expected,
                                rtol=1e-5)
+    # Dice: a confident right answer costs nothing, missing every foreground pixel about 1
+    labels = tf.constant([[[0, 1, 2, 3]]])
+    right = 50.0 * tf.one_hot(labels, 4)
+    assert float(model.SegmentationLoss()(labels, right)) < 1e-3
+    wrong = 50.0 * tf.one_hot(tf.zeros_like(labels), 4)
+    dice_only = model.SegmentationLoss()(labels, wrong) - model.SegmentationLoss(
+        dice_weight=0.0)(labels, wrong)
+    np.testing.assert_allclose(dice_only, 1.0 - 1.0 / 2.0, rtol=1e-4)  # (0 + 1) / (1 + 1)
     heat = tf.constant([[[[1.0], [0.0]]]])
     logit = tf.constant([[[[0.0], [0.0]]]])
     np.testing.assert_allclose(model.HeatmapLoss(positive_weight=20.0)(heat, logit),
@@ -184,13 +192,14 @@ def test_detections_off_the_spine_are_ignored_and_nothing_is_made_up(phantom_pat
     fake_heat[mid, r, c] = 1.0
     located = inference.from_outputs(fake, fake_heat, factors, patient.spacing_mm)
     assert [d.level for d in located.discs] == list(tasks.LEVELS)
-    assert any("off the spine" in note for note in located.notes)
+    assert any("without a vertebral body above and below" in note for note in located.notes)
     # no disc at all: nothing found, and said so
     nothing = np.zeros_like(probabilities)
     nothing[..., 0] = 1.0
     empty = inference.from_outputs(nothing, np.zeros_like(heat), factors, patient.spacing_mm)
     assert empty.discs == []
     assert "found no disc" in empty.skipped[0][1]
+    assert empty.notes == []
 
 
 def test_match_counts_hits_misses_and_false_detections(phantom_patients):
@@ -261,3 +270,26 @@ def test_extract_command_uses_the_detector_without_a_mask(phantom_cohort_dir, tm
     assert "discs (" in printed
     saved = np.load(tmp_path / "ph1-00000_discs.npz")
     assert len(saved["levels"]) >= 4
+
+
+@needs_weights
+def test_predict_grades_a_scan_without_mask_through_the_detector(phantom_cohort_dir, tmp_path):
+    import json
+    from spine_tf import model as model_lib
+    tiny = model_lib.build_model(width=0.0625)
+    model_lib.mean_subtraction(tiny).set_mean(np.full(9, 0.2))
+    path = tmp_path / "tiny.keras"
+    tiny.save(path)
+    detector = detection.load()
+    detector.source = "shipped"
+    job = predict.ScanJob("ph1-00001", os.fspath(phantom_cohort_dir / "scans" /
+                                                 "ph1-00001.nii.gz"))
+    summary = predict.run([job], predict.load_predictor(os.fspath(path)),
+                          os.fspath(tmp_path / "out"), hotspots=False, detector=detector)
+    assert summary["scans"][0]["status"] == "done", summary
+    record = json.loads((tmp_path / "out" / "ph1-00001" / "grades.json").read_text())
+    assert record["localisation"] == "detector shipped"
+    assert len(record["discs"]) >= 4
+    assert all(0.0 < d["confidence"] <= 1.0 for d in record["discs"])
+    assert all(d["flagged"] == (d["confidence"] < predict.LOW_CONFIDENCE)
+               for d in record["discs"])

@@ -20,6 +20,7 @@ class SynthConfig:
         bias: log bias-field amplitude, uniform in [0, b].
         gamma: log-gamma standard deviation.
         noise: noise sigma, uniform in [0, n].
+        clutter: random ellipses painted over the background of synthetic samples.
     """
 
     crop: int = 128
@@ -31,6 +32,7 @@ class SynthConfig:
     bias: float = 0.6
     gamma: float = 0.35
     noise: float = 0.08
+    clutter: int = 12
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +55,7 @@ class DetectorConfig:
     val_patients: int = 16
     slices: int = 6
     filters: int = 8
-    epochs: int = 30
+    epochs: int = 60
     batch_size: int = 8
     steps_per_epoch: int = 100
     learning_rate: float = 3e-3

@@ -5,7 +5,8 @@ to ``data.SPACING_MM``), then:
 
 1. disc candidates: 3D connected regions of disc pixels; a region holding
    several centre-heatmap peaks more than ``_SPLIT_MM`` apart in plane is
-   split between them (two discs touching through partial volume);
+   split between them (two discs touching through partial volume); a
+   candidate without bone (body or sacrum) just above and below it is dropped;
 2. the spine's line: starting at the disc just above the sacrum, each next
    disc is the nearest candidate above the last one along its normal (15 to
    70 mm up, not far sideways). Candidates off that line are ignored. Levels
@@ -118,6 +119,27 @@ def _disc_candidates(disc, heat, spacing):
     return candidates
 
 
+def _between_bodies(candidate, classes, spacing):
+    """Whether bone (body or sacrum) lies just above and just below a disc candidate.
+
+    Looks along the disc's normal, 2 to 20 mm from its centre, on its mid slice: a
+    disc-coloured blob in the bowel or the muscles has no vertebral body on both sides.
+    """
+    plane = classes[int(round(float(np.mean(candidate.voxels[:, 0]))))]
+    bone = (plane == data.BODY) | (plane == data.SACRUM)
+    found = []
+    for sign in (1.0, -1.0):
+        hit = False
+        for distance in np.arange(2.0, 20.0, 1.0):
+            r, c = np.round((candidate.centre_mm + sign * distance * candidate.normal_up)
+                            / spacing[1:]).astype(int)
+            if 0 <= r < bone.shape[0] and 0 <= c < bone.shape[1] and bone[r, c]:
+                hit = True
+                break
+        found.append(hit)
+    return all(found)
+
+
 def _components(binary, spacing, min_mm2):
     labelled, count = ndimage.label(binary)
     pixel_mm2 = spacing[1] * spacing[2]
@@ -178,15 +200,20 @@ def locate(probabilities, heat, spacing):
     """
     spacing = np.asarray(spacing, np.float64)
     classes = np.argmax(probabilities, axis=-1)
-    candidates = _disc_candidates(classes == data.DISC, heat, spacing)
+    found = _disc_candidates(classes == data.DISC, heat, spacing)
+    candidates = [c for c in found if _between_bodies(c, classes, spacing)]
     bodies = _components(classes == data.BODY, spacing, _MIN_BODY_MM2)
     sacra = _components(classes == data.SACRUM, spacing, _MIN_BODY_MM2)
     sacrum = max(sacra, key=len) if sacra else None
     line, anchored = _spine_line(candidates, sacrum, spacing)
     notes = []
+    if len(found) > len(candidates):
+        notes.append(f"{len(found) - len(candidates)} disc-like detection(s) without a "
+                     "vertebral body above and below ignored")
     if not candidates:
-        return localisation.Localisation([], [("scan", "the detector found no disc in the "
-                                                       "scan (no lumbar spine in view?)")])
+        return localisation.Localisation([], [("scan", "the detector found no disc between "
+                                                       "two vertebral bodies (no lumbar spine "
+                                                       "in view?)")], notes)
     if len(candidates) > len(line):
         notes.append(f"{len(candidates) - len(line)} disc-like detection(s) off the spine's "
                      "line (or above T12-L1) ignored")

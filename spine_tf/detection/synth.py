@@ -3,7 +3,8 @@
 ``randomise`` turns a batch of label-map examples (``data``) into images and
 targets. Geometry: random scale, rotation and position of a ``crop`` x
 ``crop`` window (so spines are often partly out of view). Appearance, for
-``synthetic_fraction`` of the samples: every region gets a random mean and
+``synthetic_fraction`` of the samples: random ellipses are laid over the
+background (clutter that is not a disc), every region gets a random mean and
 spread (tissue contrast is arbitrary, so the network must use shape), then
 blur, a smooth multiplicative bias field, a random gamma and Rician-like
 noise; the other samples show the phantom's own rendering with the same
@@ -55,6 +56,29 @@ def _gaussian_blur(images, sigma):
     return tf.nn.conv2d(images, tf.reshape(kernel, [1, -1, 1, 1]), 1, "SAME")
 
 
+def _clutter(regions, classes, count, seed):
+    """Paints ``count`` random ellipses (3-30 mm half axes) over each sample's background
+    as regions of their own: blobs like bowel loops and vessels that are not discs."""
+    b, crop = tf.shape(regions)[0], tf.shape(regions)[1]
+    seeds = tf.random.experimental.stateless_split(seed, 3)
+    size = tf.cast(crop, tf.float32)
+    centre = _uniform([b, count, 2], seeds[0], 0.0, 1.0) * size
+    half = tf.exp(_uniform([b, count, 2], seeds[1], math.log(2.0), math.log(20.0)))
+    angle = _uniform([b, count], seeds[2], 0.0, math.pi)
+    grid = tf.cast(tf.range(crop), tf.float32)
+    dy = grid[None, None, :, None] - centre[..., 0, None, None]
+    dx = grid[None, None, None, :] - centre[..., 1, None, None]
+    cos, sin = tf.cos(angle)[..., None, None], tf.sin(angle)[..., None, None]
+    u = (cos * dx + sin * dy) / half[..., 0, None, None]
+    v = (-sin * dx + cos * dy) / half[..., 1, None, None]
+    inside = u ** 2 + v ** 2 <= 1.0  # (b, count, crop, crop)
+    # where ellipses overlap, the later one is on top
+    order = tf.range(1, count + 1, dtype=tf.int32)[None, :, None, None]
+    top = tf.reduce_max(tf.where(inside, order, 0), axis=1)
+    paint = (top > 0) & tf.equal(classes, 0) & (regions > 0)
+    return tf.where(paint, data.REGIONS + top - 1, regions)
+
+
 def randomise(batch, seed, config=SynthConfig()):
     """Images and targets for one batch of examples.
 
@@ -84,9 +108,11 @@ def randomise(batch, seed, config=SynthConfig()):
     centres, rendered = smooth[..., :1], smooth[..., 1:]
 
     # random contrast: a mean and spread per region; outside the field of view stays 0
-    means = _uniform([b, data.REGIONS], seeds[1], 0.0, 1.0)
-    spreads = _uniform([b, data.REGIONS], seeds[2], 0.0, config.spread)
-    outside = tf.one_hot(0, data.REGIONS, on_value=0.0, off_value=1.0)
+    regions = _clutter(regions, classes, config.clutter, seeds[11])
+    count = data.REGIONS + config.clutter
+    means = _uniform([b, count], seeds[1], 0.0, 1.0)
+    spreads = _uniform([b, count], seeds[2], 0.0, config.spread)
+    outside = tf.one_hot(0, count, on_value=0.0, off_value=1.0)
     mean = tf.gather(means * outside, regions, batch_dims=1)
     spread = tf.gather(spreads * outside, regions, batch_dims=1)
     texture = tf.random.stateless_normal(tf.shape(mean), seeds[3])

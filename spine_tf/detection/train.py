@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from spine_tf.detection import data, model, synth
 from spine_tf.detection.config import DetectorConfig
-from spine_tf.io.atomic import write_json
+from spine_tf.io.atomic import atomic_path, write_json
 from spine_tf.train import BestModel
 
 DETECTOR_FILE = "detector.keras"
@@ -73,8 +73,11 @@ def compile_detector(detector, config, steps):
 def train_detector(out_dir, config=DetectorConfig(), verbose=1, workers=None):
     """Trains a detector into ``out_dir`` (``detector.keras``, config, history, timing).
 
+    ``detector.keras`` ends as the best model by validation disc Dice, saved
+    without optimizer state (what ``detection.load`` and the package need).
+
     Returns:
-        The trained (best by validation disc Dice) keras.Model.
+        That keras.Model.
     """
     os.makedirs(out_dir, exist_ok=True)
     write_json(os.path.join(out_dir, "detector_config.json"), config.to_dict())
@@ -97,7 +100,11 @@ def train_detector(out_dir, config=DetectorConfig(), verbose=1, workers=None):
     write_json(os.path.join(out_dir, "training_time.json"),
                {"seconds": time.perf_counter() - start, "data_seconds": prepared,
                 "training_slices": int(len(train_examples["regions"]))})
-    return keras.saving.load_model(path, compile=False)
+    # the best model without its optimizer state: what inference (and the package) needs
+    best = keras.saving.load_model(path, compile=False)
+    with atomic_path(path) as tmp:
+        best.save(tmp)
+    return best
 
 
 def load_detector(path):
