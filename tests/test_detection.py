@@ -293,3 +293,20 @@ def test_predict_grades_a_scan_without_mask_through_the_detector(phantom_cohort_
     assert all(0.0 < d["confidence"] <= 1.0 for d in record["discs"])
     assert all(d["flagged"] == (d["confidence"] < predict.LOW_CONFIDENCE)
                for d in record["discs"])
+
+
+@needs_weights
+def test_a_2d_image_without_pixel_size_is_searched_over_pixel_sizes(tmp_path):
+    """A phantom mid-slice saved as PNG (true pixels 0.5-1 mm, read as 1 mm): found anyway."""
+    from PIL import Image
+    from spine_tf.phantom.cohort import make_patient
+    patient = make_patient(0, 901)
+    s = int(round(patient.anatomy.acquisition.mid_slice))
+    picture = np.clip(patient.image[s] / np.percentile(patient.image[s], 99.5), 0, 1)
+    Image.fromarray((picture * 255).astype(np.uint8)).save(tmp_path / "slice.png")
+    scan = read_scan(tmp_path / "slice.png")
+    located = detection.detect(scan, detection.load())
+    assert "pixel size unknown" in located.notes[-1]
+    matches, _, false = evaluate.match(located, patient.mask[s:s + 1],
+                                       (1.0, *patient.spacing_mm[1:]))
+    assert sum(m.found for m in matches) >= 4 and false == 0, (matches, located.notes)

@@ -32,6 +32,32 @@ def _load():
     return f"{one:.1f} (1 min), {five:.1f} (5 min)"
 
 
+def _breakdown(model, disc, n, rounds, task_index):
+    """Where the batched hotspot's time goes: the parts of one chunk, over ``n`` copies."""
+    import tensorflow as tf
+    from spine_tf import augment
+    chunk = min(hotspots.CHUNK, n)
+    copies = tf.constant(np.repeat(disc, chunk, axis=0))
+    draws = augment.draw(chunk, (0, 1))
+
+    def gradient(volumes):
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(volumes)
+            score = tf.reduce_sum(model(volumes, training=False)[task_index][:, 0])
+        return tape.gradient(score, volumes)
+
+    parts = {
+        "forward": tf.function(lambda v: model(v, training=False)[task_index]),
+        "warps": tf.function(lambda v: augment.invert(augment.apply(v, draws), draws)),
+        "gradient": tf.function(gradient),
+        "gradient_xla": tf.function(gradient, jit_compile=True),
+    }
+    calls = -(-n // chunk)
+    measures = {k: (lambda f=f: [np.asarray(f(copies)) for _ in range(calls)])
+                for k, f in parts.items()}
+    return benchlib.alternated(measures, rounds)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="timed runs of each (median)")
@@ -54,6 +80,7 @@ def main():
     np.testing.assert_allclose(measures["batched"](), measures["loop"](), atol=5e-3)
     hotspots.plain_saliency(model, task, disc)
     plain = benchlib.timed(lambda: hotspots.plain_saliency(model, task, disc), args.rounds)[0]
+    parts = _breakdown(model, disc, n, args.rounds, tasks.TASK_NAMES.index(task))
     load_after = _load()
 
     rows = [
@@ -78,6 +105,17 @@ def main():
             "above 2 means another job was using the cores during the run, and absolute "
             "times are then slower than on an idle machine; the batched/loop ratio is "
             "measured side by side.")
+    breakdown = [
+        ("forward pass only", parts["forward"]),
+        ("augmentation warp and its inverse", parts["warps"]),
+        ("forward + input gradient (no augmentation)", parts["gradient"]),
+        ("forward + input gradient, XLA (`jit_compile=True`)", parts["gradient_xla"]),
+    ]
+    body += (f"\n\nWhere the batched time goes ({n} copies in chunks of {hotspots.CHUNK}, "
+             "each part alone, alternated):\n\n"
+             + benchlib.table(("part", "median", "share of the batched hotspot"),
+                              [(name, f"{t:.2f} s", f"{100 * t / s['batched']:.0f} %")
+                               for name, t in breakdown]))
     benchlib.write_section("Evidence hotspots", body, ".venv/bin/python tools/bench_hotspots.py")
 
 

@@ -25,7 +25,7 @@ def load(path=None):
     return load_detector(path or WEIGHTS)
 
 
-def detect(scan, detector):
+def detect(scan, detector, pixel_sizes=None):
     """See ``spine_tf.detection.inference.detect``."""
     from spine_tf.detection.inference import detect as _detect
-    return _detect(scan, detector)
+    return _detect(scan, detector, pixel_sizes)

@@ -268,12 +268,49 @@ def from_outputs(probabilities, heat, factors, spacing_mm):
                                      located.skipped, located.notes)
 
 
-def detect(scan, detector):
+PIXEL_SEARCH_MM = (1.0, 1.15, 1.3, 1.5, 1.7)
+"""In-plane pixel sizes tried on a 2D image, which records none."""
+
+
+def _records_no_pixel_size(scan):
+    from spine_tf.io.scan import IMAGE_2D_SUFFIXES
+    return scan.path.lower().endswith(IMAGE_2D_SUFFIXES)
+
+
+def detect(scan, detector, pixel_sizes=None):
     """Localises and names the discs of ``scan`` (a ``spine_tf.io.scan.Scan``).
+
+    Args:
+        scan: the scan.
+        detector: a loaded detector (``spine_tf.detection.load``).
+        pixel_sizes: in-plane pixel sizes (mm) to try instead of the scan's
+            own; the detection with the largest total disc confidence wins
+            (no truth involved). Default: ``PIXEL_SEARCH_MM`` for a 2D image
+            file (PNG, JPEG, TIFF record no pixel size, and the detector's
+            training covers about +-30 % of the true one), else the scan's
+            spacing alone.
 
     Returns:
         Localisation in the scan's voxel coordinates, each disc with the
         detector's confidence, and notes on what was ignored or assumed.
     """
-    probabilities, heat, factors = segment(scan, detector)
-    return from_outputs(probabilities, heat, factors, scan.spacing_mm)
+    if pixel_sizes is None and _records_no_pixel_size(scan):
+        pixel_sizes = PIXEL_SEARCH_MM
+    if not pixel_sizes:
+        probabilities, heat, factors = segment(scan, detector)
+        return from_outputs(probabilities, heat, factors, scan.spacing_mm)
+    best, best_score, best_size = None, -1.0, None
+    for size in pixel_sizes:
+        spacing = np.array([scan.spacing_mm[0], size, size], np.float64)
+        resized = dataclasses.replace(scan, spacing_mm=spacing)
+        probabilities, heat, factors = segment(resized, detector)
+        located = from_outputs(probabilities, heat, factors, spacing)
+        score = sum(d.confidence for d in located.discs)
+        if score > best_score:
+            best, best_score, best_size = located, score, size
+    # back to the scan's own (assumed) millimetres; voxel coordinates need no change
+    scale = float(scan.spacing_mm[1]) / best_size
+    discs = [dataclasses.replace(d, height_mm=d.height_mm * scale) for d in best.discs]
+    note = (f"pixel size unknown: tried {', '.join(f'{s:g}' for s in pixel_sizes)} mm, "
+            f"detected at {best_size:g} mm")
+    return localisation.Localisation(discs, best.skipped, best.notes + [note])
