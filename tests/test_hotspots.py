@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from spine_tf import augment, experiments, extraction, hotspots, report, tasks
+from spine_tf import augment, detection, experiments, extraction, hotspots, report, tasks
 from spine_tf.model import build_model
 
 SHAPE = (112, 224, 9)
@@ -326,8 +326,15 @@ def test_command_on_a_scan_writes_arrays_pictures_and_nifti(tiny_model, tmp_path
         np.testing.assert_allclose(np.asarray(written.dataobj)[..., t],
                                    read.to_original(expected), atol=1e-6)
     assert "discs (" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="needs --mask or --landmarks"):
-        cli.main(["hotspots", str(scan), "--model", str(model_path)])
+    # without a mask the shipped detector finds the discs
+    if os.path.exists(detection.WEIGHTS):
+        detected = tmp_path / "detected"
+        assert cli.main(["hotspots", str(scan), "--model", str(model_path), "--tasks",
+                         "endplate_upper", "--augmentations", "1", "--out", str(detected)]) == 0
+        assert len(np.load(detected / "ph5-00000_hotspots.npz")["levels"]) >= 4
+    with pytest.raises(SystemExit, match="cannot load the detector"):
+        cli.main(["hotspots", str(scan), "--model", str(model_path), "--detector",
+                  str(tmp_path / "absent.keras")])
     with pytest.raises(SystemExit, match="unknown task"):
         cli.main(["hotspots", str(scan), "--mask", str(mask), "--model", str(model_path),
                   "--tasks", "modic"])
