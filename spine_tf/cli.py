@@ -211,7 +211,8 @@ def _parser():
         "hotspots", help="evidence hotspots of a scan or a dataset split",
         description="Augmented saliency hotspots (spine_tf.hotspots). With a SCAN (and --mask, "
         "--landmarks or the disc detector): its discs' hotspots as arrays (npz), PNG montages "
-        "and one 4D NIfTI in the scan's own grid. Without: the discs of a run's dataset split (--run-dir). "
+        "and one 4D NIfTI in the scan's own grid. Without: the discs of a run's dataset split "
+        "(--run-dir). "
         "--measure: the localisation table (IoU with the lesion boxes) of a run instead.")
     hs.add_argument("scan", nargs="?", help="NIfTI / .mha / DICOM folder / 2D image")
     source = hs.add_mutually_exclusive_group()

@@ -2,8 +2,9 @@
 
 For every scan: read it, localise its discs (a label mask or landmarks file
 per scan, else the disc detector, ``spine_tf.detection``), extract the disc
-volumes, grade them (54-view TTA by default, one disc's views per forward batch), compute the evidence hotspots of the graded classes, and
-write the outputs. The model is a ``.keras`` file, a ``spine-tf train`` run
+volumes, grade them (54-view TTA by default, one disc's views per forward
+batch), compute the evidence hotspots of the graded classes, and write the
+outputs. The model is a ``.keras`` file, a ``spine-tf train`` run
 directory, or a SavedModel from ``spine-tf export``.
 
 Output folder::
