@@ -325,11 +325,9 @@ def _load_detector(command, args, needed=True):
         return None
     from spine_tf import detection
     try:
-        detector = detection.load(args.detector)
+        return detection.load(args.detector)
     except (FileNotFoundError, ValueError) as error:
         raise SystemExit(f"spine-tf {command}: cannot load the detector: {error}")
-    detector.source = args.detector or "shipped with spine_tf"
-    return detector
 
 
 def _find_scans(command, args):
@@ -622,7 +620,6 @@ def _demo(args):
         # the last scan as a user has it: no mask, no landmarks; the detector finds its discs
         jobs[-1] = dataclasses.replace(jobs[-1], mask=None, landmarks=None)
         detector = detection.load()
-        detector.source = "shipped with spine_tf"
     print(f"6/6 predict: {len(jobs)} held-out scans with the SavedModel, TTA and hotspots "
           f"({args.augmentations} augmentations)"
           + (f"; {jobs[-1].name} without its mask, through the disc detector" if detector

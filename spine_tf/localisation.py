@@ -177,6 +177,12 @@ def disc_geometry(binary, spacing_mm):
     return centre, shape.axis, height
 
 
+def normal_up(axis):
+    """Unit (row, col) normal to a disc's axis, pointing superior (to row 0)."""
+    normal = np.array([-axis[1], axis[0]])
+    return normal if normal[0] <= 0 else -normal
+
+
 def guess_convention(mask):
     """``"binary"`` for a mask with labels 0..2 only (1 disc, 2 body), else ``"spider"``."""
     return BINARY if int(np.max(mask)) <= 2 else SPIDER
@@ -240,8 +246,7 @@ class _Shape:
     @property
     def normal_up(self):
         """Unit (row, col) normal to the axis, pointing superior (to row 0)."""
-        normal = np.array([-self.axis[1], self.axis[0]])
-        return normal if normal[0] <= 0 else -normal
+        return normal_up(self.axis)
 
     def disc_centre_and_height(self):
         """Centre (slice, row, col) of the disc space and the disc's mean height (mm).

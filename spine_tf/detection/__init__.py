@@ -16,13 +16,15 @@ WEIGHTS = os.path.join(os.path.dirname(__file__), "weights", "detector.keras")
 
 def load(path=None):
     """A detector for inference: ``path`` (a ``.keras`` file or a training folder), or the
-    shipped one.
+    shipped one. Its ``source`` attribute says which (outputs record it).
 
     Raises:
         FileNotFoundError: no such detector.
     """
     from spine_tf.detection.train import load_detector
-    return load_detector(path or WEIGHTS)
+    detector = load_detector(path or WEIGHTS)
+    detector.source = os.fspath(path) if path else "shipped with spine_tf"
+    return detector
 
 
 def detect(scan, detector, pixel_sizes=None):

@@ -1,6 +1,7 @@
 """How the detector is trained: the ranges of its randomisation and its training settings.
 
-Plain dataclasses (no TensorFlow), so the command line reads their defaults quickly.
+Plain dataclasses (no TensorFlow), so the command line reads their defaults quickly;
+``spine_tf.config.to_dict`` / ``from_dict`` turn them into JSON and back.
 """
 
 import dataclasses
@@ -60,14 +61,3 @@ class DetectorConfig:
     steps_per_epoch: int = 100
     learning_rate: float = 3e-3
     randomisation: SynthConfig = SynthConfig()
-
-    def to_dict(self):
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values):
-        values = dict(values)
-        values["randomisation"] = SynthConfig(**{
-            k: tuple(v) if isinstance(v, list) else v
-            for k, v in values.get("randomisation", {}).items()})
-        return cls(**values)

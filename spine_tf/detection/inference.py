@@ -67,13 +67,6 @@ class _Candidate:
     axis: np.ndarray = None
 
 
-def _peaks(heat, region):
-    """(row, col) of heatmap maxima inside ``region`` (3D), over all its slices."""
-    local = ndimage.maximum_filter(heat, size=(1, 7, 7))
-    found = np.argwhere(region & (heat == local) & (heat >= _PEAK_THRESHOLD))
-    return found[:, 1:].astype(np.float64), heat[tuple(found.T)]
-
-
 def _cluster(points, values, radius):
     """Greedy clustering: strongest point first, absorbing points within ``radius``."""
     order = np.argsort(values)[::-1]
@@ -86,36 +79,27 @@ def _cluster(points, values, radius):
 
 def _disc_candidates(disc, heat, spacing):
     """Disc regions, split where one region holds several distinct centre peaks."""
-    pixel_mm2 = spacing[1] * spacing[2]
-    labelled, count = ndimage.label(disc)
+    peak = (heat == ndimage.maximum_filter(heat, size=(1, 7, 7))) & (heat >= _PEAK_THRESHOLD)
     candidates = []
-    for i, where in enumerate(ndimage.find_objects(labelled), start=1):
-        region = labelled[where] == i
-        if region.sum(axis=(1, 2)).max() * pixel_mm2 < _MIN_DISC_MM2:
-            continue
-        offset = np.array([s.start for s in where])
-        voxels = np.argwhere(region) + offset
-        points, values = _peaks(heat[where], region)
-        centres = (_cluster(points * spacing[1:], values, _SPLIT_MM) if len(points)
-                   else np.zeros((0, 2)))
+    for voxels in _components(disc, spacing, _MIN_DISC_MM2):
+        at_peak = peak[tuple(voxels.T)]
+        points = voxels[at_peak, 1:] * spacing[1:]
+        centres = _cluster(points, heat[tuple(voxels[at_peak].T)], _SPLIT_MM)
         if len(centres) <= 1:
-            candidates.append(_Candidate(voxels, float(heat[where][region].max())))
+            candidates.append(_Candidate(voxels, float(heat[tuple(voxels.T)].max())))
             continue
-        in_plane = (voxels[:, 1:] - offset[1:] + 0.0) * spacing[1:]
+        in_plane = voxels[:, 1:] * spacing[1:]
         nearest = np.argmin(np.linalg.norm(in_plane[:, None] - centres[None], axis=-1), axis=1)
         for k in range(len(centres)):
             part = voxels[nearest == k]
             if len(part):
                 candidates.append(_Candidate(part, float(heat[tuple(part.T)].max())))
-    shape = disc.shape
     for candidate in candidates:
-        binary = np.zeros(shape, bool)
+        binary = np.zeros(disc.shape, bool)
         binary[tuple(candidate.voxels.T)] = True
-        centre, axis, _ = localisation.disc_geometry(binary, spacing)
+        centre, candidate.axis, _ = localisation.disc_geometry(binary, spacing)
         candidate.centre_mm = centre[1:] * spacing[1:]
-        candidate.axis = axis
-        normal = np.array([-axis[1], axis[0]])
-        candidate.normal_up = normal if normal[0] <= 0 else -normal
+        candidate.normal_up = localisation.normal_up(candidate.axis)
     return candidates
 
 
@@ -141,7 +125,8 @@ def _between_bodies(candidate, classes, spacing):
 
 
 def _components(binary, spacing, min_mm2):
-    labelled, count = ndimage.label(binary)
+    """Voxels (n, 3) of each connected region whose largest slice covers ``min_mm2``."""
+    labelled, _ = ndimage.label(binary)
     pixel_mm2 = spacing[1] * spacing[2]
     out = []
     for i, where in enumerate(ndimage.find_objects(labelled), start=1):

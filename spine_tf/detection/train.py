@@ -7,6 +7,7 @@ import time
 import keras
 import tensorflow as tf
 
+from spine_tf import config as config_lib
 from spine_tf.detection import data, model, synth
 from spine_tf.detection.config import DetectorConfig
 from spine_tf.io.atomic import atomic_path, write_json
@@ -80,7 +81,7 @@ def train_detector(out_dir, config=DetectorConfig(), verbose=1, workers=None):
         That keras.Model.
     """
     os.makedirs(out_dir, exist_ok=True)
-    write_json(os.path.join(out_dir, "detector_config.json"), config.to_dict())
+    write_json(os.path.join(out_dir, "detector_config.json"), config_lib.to_dict(config))
     keras.utils.set_random_seed(config.seed)
     start = time.perf_counter()
     train_examples = data.phantom_examples(config.seed, range(config.patients),
@@ -119,4 +120,4 @@ def load_detector(path):
 
 def read_config(out_dir):
     with open(os.path.join(out_dir, "detector_config.json"), encoding="utf-8") as f:
-        return DetectorConfig.from_dict(json.load(f))
+        return config_lib.from_dict(DetectorConfig, json.load(f))
