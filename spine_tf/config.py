@@ -68,6 +68,8 @@ class TrainConfig:
         weight_decay: SGD weight decay.
         lr_factor: learning-rate factor when the validation loss plateaus.
         lr_patience: epochs without improvement before the factor applies.
+        min_learning_rate: floor for those reductions (without one, a long
+            run decayed to 1e-13 and spent its last epochs standing still).
         early_stopping_patience: epochs without validation-loss improvement
             before training stops (0: never).
         task_weights: {task: w_t} loss weights; None = 1 for every task; a
@@ -90,6 +92,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     lr_factor: float = 0.1
     lr_patience: int = 20
+    min_learning_rate: float = 1e-6
     early_stopping_patience: int = 60
     task_weights: typing.Optional[dict] = None
     strategy: str = "default"

@@ -7,6 +7,15 @@ ends in its own logits layer (``fc8``) named after the task. Outputs are a
 list in task-table order (``spine_tf.tasks.TASKS``): Keras 3 would sort a dict
 alphabetically, and tf-keras-vis needs list outputs.
 
+Field of view: with "valid" conv1/conv2 and 2x2 pools, the 2 x 6 grid that
+fc6 reads is computed from a 97 x 209 window of the input; the other 15 rows
+and 15 columns never reach any output. Left to itself that window sits at the
+top left, so the bottom 15 rows (the far part of the lower vertebral body,
+about 4 mm) were invisible and the lower-body tasks were measurably worse
+than the upper ones. The model therefore crops the input to the centred
+97 x 209 window first (``CENTRE_CROP``): both bodies lose the same thin far
+margin, and the parameter count stays the paper's.
+
 Example:
     model = build_model(width=0.125)          # a small model for tests
     logits = model(np.zeros((2, 112, 224, 9), np.float32))
@@ -33,6 +42,9 @@ _LAYERS = (
     ("fc7", "dense", 1024, None, None, False),
 )
 LAYER_NAMES = tuple(layer[0] for layer in _LAYERS)
+# ((top, bottom), (left, right)) input rows / columns outside the window the
+# trunk above can see (see the module docstring); test_model checks it.
+CENTRE_CROP = ((7, 8), (7, 8))
 BRANCH_POINTS = LAYER_NAMES + ("none",)
 DROPOUT = 0.5
 
@@ -127,6 +139,7 @@ def build_model(config=ModelConfig(), width=None, branch_point=None, name="spine
                          f"{', '.join(BRANCH_POINTS)}")
     inputs = keras.Input(shape=VOLUME_SHAPE, name=tasks.INPUT_NAME)
     x = ChannelMeanSubtraction(VOLUME_SHAPE[-1], name="mean_subtraction")(inputs)
+    x = keras.layers.Cropping2D(CENTRE_CROP, name="centre_crop")(x)
     shared = 0 if config.branch_point == "none" else LAYER_NAMES.index(config.branch_point) + 1
     for spec in _LAYERS[:shared]:
         x = _block(x, spec, config.width, config.dropout)

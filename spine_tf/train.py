@@ -233,7 +233,7 @@ def callbacks(config, run_dir, trained_tasks, history=()):
     best = [float(r[MONITOR]) for r in history if r.get(MONITOR) not in (None, "")]
     plateau = keras.callbacks.ReduceLROnPlateau(
         monitor="val_loss", mode="min", factor=config.train.lr_factor,
-        patience=config.train.lr_patience)
+        patience=config.train.lr_patience, min_lr=config.train.min_learning_rate)
     stopper = keras.callbacks.EarlyStopping(
         monitor="val_loss", mode="min", patience=config.train.early_stopping_patience) \
         if config.train.early_stopping_patience else None

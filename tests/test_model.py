@@ -34,6 +34,24 @@ def test_layers_after_the_branch_point_are_per_task(branch_point):
             assert per_task <= names and layer not in names
 
 
+@pytest.mark.parametrize("branch_point", ["conv5", "none"])
+def test_the_outputs_see_a_centred_window_of_the_input(branch_point):
+    # Which input pixels reach any output: VGG-M's valid convs and 2x2 pools
+    # read only 97 x 209 of the 112 x 224 volume; that window must be the
+    # centred one, so the upper and lower vertebral bodies are seen alike.
+    import tensorflow as tf
+
+    model = spine_model.build_model(width=0.0625, branch_point=branch_point)
+    x = tf.constant(np.random.default_rng(0).random((2, 112, 224, 9)), tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        total = tf.add_n([tf.reduce_sum(tf.abs(o)) for o in model(x)])
+    reach = np.abs(tape.gradient(total, x).numpy()).sum(axis=(0, 3)) > 0
+    rows, cols = np.flatnonzero(reach.any(axis=1)), np.flatnonzero(reach.any(axis=0))
+    assert (rows[0], rows[-1], cols[0], cols[-1]) == (7, 103, 7, 215)
+    assert reach[7:104, 7:216].mean() > 0.99  # no holes inside the window
+
+
 def test_width_scales_filters_and_units():
     model = spine_model.build_model(width=0.125)
     assert model.get_layer("conv1").filters == 12

@@ -156,6 +156,20 @@ def test_resumed_callback_state_equals_the_live_state():
     assert live_plateau.wait > 0 or live_plateau.cooldown_counter > 0  # a non-trivial state
 
 
+def test_learning_rate_reductions_stop_at_the_floor(tmp_path):
+    config = config_lib.override(config_lib.ExperimentConfig(), [
+        "train.lr_patience=1", "train.lr_factor=0.1", "train.min_learning_rate=0.0002"])
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(1e-3), loss="mse")
+    plateau, = [c for c in train.callbacks(config, os.fspath(tmp_path), ["pfirrmann"])
+                if isinstance(c, keras.callbacks.ReduceLROnPlateau)]
+    plateau.set_model(model)
+    plateau.on_train_begin()
+    for epoch in range(6):  # the loss never improves: 1e-3 -> 1e-4 without the floor
+        plateau.on_epoch_end(epoch, {"val_loss": 1.0})
+    assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(2e-4)
+
+
 def test_resuming_with_other_settings_is_refused(data_dir, tmp_path):
     run = os.fspath(tmp_path / "run")
     os.makedirs(run)
