@@ -241,8 +241,10 @@ def _parser():
         "train-detector", help="train the disc detector",
         description="Trains the disc detector (spine_tf.detection) on slices of phantom "
         "patients painted with random contrast, blur, bias field and noise, at random scale, "
-        "rotation and field of view. Writes DIR/detector.keras (best by validation disc Dice), "
-        "its config, history.csv and training_time.json.")
+        "rotation and field of view, and on real scans with label masks if --masks-dir is "
+        "given (fine-tune the shipped detector on them with --init shipped). Writes "
+        "DIR/detector.keras (best by validation disc Dice), its config, history.csv and "
+        "training_time.json.")
     td.add_argument("--out", required=True, help="output folder")
     defaults = _detector_defaults()
     for name, kind, helptext in (
@@ -254,7 +256,13 @@ def _parser():
             ("epochs", int, "epochs"),
             ("steps_per_epoch", int, "batches per epoch"),
             ("batch_size", int, "slices per batch"),
-            ("learning_rate", float, "Adam learning rate (cosine decay)")):
+            ("learning_rate", float, "Adam learning rate (cosine decay)"),
+            ("masks_dir", str, "real scans with label masks to train on as well: a folder with "
+             "scans/ + masks/ (2D images with .npy/.png masks allowed) or SPIDER's images/ + "
+             "masks/"),
+            ("mask_share", float, "share of training slices from --masks-dir"),
+            ("init", str, "start from this detector (.keras, a train-detector folder, or "
+             "'shipped') instead of random weights")):
         td.add_argument("--" + name.replace("_", "-"), type=kind, default=defaults[name],
                         help=f"{helptext} (default: %(default)s)")
     td.set_defaults(run=_train_detector)

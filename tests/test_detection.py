@@ -1,6 +1,7 @@
 """The disc detector: training examples, randomisation, post-processing, the shipped model."""
 
 import dataclasses
+import json
 import os
 
 import numpy as np
@@ -10,13 +11,14 @@ import tensorflow as tf
 from spine_tf import cli, detection, localisation, predict, tasks
 from spine_tf.detection import data, evaluate, inference, model, synth, train
 from spine_tf.detection.config import DetectorConfig, SynthConfig
-from spine_tf.io.scan import read_scan, scan_from_array
+from spine_tf.data import sources
+from spine_tf.io.scan import ScanError, read_mask, read_scan, scan_from_array
 
 
 def _perfect_outputs(patient):
     """What a perfect network would output on every slice of a phantom patient."""
-    examples = [data.slice_example(patient.mask[s], patient.signal[s], patient.image[s],
-                                   patient.spacing_mm[1:])
+    examples = [data.slice_example(patient.mask[s], patient.image[s], patient.spacing_mm[1:],
+                                   signal=patient.signal[s])
                 for s in range(patient.mask.shape[0])]
     classes = np.stack([e["classes"] for e in examples])
     heat = np.stack([e["centres"] for e in examples]).astype(np.float32)
@@ -44,8 +46,8 @@ def test_resample_slice_keeps_pixel_centres_aligned():
 def test_slice_example_targets(phantom_patients):
     patient = phantom_patients[0]
     s = int(round(patient.anatomy.acquisition.mid_slice))
-    example = data.slice_example(patient.mask[s], patient.signal[s], patient.image[s],
-                                 patient.spacing_mm[1:])
+    example = data.slice_example(patient.mask[s], patient.image[s], patient.spacing_mm[1:],
+                                 signal=patient.signal[s])
     classes, centres = example["classes"], example["centres"].astype(np.float32)
     assert set(np.unique(classes)) == {0, data.DISC, data.BODY, data.SACRUM}
     assert example["regions"].max() < data.REGIONS
@@ -59,6 +61,33 @@ def test_slice_example_targets(phantom_patients):
     found = (peaks + 0.5) * data.SPACING_MM
     for centre in expected:
         assert np.min(np.linalg.norm(found - centre, axis=1)) < 1.2 * data.SPACING_MM
+
+
+def test_a_binary_mask_gives_the_same_targets(phantom_patients):
+    # the vertebra below the lowest disc is the sacrum, as localisation names binary masks
+    patient = phantom_patients[0]
+    s = int(round(patient.anatomy.acquisition.mid_slice))
+    mask, args = patient.mask[s], (patient.image[s], patient.spacing_mm[1:])
+    binary = np.where(mask > 200, 1, np.where((mask > 0) & (mask < tasks.CANAL_LABEL), 2, 0))
+    full = data.slice_example(mask, *args)
+    example = data.slice_example(binary, *args, convention=localisation.BINARY)
+    assert (full["classes"] == data.SACRUM).sum() > 100
+    np.testing.assert_array_equal(example["classes"], full["classes"])
+    np.testing.assert_allclose(example["centres"].astype(np.float32),
+                               full["centres"].astype(np.float32), atol=2e-3)
+
+
+def test_real_slices_are_cut_to_their_annotated_rows(real_slices_dir):
+    scan = read_scan(real_slices_dir / "4.png")
+    mask = read_mask(real_slices_dir / "4.npy", scan)
+    example, = data.annotated_examples(scan, mask)
+    rows = np.flatnonzero(mask[0].any(axis=1))
+    margin = int(np.ceil(data.ANNOTATION_MARGIN_MM / scan.spacing_mm[1]))
+    expected = min(rows[-1] + margin + 1, 256) - max(rows[0] - margin, 0)
+    assert example["classes"].shape[0] == round(expected * scan.spacing_mm[1] / data.SPACING_MM)
+    assert set(np.unique(example["classes"])) == {0, data.DISC, data.BODY, data.SACRUM}
+    # a mask with discs but no vertebrae gives nothing (its bodies would be taught as background)
+    assert data.annotated_examples(scan, np.where(mask == 2, 0, mask)) == []
 
 
 # ------------------------------------------------------------ randomisation
@@ -146,6 +175,56 @@ def test_train_detector_writes_a_loadable_model(tmp_path):
     loaded = detection.load(os.fspath(tmp_path))
     x = tf.random.stateless_uniform((1, 32, 32, 1), (2, 3))
     np.testing.assert_allclose(loaded(x)[0].numpy(), detector(x)[0].numpy(), atol=1e-5)
+
+
+def _annotated_folder(real_slices_dir, folder, names):
+    for sub in ("scans", "masks"):
+        os.makedirs(folder / sub)
+    for name in names:
+        os.symlink(real_slices_dir / f"{name}.png", folder / "scans" / f"r{name}.png")
+        os.symlink(real_slices_dir / f"{name}.npy", folder / "masks" / f"r{name}.npy")
+    return folder
+
+
+def test_train_detector_on_real_masks_and_from_a_detector(real_slices_dir, tmp_path):
+    # slice 1 has discs only: it is skipped; the other three train (or validate)
+    folder = _annotated_folder(real_slices_dir, tmp_path / "real", ["1", "2", "3", "4"])
+    base = dict(patients=1, val_patients=1, slices=2, filters=4, epochs=1, steps_per_epoch=2,
+                batch_size=2, masks_dir=os.fspath(folder))
+    first = train.train_detector(os.fspath(tmp_path / "a"), DetectorConfig(**base), verbose=0,
+                                 workers=1)
+    with open(tmp_path / "a" / "training_time.json", encoding="utf-8") as f:
+        counts = json.load(f)
+    assert counts["annotated_training_slices"] + counts["annotated_validation_slices"] == 3
+    assert counts["phantom_training_slices"] == 2
+    # mask_share 0.5: real slices repeated to match the phantom ones
+    assert counts["training_slices"] == 2 + counts["annotated_training_slices"]
+    # fine-tuning starts from the given detector: at learning rate 0 its weights stay
+    # (only the batch-norm statistics move)
+    tuned = train.train_detector(
+        os.fspath(tmp_path / "b"),
+        DetectorConfig(**{**base, "init": os.fspath(tmp_path / "a"), "learning_rate": 0.0}),
+        verbose=0, workers=1)
+    assert len(tuned.trainable_weights) == len(first.trainable_weights)
+    for mine, theirs in zip(tuned.trainable_weights, first.trainable_weights):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+
+
+def test_annotated_scans_reads_both_layouts_and_refuses_others(real_slices_dir, tmp_path):
+    folder = _annotated_folder(real_slices_dir, tmp_path / "f", ["2", "3"])
+    os.remove(folder / "masks" / "r3.npy")  # a scan without a mask is not annotated
+    assert [(p, os.path.basename(s), os.path.basename(m))
+            for p, s, m in sources.annotated_scans(folder)] == [("r2", "r2.png", "r2.npy")]
+    spider = tmp_path / "spider"
+    for sub in ("images", "masks"):
+        os.makedirs(spider / sub)
+        (spider / sub / "7_t2.mha").write_bytes(b"")
+    (spider / "images" / "8_t2.mha").write_bytes(b"")
+    assert [p for p, _, _ in sources.annotated_scans(spider)] == ["7"]
+    with pytest.raises(ScanError, match="no scans/ and masks/"):
+        sources.annotated_scans(tmp_path / "f" / "scans")
+    with pytest.raises(ScanError, match="no scan with both discs and vertebrae"):
+        train.annotated_examples(_annotated_folder(real_slices_dir, tmp_path / "g", ["1"]), 2)
 
 
 # ----------------------------------------------------------- post-processing

@@ -156,11 +156,48 @@ def folder_patients(manual_dir):
     if missing:
         raise ScanError(f"{manual_dir}: not a spine_tf folder source; missing "
                         f"{', '.join(missing)} (see the README, 'Folder layout')")
+    return _ids_in(scans, SCAN_SUFFIXES)
+
+
+def annotated_scans(manual_dir):
+    """(patient id, scan path, mask path) of every scan with a label mask in a folder.
+
+    Either layout: a folder source (``scans/`` + ``masks/``; 2D images with
+    ``.npy``/``.png`` masks allowed) or a SPIDER folder (``images/<id>_t2.mha``
+    + ``masks/<id>_t2.mha``). No labels are needed (detector training).
+
+    Raises:
+        ScanError: the folder has neither layout.
+    """
+    masks = os.path.join(manual_dir, "masks")
+    spider_images = os.path.join(manual_dir, "images")
+    if os.path.isdir(spider_images) and os.path.isdir(masks):
+        found = []
+        for path in sorted(glob.glob(os.path.join(spider_images, "*_t2.mha"))):
+            mask = os.path.join(masks, os.path.basename(path))
+            if os.path.exists(mask):
+                found.append((os.path.basename(path)[: -len("_t2.mha")], path, mask))
+        return found
+    scans = os.path.join(manual_dir, "scans")
+    if not (os.path.isdir(scans) and os.path.isdir(masks)):
+        raise ScanError(f"{manual_dir}: no scans/ and masks/ (folder layout) or images/ and "
+                        "masks/ (SPIDER layout) to read annotated scans from")
+    found = []
+    for patient_id in _ids_in(scans, SCAN_SUFFIXES + scan_io.IMAGE_2D_SUFFIXES):
+        scan = find_scan(scans, patient_id, SCAN_SUFFIXES + scan_io.IMAGE_2D_SUFFIXES)
+        mask = find_scan(masks, patient_id, SCAN_SUFFIXES + scan_io.MASK_2D_SUFFIXES)
+        if mask:
+            found.append((patient_id, scan, mask))
+    return found
+
+
+def _ids_in(folder, suffixes):
+    """Names (without suffix) of the files in ``folder`` with one of ``suffixes``."""
     ids = set()
-    for name in os.listdir(scans):
+    for name in os.listdir(folder):
         if name.startswith("."):  # hidden and half-written (atomic_path) files
             continue
-        for suffix in SCAN_SUFFIXES:
+        for suffix in suffixes:
             if name.endswith(suffix) and len(name) > len(suffix):
                 ids.add(name[: -len(suffix)])
                 break

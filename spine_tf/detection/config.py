@@ -5,6 +5,7 @@ Plain dataclasses (no TensorFlow), so the command line reads their defaults quic
 """
 
 import dataclasses
+import typing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +50,14 @@ class DetectorConfig:
         filters: U-Net width.
         epochs, batch_size, steps_per_epoch, learning_rate: Adam with a cosine decay.
         randomisation: the randomisation ranges (``SynthConfig``).
+        masks_dir: real scans with label masks to train on as well (a folder
+            source's ``scans/`` + ``masks/``, 2D images allowed, or a SPIDER
+            folder); patients outside the ``train`` split (``split_of``)
+            join the validation set.
+        mask_share: share of the training slices that come from ``masks_dir``
+            (its slices are repeated to reach it).
+        init: a detector to start from instead of random weights (fine-tuning;
+            ``shipped`` = the one in the package).
     """
 
     seed: int = 1000
@@ -61,3 +70,6 @@ class DetectorConfig:
     steps_per_epoch: int = 100
     learning_rate: float = 3e-3
     randomisation: SynthConfig = SynthConfig()
+    masks_dir: typing.Optional[str] = None
+    mask_share: float = 0.5
+    init: typing.Optional[str] = None

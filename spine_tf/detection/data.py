@@ -73,38 +73,43 @@ def scale_image(plane):
     return np.clip(plane / top, 0.0, 1.0) if top > 0 else np.zeros_like(plane)
 
 
-def slice_example(mask, signal, image, spacing_mm):
-    """One training example from a phantom slice (all 2D, same grid).
+def slice_example(mask, image, spacing_mm, signal=None, convention=localisation.SPIDER):
+    """One training example from an annotated slice (all 2D, same grid).
 
     Args:
-        mask: SPIDER-convention labels of the slice.
-        signal: noise-free signal (CSF = 1) of the slice.
-        image: the rendered slice.
+        mask: labels of the slice, in ``convention``: ``spider`` (vertebrae
+            1.. from the bottom with 1 = S1, canal 100, discs 201..) or
+            ``binary`` (1 disc, 2 vertebra; as ``localisation.from_mask`` names
+            such masks, the lowest disc is L5-S1, so a vertebra below it is
+            the sacrum).
+        image: the slice.
         spacing_mm: (row, col) pixel size.
+        signal: the noise-free tissue signal (CSF = 1), which the phantom
+            knows; otherwise the scaled image stands in for it, so a real
+            slice's background tissues keep their own boundaries.
 
     Returns:
         dict of ``regions``, ``classes``, ``centres``, ``image`` at ``SPACING_MM``.
     """
     mask = np.asarray(mask)
-    regions = np.digitize(np.clip(signal, 0.0, 1.0),
-                          np.linspace(0, 1, TISSUE_BINS + 1)[1:-1]) + 1
+    picture = scale_image(image)
+    tissue = picture if signal is None else np.clip(signal, 0.0, 1.0)
+    regions = np.digitize(tissue, np.linspace(0, 1, TISSUE_BINS + 1)[1:-1]) + 1
     classes = np.zeros(mask.shape, np.uint8)
+    bodies, discs = _annotated_parts(mask, convention)
     regions[mask == tasks.CANAL_LABEL] = REGION_CANAL
-    for i, name in enumerate(tasks.VERTEBRAE):
-        body = mask == VERTEBRA_LABELS[name]
-        regions[body] = REGION_FIRST_BODY + i
-        classes[body] = SACRUM if VERTEBRA_LABELS[name] == _SACRUM_LABEL else BODY
-    for i, level in enumerate(tasks.LEVELS):
-        disc = mask == tasks.disc_label_of_level(level)
-        regions[disc] = REGION_FIRST_DISC + i
+    for i, (body, target) in enumerate(bodies):
+        regions[body] = REGION_FIRST_BODY + min(i, len(tasks.VERTEBRAE) - 1)
+        classes[body] = target
+    for i, disc in enumerate(discs):
+        regions[disc] = REGION_FIRST_DISC + min(i, len(tasks.LEVELS) - 1)
         classes[disc] = DISC
     regions, factors = resample_slice(regions.astype(np.uint8), spacing_mm, order=0)
     classes, _ = resample_slice(classes, spacing_mm, order=0)
-    picture, _ = resample_slice(scale_image(image), spacing_mm, order=1)
+    picture, _ = resample_slice(picture, spacing_mm, order=1)
     centres = np.zeros(regions.shape, np.float32)
     rows, cols = np.indices(regions.shape)
-    for level in tasks.LEVELS:
-        disc = mask == tasks.disc_label_of_level(level)
+    for disc in discs:
         if disc.sum() < 4:
             continue
         centre, _, _ = localisation.disc_geometry(disc[None], (1.0, *spacing_mm))
@@ -113,6 +118,30 @@ def slice_example(mask, signal, image, spacing_mm):
         centres = np.maximum(centres, np.exp(-d2 / (2 * CENTRE_SIGMA_MM ** 2)))
     return {"regions": regions.astype(np.uint8), "classes": classes.astype(np.uint8),
             "centres": centres.astype(np.float16), "image": picture.astype(np.float16)}
+
+
+def _annotated_parts(mask, convention):
+    """([(body pixels, class)], [disc pixels]) of a slice's mask, each list top to bottom."""
+    if convention == localisation.BINARY:
+        discs = _parts(mask == 1)
+        lowest = _mean_row(discs[-1]) if discs else np.inf
+        return [(part, SACRUM if _mean_row(part) > lowest else BODY)
+                for part in _parts(mask == 2)], discs
+    vertebrae = sorted((v for v in np.unique(mask) if 0 < v < tasks.CANAL_LABEL), reverse=True)
+    bodies = [(mask == v, SACRUM if v == _SACRUM_LABEL else BODY) for v in vertebrae]
+    disc_labels = sorted(v for v in np.unique(mask) if v > 200)  # 201 = L5-S1: reversed
+    return bodies, [mask == v for v in disc_labels[::-1]]
+
+
+def _parts(binary):
+    """Connected components of a 2D mask, top to bottom."""
+    labelled, count = ndimage.label(binary)
+    parts = [labelled == i for i in range(1, count + 1)]
+    return sorted(parts, key=_mean_row)
+
+
+def _mean_row(part):
+    return np.argwhere(part)[:, 0].mean()
 
 
 def patient_examples(seed, index, slices=6):
@@ -124,8 +153,46 @@ def patient_examples(seed, index, slices=6):
     near = np.arange(max(0, mid - 4), min(n, mid + 5))
     chosen = rng.choice(near, size=min(slices, len(near)), replace=False)
     spacing = patient.spacing_mm[1:]
-    return [slice_example(patient.mask[s], patient.signal[s], patient.image[s], spacing)
+    return [slice_example(patient.mask[s], patient.image[s], spacing, signal=patient.signal[s])
             for s in sorted(chosen)]
+
+
+ANNOTATION_MARGIN_MM = 10.0
+"""A real slice is cut to the rows its annotation spans, plus this margin: beyond
+them a disc may be present but unannotated (masks often cover the lumbar spine
+only), and it must not be taught as background."""
+
+
+def annotated_examples(scan, mask, slices=6):
+    """Examples from a real scan and its label mask (either convention).
+
+    Uses up to ``slices`` slices with both discs and vertebrae annotated,
+    those with the most disc pixels; each is cut to its annotated rows
+    (``ANNOTATION_MARGIN_MM``).
+
+    Args:
+        scan: ``spine_tf.io.Scan``; mask: its labels (slices, rows, cols).
+
+    Returns:
+        list of example dicts (may be empty).
+    """
+    mask = np.asarray(mask)
+    convention = localisation.guess_convention(mask)
+    disc_pixels = (mask == 1).sum(axis=(1, 2)) if convention == localisation.BINARY \
+        else (mask > 200).sum(axis=(1, 2))
+    vertebra = (mask == 2) if convention == localisation.BINARY \
+        else (mask > 0) & (mask < tasks.CANAL_LABEL)
+    usable = [s for s in np.argsort(-disc_pixels, kind="stable")
+              if disc_pixels[s] > 0 and vertebra[s].any()][:slices]
+    spacing = np.asarray(scan.spacing_mm[1:], np.float64)
+    margin = int(np.ceil(ANNOTATION_MARGIN_MM / spacing[0]))
+    examples = []
+    for s in sorted(usable):
+        rows = np.flatnonzero(mask[s].any(axis=1))
+        keep = slice(max(0, rows[0] - margin), rows[-1] + margin + 1)
+        examples.append(slice_example(mask[s][keep], scan.image[s][keep], spacing,
+                                      convention=convention))
+    return examples
 
 
 def _patient_examples(args):
@@ -139,7 +206,8 @@ def phantom_examples(seed, indices, slices=6, size=256, workers=None):
     to ``size`` x ``size`` pixels so they stack.
 
     Returns:
-        dict of arrays (n, size, size): regions, classes, centres, image.
+        dict of arrays (n, size, size): regions, classes, centres, image;
+        None for no patients.
     """
     jobs = [(seed, int(i), slices) for i in indices]
     if workers == 1 or len(jobs) < 4:
@@ -147,7 +215,13 @@ def phantom_examples(seed, indices, slices=6, size=256, workers=None):
     else:
         with concurrent.futures.ProcessPoolExecutor(workers, mp_context=worker_context()) as pool:
             results = list(pool.map(_patient_examples, jobs, chunksize=2))
-    examples = [e for patient in results for e in patient]
+    return stack([e for patient in results for e in patient], size)
+
+
+def stack(examples, size=256):
+    """Example dicts -> one dict of (n, size, size) arrays (``_fit`` each); None if empty."""
+    if not examples:
+        return None
     return {key: np.stack([_fit(e[key], size) for e in examples]) for key in examples[0]}
 
 

@@ -5,10 +5,11 @@ import os
 import time
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from spine_tf import config as config_lib
-from spine_tf.detection import data, model, synth
+from spine_tf.detection import WEIGHTS, data, model, synth
 from spine_tf.detection.config import DetectorConfig
 from spine_tf.io.atomic import atomic_path, write_json
 from spine_tf.train import BestModel
@@ -89,9 +90,20 @@ def train_detector(out_dir, config=DetectorConfig(), verbose=1, workers=None):
     val_examples = data.phantom_examples(
         config.seed, range(config.patients, config.patients + config.val_patients),
         config.slices, workers=workers)
+    counts = {"phantom_training_slices": _count(train_examples)}
+    if config.masks_dir:
+        real_train, real_val = annotated_examples(config.masks_dir, config.slices)
+        counts.update(annotated_training_slices=_count(real_train),
+                      annotated_validation_slices=_count(real_val))
+        train_examples = _mix(train_examples, real_train, config.mask_share)
+        val_examples = _mix(val_examples, real_val, None)
+    if not _count(train_examples) or not _count(val_examples):
+        raise ValueError("no training or no validation slices: give phantom patients "
+                         "(--patients, --val-patients) or more annotated scans")
     prepared = time.perf_counter() - start
     train, val = datasets(config, train_examples, val_examples)
-    detector = model.build_detector(config.filters)
+    detector = model.build_detector(config.filters) if not config.init else \
+        load_detector(WEIGHTS if config.init == "shipped" else config.init)
     compile_detector(detector, config, config.epochs * config.steps_per_epoch)
     path = os.path.join(out_dir, DETECTOR_FILE)
     detector.fit(train, validation_data=val, epochs=config.epochs,
@@ -100,12 +112,51 @@ def train_detector(out_dir, config=DetectorConfig(), verbose=1, workers=None):
                             keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv"))])
     write_json(os.path.join(out_dir, "training_time.json"),
                {"seconds": time.perf_counter() - start, "data_seconds": prepared,
-                "training_slices": int(len(train_examples["regions"]))})
+                "training_slices": _count(train_examples), **counts})
     # the best model without its optimizer state: what inference (and the package) needs
     best = keras.saving.load_model(path, compile=False)
     with atomic_path(path) as tmp:
         best.save(tmp)
     return best
+
+
+def annotated_examples(masks_dir, slices):
+    """(train, validation) example dicts from a folder of real scans with masks.
+
+    Raises:
+        ScanError: a scan or mask cannot be read (naming the file), or the folder
+            holds no scan with discs and vertebrae annotated.
+    """
+    from spine_tf.data import sources
+    from spine_tf.io.scan import ScanError, read_mask, read_scan
+    split = {"train": [], "validation": []}
+    for patient_id, scan_path, mask_path in sources.annotated_scans(masks_dir):
+        scan = read_scan(scan_path)
+        examples = data.annotated_examples(scan, read_mask(mask_path, scan), slices)
+        part = "train" if sources.split_of(patient_id) == "train" else "validation"
+        split[part].extend(examples)
+    if not split["train"] and not split["validation"]:
+        raise ScanError(f"{masks_dir}: no scan with both discs and vertebrae in its mask")
+    if not split["train"]:  # too few patients for a split: train on them all
+        split = {"train": split["validation"], "validation": []}
+    return tuple(data.stack(split[part]) for part in ("train", "validation"))
+
+
+def _count(examples):
+    return 0 if examples is None else int(len(examples["regions"]))
+
+
+def _mix(phantom, real, share):
+    """Phantom and real examples together; ``share``: repeat the real ones to be
+    about that share of the whole (None: as they are)."""
+    if not _count(real):
+        return phantom
+    if not _count(phantom):
+        return real
+    repeats = 1
+    if share:
+        repeats = max(1, int(round(share * _count(phantom) / ((1 - share) * _count(real)))))
+    return {key: np.concatenate([phantom[key]] + [real[key]] * repeats) for key in phantom}
 
 
 def load_detector(path):
