@@ -210,6 +210,17 @@ def test_train_detector_on_real_masks_and_from_a_detector(real_slices_dir, tmp_p
         np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
 
 
+def test_train_detector_command_fine_tunes_the_shipped_detector(tmp_path):
+    out = os.fspath(tmp_path / "tuned")
+    assert cli.main(["train-detector", "--out", out, "--init", "shipped", "--patients", "1",
+                     "--val-patients", "1", "--slices", "1", "--epochs", "1",
+                     "--steps-per-epoch", "1", "--batch-size", "1", "--learning-rate", "0"]) == 0
+    assert train.read_config(out).init == "shipped"
+    tuned, shipped = detection.load(out), detection.load()
+    for mine, theirs in zip(tuned.trainable_weights, shipped.trainable_weights, strict=True):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+
+
 def test_annotated_scans_reads_both_layouts_and_refuses_others(real_slices_dir, tmp_path):
     folder = _annotated_folder(real_slices_dir, tmp_path / "f", ["2", "3"])
     os.remove(folder / "masks" / "r3.npy")  # a scan without a mask is not annotated
