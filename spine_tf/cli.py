@@ -261,8 +261,9 @@ def _parser():
              "scans/ + masks/ (2D images with .npy/.png masks allowed) or SPIDER's images/ + "
              "masks/"),
             ("mask_share", float, "share of training slices from --masks-dir"),
-            ("init", str, "start from this detector (.keras, a train-detector folder, or "
-             "'shipped') instead of random weights")):
+            ("init", str, "start from this detector (.keras, a train-detector folder, "
+             "'shipped' or 'phantom': the package's default or phantom-only one) instead of "
+             "random weights")):
         td.add_argument("--" + name.replace("_", "-"), type=kind, default=defaults[name],
                         help=f"{helptext} (default: %(default)s)")
     td.set_defaults(run=_train_detector)

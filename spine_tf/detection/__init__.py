@@ -3,15 +3,17 @@
 ``detect(scan, detector)`` gives the same ``Localisation`` a label mask or
 landmarks give, so extraction, prediction and hotspots work on a scan alone.
 The detector is a small U-Net trained on phantom label maps painted with
-random appearance (``data``, ``synth``, ``train``); ``load()`` returns the
-one shipped with the package (``weights/detector.keras``, made by the
-command in its ``weights/README.md``).
+random appearance (``data``, ``synth``, ``train``), then fine-tuned on real
+annotated slices; ``load()`` returns it (``weights/detector.keras``; both
+commands in ``weights/README.md``).
 """
 
 import os
 
 WEIGHTS = os.path.join(os.path.dirname(__file__), "weights", "detector.keras")
-"""The detector shipped with the package."""
+"""The detector shipped with the package (phantom-trained, fine-tuned on real slices)."""
+PHANTOM_WEIGHTS = os.path.join(os.path.dirname(__file__), "weights", "detector_phantom.keras")
+"""The shipped detector before fine-tuning: trained on phantom slices alone."""
 
 
 def load(path=None):

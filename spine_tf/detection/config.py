@@ -56,8 +56,9 @@ class DetectorConfig:
             join the validation set.
         mask_share: share of the training slices that come from ``masks_dir``
             (its slices are repeated to reach it).
-        init: a detector to start from instead of random weights (fine-tuning;
-            ``shipped`` = the one in the package).
+        init: a detector to start from instead of random weights (fine-tuning):
+            a path, ``shipped`` (the package's default) or ``phantom`` (the
+            package's phantom-only one).
     """
 
     seed: int = 1000
