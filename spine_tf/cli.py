@@ -323,9 +323,9 @@ def _add_scan_inputs(parser):
 
 
 def _add_detector(parser):
-    parser.add_argument("--detector", help="disc detector (.keras or a train-detector folder) "
-                        "for scans without a mask or landmarks (default: the one shipped "
-                        "with spine_tf)")
+    parser.add_argument("--detector", help="disc detector (.keras, a train-detector folder, "
+                        "or 'phantom': the package's phantom-only one) for scans without a "
+                        "mask or landmarks (default: the one shipped with spine_tf)")
 
 
 def _load_detector(command, args, needed=True):

@@ -30,7 +30,7 @@ import benchlib  # noqa: E402
 from phantom_accuracy import ACCURACY_DOC  # noqa: E402
 
 from spine_tf import detection, localisation  # noqa: E402
-from spine_tf.detection import evaluate, train  # noqa: E402
+from spine_tf.detection import evaluate  # noqa: E402
 from spine_tf.io.scan import read_mask, read_scan, scan_from_array  # noqa: E402
 from spine_tf.phantom.cohort import make_patient  # noqa: E402
 
@@ -87,7 +87,7 @@ def main():
                         "package's phantom-only one); default: the package's default")
     parser.add_argument("--phantoms", type=int, default=40)
     args = parser.parse_args()
-    detector = detection.load(train.SHIPPED.get(args.detector, args.detector))
+    detector = detection.load(args.detector)
     phantom, phantom_times, _ = _run(detector, _phantom_cases(args.phantoms))
     real, real_times, real_rows = _run(detector, _real_cases())
     body = benchlib.table(

@@ -55,7 +55,7 @@ def main():
     config = DetectorConfig(init="phantom", patients=args.patients, val_patients=4,
                             epochs=args.epochs, steps_per_epoch=args.steps,
                             learning_rate=args.learning_rate)
-    base = detection.load(detection.PHANTOM_WEIGHTS)
+    base = detection.load("phantom")
     cases = list(_real_cases())
     totals = {"phantom-only": ([], 0, 0), "fine-tuned": ([], 0, 0)}
     rows, seconds = [], []

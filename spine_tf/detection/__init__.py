@@ -14,17 +14,20 @@ WEIGHTS = os.path.join(os.path.dirname(__file__), "weights", "detector.keras")
 """The detector shipped with the package (phantom-trained, fine-tuned on real slices)."""
 PHANTOM_WEIGHTS = os.path.join(os.path.dirname(__file__), "weights", "detector_phantom.keras")
 """The shipped detector before fine-tuning: trained on phantom slices alone."""
+SHIPPED = {"shipped": WEIGHTS, "phantom": PHANTOM_WEIGHTS}
+"""Names ``load`` (and ``--detector``, ``--init``) accept for the package's detectors."""
 
 
 def load(path=None):
-    """A detector for inference: ``path`` (a ``.keras`` file or a training folder), or the
-    shipped one. Its ``source`` attribute says which (outputs record it).
+    """A detector for inference: ``path`` (a ``.keras`` file, a training folder, or a name
+    in ``SHIPPED``), or the package's default. Its ``source`` attribute says which
+    (outputs record it).
 
     Raises:
         FileNotFoundError: no such detector.
     """
     from spine_tf.detection.train import load_detector
-    detector = load_detector(path or WEIGHTS)
+    detector = load_detector(SHIPPED.get(path, path) if path else WEIGHTS)
     detector.source = os.fspath(path) if path else "shipped with spine_tf"
     return detector
 

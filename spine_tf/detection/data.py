@@ -126,11 +126,24 @@ def _annotated_parts(mask, convention):
         discs = _parts(mask == 1)
         lowest = _mean_row(discs[-1]) if discs else np.inf
         return [(part, SACRUM if _mean_row(part) > lowest else BODY)
-                for part in _parts(mask == 2)], discs
-    vertebrae = sorted((v for v in np.unique(mask) if 0 < v < tasks.CANAL_LABEL), reverse=True)
+                for part in _parts(_vertebrae(mask, convention))], discs
+    vertebrae = sorted((v for v in np.unique(mask[_vertebrae(mask, convention)])), reverse=True)
     bodies = [(mask == v, SACRUM if v == _SACRUM_LABEL else BODY) for v in vertebrae]
-    disc_labels = sorted(v for v in np.unique(mask) if v > 200)  # 201 = L5-S1: reversed
+    disc_labels = sorted(np.unique(mask[_discs(mask, convention)]))  # 201 = L5-S1: reversed
     return bodies, [mask == v for v in disc_labels[::-1]]
+
+
+def _discs(mask, convention):
+    """Disc pixels of a mask in ``convention`` (as ``localisation.from_mask`` reads it)."""
+    return mask == 1 if convention == localisation.BINARY else mask > 200
+
+
+def _vertebrae(mask, convention):
+    """Vertebra pixels: 2 in binary masks; in SPIDER ones every label below 200 but the
+    canal's (101.. mark vertebrae partly in view), as ``localisation.from_mask`` reads them."""
+    if convention == localisation.BINARY:
+        return mask == 2
+    return (mask > 0) & (mask < 200) & (mask != tasks.CANAL_LABEL)
 
 
 def _parts(binary):
@@ -178,10 +191,8 @@ def annotated_examples(scan, mask, slices=6):
     """
     mask = np.asarray(mask)
     convention = localisation.guess_convention(mask)
-    disc_pixels = (mask == 1).sum(axis=(1, 2)) if convention == localisation.BINARY \
-        else (mask > 200).sum(axis=(1, 2))
-    vertebra = (mask == 2) if convention == localisation.BINARY \
-        else (mask > 0) & (mask < tasks.CANAL_LABEL)
+    disc_pixels = _discs(mask, convention).sum(axis=(1, 2))
+    vertebra = _vertebrae(mask, convention)
     usable = [s for s in np.argsort(-disc_pixels, kind="stable")
               if disc_pixels[s] > 0 and vertebra[s].any()][:slices]
     spacing = np.asarray(scan.spacing_mm[1:], np.float64)

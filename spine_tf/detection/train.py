@@ -9,15 +9,14 @@ import numpy as np
 import tensorflow as tf
 
 from spine_tf import config as config_lib
-from spine_tf.detection import PHANTOM_WEIGHTS, WEIGHTS, data, model, synth
+from spine_tf import detection
+from spine_tf.detection import data, model, synth
 from spine_tf.detection.config import DetectorConfig
 from spine_tf.io.atomic import atomic_path, write_json
 from spine_tf.train import BestModel
 
 DETECTOR_FILE = "detector.keras"
 MONITOR = "val_segmentation_disc_dice"
-SHIPPED = {"shipped": WEIGHTS, "phantom": PHANTOM_WEIGHTS}
-"""Names ``DetectorConfig.init`` accepts for the detectors in the package."""
 
 
 @keras.saving.register_keras_serializable(package="spine_tf")
@@ -105,7 +104,7 @@ def train_detector(out_dir, config=DetectorConfig(), verbose=1, workers=None):
     prepared = time.perf_counter() - start
     train, val = datasets(config, train_examples, val_examples)
     detector = model.build_detector(config.filters) if not config.init else \
-        load_detector(SHIPPED.get(config.init, config.init))
+        detection.load(config.init)
     compile_detector(detector, config, config.epochs * config.steps_per_epoch)
     path = os.path.join(out_dir, DETECTOR_FILE)
     detector.fit(train, validation_data=val, epochs=config.epochs,
