@@ -75,10 +75,11 @@ class TrainConfig:
         task_weights: {task: w_t} loss weights; None = 1 for every task; a
             task left out of a given dict gets 0 (single-task training).
         strategy: ``default``, ``mirrored`` or ``multiworker`` (TF_CONFIG).
-        jit_compile: XLA. Off by default: on this 2-core CPU it measured 25 %
-            faster than the default step at batch 64 (docs/benchmarks.md), the
-            opposite of STACK.md's older figure, but each new batch shape costs
-            a ~17 s compile and its memory cost is not measured yet.
+        jit_compile: XLA. Off by default: on this 2-core CPU it made the
+            train step faster at batch 64 (docs/benchmarks.md, "Training
+            throughput"), the opposite of STACK.md's older figure, but each new
+            batch shape costs a ~17 s compile and its memory cost is not
+            measured yet.
         seed: seeds weight initialisation and dropout (``keras.utils.set_random_seed``).
         hotspot_images: discs of the validation split whose hotspots (every
             trained task) TensorBoard shows as images (0: none).
