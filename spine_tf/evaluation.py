@@ -105,7 +105,34 @@ def _collect(model, dataset_split, tta_on, discs_per_batch, batch_size):
     return out
 
 
-def evaluate(model, dataset_split, tta=True, discs_per_batch=1, batch_size=64):
+def _intervals(samples, truth, reread, final, single, num_classes, tta_on):
+    """Patient-bootstrap percentile intervals of a task's figures and of their differences.
+
+    ``final`` is the reported prediction (TTA when on), ``single`` the single
+    view's. The same resamples serve every figure, so a difference's interval
+    is that of the paired difference, not of two independent ones.
+    """
+    has_reread = bool((reread >= 0).any())
+    values = {name: [] for name in (
+        "balanced_accuracy_tta", "balanced_accuracy_single_view", "intra_rater",
+        "model_minus_intra_rater", "tta_minus_single_view")}
+    for idx in samples:
+        t = truth[idx]
+        model = metrics.balanced_accuracy(t, final[idx], num_classes)
+        one = metrics.balanced_accuracy(t, single[idx], num_classes)
+        values["balanced_accuracy_single_view"].append(one)
+        if tta_on:
+            values["balanced_accuracy_tta"].append(model)
+            values["tta_minus_single_view"].append(model - one)
+        if has_reread:
+            intra = metrics.agreement(t, reread[idx], num_classes)
+            values["intra_rater"].append(intra)
+            values["model_minus_intra_rater"].append(model - intra)
+    return {name: metrics.percentile_interval(v) for name, v in values.items()}
+
+
+def evaluate(model, dataset_split, tta=True, discs_per_batch=1, batch_size=64,
+             resamples=metrics.BOOTSTRAP_RESAMPLES):
     """Measures a model on a spine_discs split, with and without test-time augmentation.
 
     Args:
@@ -118,6 +145,7 @@ def evaluate(model, dataset_split, tta=True, discs_per_batch=1, batch_size=64):
             confusion matrices, Lootus figures and predictions are single-view).
         discs_per_batch: discs per TTA forward batch (54 views each).
         batch_size: discs read (and run without TTA) at a time.
+        resamples: patient-bootstrap resamples behind the intervals (0: none).
 
     Returns:
         dict: ``discs`` (count), ``tta`` (bool), ``tasks`` {task:
@@ -125,7 +153,12 @@ def evaluate(model, dataset_split, tta=True, discs_per_batch=1, batch_size=64):
         ``balanced_accuracy_single_view``, ``intra_rater`` (labels vs
         labels_reread; None without a second reading), ``confusion_matrix``
         (list of lists, rows truth), ``support`` (labelled discs per true
-        class), ``labelled_discs``}}, ``lootus`` (``metrics.lootus`` keys;
+        class), ``labelled_discs``, ``intervals`` {name: (low, high) or
+        None} for ``balanced_accuracy_tta``, ``balanced_accuracy_single_view``,
+        ``intra_rater``, ``model_minus_intra_rater`` (the reported prediction,
+        TTA when on, minus the second reader) and ``tta_minus_single_view``}},
+        ``interval`` (how the intervals were made: ``method``, ``resamples``,
+        ``level``, ``patients``), ``lootus`` (``metrics.lootus`` keys;
         None when the task table lacks its tasks), ``predictions`` (per disc:
         ``patient_id``, ``level``, ``labels`` {task: int}, ``probabilities``
         {task: list}). Rates are fractions in [0, 1]; None where no disc is
@@ -134,10 +167,13 @@ def evaluate(model, dataset_split, tta=True, discs_per_batch=1, batch_size=64):
     seen = _collect(model, dataset_split, tta, discs_per_batch, batch_size)
     final = seen["tta"] if tta else seen["single"]
     predicted = {t.name: p.argmax(axis=1) for t, p in zip(tasks.TASKS, final)}
+    samples = metrics.patient_bootstrap(seen["patient_id"], resamples)
     per_task = {}
     for n, task in enumerate(tasks.TASKS):
         truth, reread = seen["labels"][task.name], seen["reread"][task.name]
         single = seen["single"][n].argmax(axis=1)
+        intervals = _intervals(samples, truth, reread, predicted[task.name], single,
+                               task.num_classes, tta)
         matrix = metrics.confusion_matrix(truth, predicted[task.name], task.num_classes)
         per_task[task.name] = {
             "class_names": list(task.class_names),
@@ -150,6 +186,7 @@ def evaluate(model, dataset_split, tta=True, discs_per_batch=1, batch_size=64):
             "confusion_matrix": matrix.tolist(),
             "support": matrix.sum(axis=1).tolist(),
             "labelled_discs": int((truth >= 0).sum()),
+            "intervals": intervals,
         }
     lootus = None
     if set(LOOTUS_TASKS) <= set(tasks.TASK_NAMES):
@@ -162,14 +199,29 @@ def evaluate(model, dataset_split, tta=True, discs_per_batch=1, batch_size=64):
          "labels": {t.name: int(seen["labels"][t.name][d]) for t in tasks.TASKS},
          "probabilities": {t.name: final[n][d].tolist() for n, t in enumerate(tasks.TASKS)}}
         for d in range(len(seen["patient_id"]))]
-    return {"discs": len(predictions), "tta": bool(tta), "tasks": per_task, "lootus": lootus,
-            "predictions": predictions}
+    interval = {"method": "percentile, patients resampled with replacement",
+                "resamples": len(samples), "level": metrics.INTERVAL_LEVEL,
+                "patients": len(set(seen["patient_id"]))}
+    return {"discs": len(predictions), "tta": bool(tta), "tasks": per_task,
+            "interval": interval, "lootus": lootus, "predictions": predictions}
 
 
 # ------------------------------------------------------------------ writing
 
 def _percent(value):
     return "n/a" if value is None else f"{100 * value:.1f} %"
+
+
+def _with_interval(value, interval):
+    """'76.3 % (70.2-82.1)': a rate and its interval, in percent."""
+    if value is None or interval is None:
+        return _percent(value)
+    return f"{_percent(value)} ({100 * interval[0]:.1f}-{100 * interval[1]:.1f})"
+
+
+def _signed_interval(interval):
+    return "n/a" if interval is None else \
+        f"{100 * interval[0]:+.1f} to {100 * interval[1]:+.1f}"
 
 
 def _column(name):
@@ -180,17 +232,27 @@ def _markdown(result, model_name):
     views = "54 views" if result["tta"] else "off"
     lines = [f"# Evaluation of {model_name}", "",
              f"{result['discs']} discs; test-time augmentation: {views}.", "",
-             "| task | balanced acc. TTA | single view | intra-rater | discs |",
-             "|---|---|---|---|---|"]
+             "| task | balanced acc. TTA | single view | intra-rater | model - intra-rater "
+             "| discs |", "|---|---|---|---|---|---|"]
     for task in tasks.TASKS:
         r = result["tasks"][task.name]
-        lines.append(f"| {task.name} | {_percent(r['balanced_accuracy_tta'])} | "
-                     f"{_percent(r['balanced_accuracy_single_view'])} | "
-                     f"{_percent(r['intra_rater'])} | {r['labelled_discs']} |")
+        ci = r["intervals"]
+        cells = [_with_interval(r[k], ci[k]) for k in (
+            "balanced_accuracy_tta", "balanced_accuracy_single_view", "intra_rater")]
+        cells += [_signed_interval(ci["model_minus_intra_rater"]), str(r["labelled_discs"])]
+        lines.append(f"| {task.name} | " + " | ".join(cells) + " |")
+    interval = result["interval"]
     lines += ["", "Balanced accuracy: the mean over the true classes present of the share of "
               "that class's discs predicted as it. Intra-rater: the same metric between the "
               "labels and their second reading (n/a without one), the ceiling to set the model "
-              "beside. Discs: labelled discs of the task."]
+              "beside. Discs: labelled discs of the task.", "",
+              f"In brackets: {100 * interval['level']:.0f} % intervals from "
+              f"{interval['resamples']} bootstrap resamples of the {interval['patients']} "
+              "patients (whole patients drawn with replacement, since a patient's discs are "
+              "not independent). Model - intra-rater: the interval of the paired difference "
+              "(the reported prediction, TTA when on, minus the second reader) on the same "
+              "resamples; where it contains 0 this split cannot tell the model from the "
+              "second reader."]
     if result["lootus"] is not None:
         which = "with TTA" if result["tta"] else "single view"
         lines += ["", f"## Lootus et al. protocol ({which})", "", "| measure | value |",

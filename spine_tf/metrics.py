@@ -109,3 +109,50 @@ def lootus(pfirrmann_truth, pfirrmann_predicted, narrowing_truth, narrowing_pred
         "pfirrmann_within_1_balanced": float(np.mean(grades)) if grades else float("nan"),
         "narrowing_binary": balanced_accuracy(binary_truth, (n_predicted > 0).astype(int), 2),
     }
+
+
+# ------------------------------------------------------- uncertainty
+
+BOOTSTRAP_RESAMPLES = 2000
+"""Resamples of the patient bootstrap behind every reported interval."""
+
+INTERVAL_LEVEL = 0.95
+"""Coverage of the reported percentile intervals."""
+
+
+def patient_bootstrap(groups, resamples=BOOTSTRAP_RESAMPLES, seed=0):
+    """Index arrays of a cluster bootstrap: patients drawn with replacement.
+
+    Discs of one patient share anatomy, acquisition and reader, so they are
+    not independent; resampling whole patients keeps that correlation in the
+    interval (a disc bootstrap would make it too narrow).
+
+    Args:
+        groups: (discs,) patient id of every disc.
+        resamples: number of bootstrap samples.
+        seed: seed of the draw; same seed, same samples.
+
+    Returns:
+        list of int arrays, each the disc indices of one resample (a patient
+        drawn k times contributes its discs k times).
+    """
+    _, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    members = [np.flatnonzero(inverse == g) for g in range(inverse.max() + 1)] \
+        if inverse.size else []
+    rng = np.random.default_rng(seed)
+    return [np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+            for _ in range(resamples)] if members else []
+
+
+def percentile_interval(values, level=INTERVAL_LEVEL):
+    """(low, high) percentile interval of bootstrap values; nan values are dropped.
+
+    Returns None when no value is finite.
+    """
+    values = np.asarray(values, np.float64)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return None
+    tail = 50.0 * (1.0 - level)
+    low, high = np.percentile(values, [tail, 100.0 - tail])
+    return float(low), float(high)

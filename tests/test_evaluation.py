@@ -122,6 +122,33 @@ def test_without_reread_or_tta(case):
     assert all(r["intra_rater"] is None for r in result["tasks"].values())
 
 
+def test_intervals_are_percentiles_over_whole_patient_resamples(case):
+    result = case["result"]
+    assert result["interval"] == {"method": "percentile, patients resampled with replacement",
+                                  "resamples": metrics.BOOTSTRAP_RESAMPLES, "level": 0.95,
+                                  "patients": 2}
+    samples = metrics.patient_bootstrap([f"p{d // 6:03d}" for d in range(N)])
+    for n, task in enumerate(tasks.TASKS):
+        truth, reread = case["labels"][task.name], case["reread"][task.name]
+        ci = result["tasks"][task.name]["intervals"]
+        tta_acc, single_acc, gap = [], [], []
+        for idx in samples:
+            tta_acc.append(metrics.balanced_accuracy(truth[idx], case["with_tta"][n][idx],
+                                                     task.num_classes))
+            single_acc.append(metrics.balanced_accuracy(truth[idx], case["single"][n][idx],
+                                                        task.num_classes))
+            gap.append(tta_acc[-1] - metrics.agreement(truth[idx], reread[idx], task.num_classes))
+        # two patients: the resamples are p0 twice, p1 twice, or both (the whole split)
+        assert ci["balanced_accuracy_tta"] == pytest.approx(np.percentile(tta_acc, [2.5, 97.5]))
+        assert ci["balanced_accuracy_single_view"] == pytest.approx(
+            np.percentile(single_acc, [2.5, 97.5]))
+        assert ci["model_minus_intra_rater"] == pytest.approx(np.percentile(gap, [2.5, 97.5]))
+        # paired: the difference's interval is not the difference of the two intervals
+        low, high = ci["tta_minus_single_view"]
+        assert low <= result["tasks"][task.name]["balanced_accuracy_tta"] - \
+            result["tasks"][task.name]["balanced_accuracy_single_view"] <= high
+
+
 def test_write_report(case, tmp_path):
     result = case["result"]
     paths = evaluation.write_report(result, str(tmp_path / "eval"), model_name="tiny")
@@ -146,11 +173,20 @@ def test_write_report(case, tmp_path):
             case["labels"][task.name].tolist()
 
     markdown = open(paths["markdown"], encoding="utf-8").read()
-    assert "| task | balanced acc. TTA | single view | intra-rater | discs |" in markdown
+    assert ("| task | balanced acc. TTA | single view | intra-rater | model - intra-rater "
+            "| discs |") in markdown
     first = result["tasks"]["pfirrmann"]
-    assert (f"| pfirrmann | {100 * first['balanced_accuracy_tta']:.1f} % | "
-            f"{100 * first['balanced_accuracy_single_view']:.1f} % | "
-            f"{100 * first['intra_rater']:.1f} % | {N - 2} |") in markdown
+    ci = {k: [100 * v for v in pair] for k, pair in first["intervals"].items()}
+    assert (f"| pfirrmann | {100 * first['balanced_accuracy_tta']:.1f} % "
+            f"({ci['balanced_accuracy_tta'][0]:.1f}-{ci['balanced_accuracy_tta'][1]:.1f}) | "
+            f"{100 * first['balanced_accuracy_single_view']:.1f} % "
+            f"({ci['balanced_accuracy_single_view'][0]:.1f}-"
+            f"{ci['balanced_accuracy_single_view'][1]:.1f}) | "
+            f"{100 * first['intra_rater']:.1f} % "
+            f"({ci['intra_rater'][0]:.1f}-{ci['intra_rater'][1]:.1f}) | "
+            f"{ci['model_minus_intra_rater'][0]:+.1f} to {ci['model_minus_intra_rater'][1]:+.1f} "
+            f"| {N - 2} |") in markdown
+    assert "bootstrap resamples of the 2 patients" in markdown
     assert "Genodisc" in markdown and "not ours" in markdown and "| pfirrmann | 71.2 % | 70.4 % |" \
         in markdown and "96.1 %" in markdown
 

@@ -119,3 +119,53 @@ def test_keras_evaluate_reports_the_masked_weighted_losses():
         assert result[f"{task.name}_balanced_accuracy"] == pytest.approx(
             metrics.balanced_accuracy(labels[i], logits[i].argmax(-1), task.num_classes), abs=1e-6)
     assert result["loss"] == pytest.approx(expected_total, rel=1e-4)
+
+
+def test_patient_bootstrap_draws_whole_patients_reproducibly():
+    groups = np.array(["a", "a", "b", "c", "c", "c"])
+    samples = metrics.patient_bootstrap(groups, resamples=200, seed=3)
+    assert len(samples) == 200
+    for idx in samples:
+        drawn = groups[idx]
+        # three patients drawn, each with all of its discs, as often as it was drawn
+        counts = {g: int((drawn == g).sum()) for g in "abc"}
+        assert counts["a"] % 2 == 0 and counts["c"] % 3 == 0
+        assert counts["a"] // 2 + counts["b"] + counts["c"] // 3 == 3
+    assert any(len(idx) != 6 for idx in samples)  # with replacement
+    again = metrics.patient_bootstrap(groups, resamples=200, seed=3)
+    assert all(np.array_equal(x, y) for x, y in zip(samples, again))
+    # one patient: every resample is the whole split, so the interval has no width
+    single = metrics.patient_bootstrap(["p"] * 5, resamples=20)
+    assert all(sorted(idx) == list(range(5)) for idx in single)
+    assert metrics.patient_bootstrap([], resamples=5) == []
+
+
+def test_bootstrap_interval_width_matches_the_binomial_and_grows_with_clustering():
+    # two classes of 200 discs, 80 % of each recalled: BA 0.8 with standard error
+    # sqrt(2 * 0.25 * 0.8 * 0.2 / 200) = 0.02, so a 95 % interval about 0.078 wide
+    truth = np.repeat([0, 1], 200)
+    predicted = truth.copy()
+    predicted[:40], predicted[200:240] = 1, 0
+    order = np.random.default_rng(0).permutation(400)
+    truth, predicted = truth[order], predicted[order]
+
+    def width(groups):
+        values = [metrics.balanced_accuracy(truth[i], predicted[i], 2)
+                  for i in metrics.patient_bootstrap(groups, resamples=1000, seed=1)]
+        low, high = metrics.percentile_interval(values)
+        assert low < 0.8 < high
+        return high - low
+
+    alone = width(np.arange(400))
+    assert alone == pytest.approx(2 * 1.96 * 0.02, rel=0.15)
+    # the same 400 discs as 100 patients of 4 identical discs: 4x fewer independent units,
+    # so the interval is about 2x wider; a disc bootstrap would not see it
+    clustered_truth, clustered_predicted = np.repeat(truth[:100], 4), np.repeat(predicted[:100], 4)
+    truth, predicted = clustered_truth, clustered_predicted
+    assert width(np.repeat(np.arange(100), 4)) == pytest.approx(2 * alone, rel=0.3)
+
+
+def test_percentile_interval_drops_nan_and_handles_none_finite():
+    values = [0.1 * k for k in range(11)] + [float("nan")]
+    assert metrics.percentile_interval(values, level=0.8) == pytest.approx((0.1, 0.9))
+    assert metrics.percentile_interval([float("nan")]) is None

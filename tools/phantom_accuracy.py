@@ -76,17 +76,26 @@ def _pct(value):
     return "n/a" if value is None else f"{100 * value:.1f}"
 
 
+def _span(interval):
+    """'(-4.1 to +6.0)': a bootstrap interval of a difference, in points."""
+    return "" if interval is None else f"({100 * interval[0]:+.1f} to {100 * interval[1]:+.1f})"
+
+
 def section_body(config, result, cohort_intra, seconds, history, command_dir):
     rows = []
     for task in tasks.TASKS:
         r = result["tasks"][task.name]
         tta, single, intra = (r["balanced_accuracy_tta"], r["balanced_accuracy_single_view"],
                               r["intra_rater"])
+        ci = r["intervals"]
         gap = None if intra is None else tta - intra
         met = "n/a" if gap is None else ("yes" if gap >= -TARGET_GAP else "no")
+        gap_text = "n/a" if gap is None else \
+            f"{100 * gap:+.1f} {_span(ci['model_minus_intra_rater'])}"
         rows.append([task.name, _pct(tta), _pct(single), _pct(intra),
-                     _pct(cohort_intra[task.name]), "n/a" if gap is None else f"{100 * gap:+.1f}",
-                     "yes" if tta >= single else "no", met, r["labelled_discs"]])
+                     _pct(cohort_intra[task.name]), gap_text,
+                     f"{'yes' if tta >= single else 'no'} {_span(ci['tta_minus_single_view'])}",
+                     met, r["labelled_discs"]])
     epochs, best_epoch, best_score = history
     lootus = result["lootus"] or {}
     text = benchlib.table(
@@ -108,7 +117,12 @@ def section_body(config, result, cohort_intra, seconds, history, command_dir):
         "Balanced accuracy (BA): mean per-class recall over the true classes present. "
         "Intra-rater: the same metric between the phantom's labels and its independent "
         "second reading -- the ceiling a perfect model of the readers would be measured "
-        "against; the whole-cohort figure is the steadier one (more discs).")
+        "against; the whole-cohort figure is the steadier one (more discs). In brackets: "
+        f"{100 * result['interval']['level']:.0f} % intervals of the paired differences "
+        f"(TTA - intra-rater, TTA - single view), {result['interval']['resamples']} bootstrap "
+        f"resamples of the {result['interval']['patients']} test patients; an interval that "
+        "reaches below -5 (or below 0 for TTA - single) means this test split cannot show "
+        "the target met, one that reaches above it that it cannot show it missed.")
     if lootus:
         text += ("\n\nLootus protocol (TTA): " + ", ".join(
             f"{k.replace('_', ' ')} {_pct(v)} %" for k, v in lootus.items()) + ".")
