@@ -54,6 +54,17 @@ def test_patient_is_deterministic_and_independent_of_cohort():
     assert c.image.shape != a.image.shape or not np.array_equal(c.image, a.image)
 
 
+def test_patient_ids_parse_back_and_anatomy_matches_the_rendered_patient():
+    assert phantom.parse_patient_id(phantom.patient_id(12, 345)) == (12, 345)
+    for bad in ("ph12", "p12-3", "ph12-3x", "ph-1-2"):
+        with pytest.raises(ValueError, match=bad):
+            phantom.parse_patient_id(bad)
+    patient = phantom.make_patient(3, 7)
+    anatomy = phantom.patient_anatomy(*phantom.parse_patient_id(patient.patient_id))
+    assert anatomy.labels == patient.labels and anatomy.reread == patient.reread
+    assert anatomy.lesions == patient.anatomy.lesions
+
+
 def test_acquisition_ranges(anatomies):
     thickness = np.array([a.acquisition.spacing_mm[0] for a in anatomies])
     in_plane = np.array([a.acquisition.spacing_mm[1] for a in anatomies])

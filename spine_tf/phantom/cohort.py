@@ -18,6 +18,7 @@ import concurrent.futures
 import dataclasses
 import multiprocessing
 import os
+import re
 
 import nibabel as nib
 import numpy as np
@@ -60,11 +61,31 @@ def patient_id(seed, index):
     return f"ph{seed}-{index:05d}"
 
 
+def parse_patient_id(pid):
+    """(seed, index) of a phantom patient id made by ``patient_id``.
+
+    Raises:
+        ValueError: ``pid`` is not a phantom patient id.
+    """
+    match = re.fullmatch(r"ph(\d+)-(\d+)", pid)
+    if match is None:
+        raise ValueError(f"{pid!r} is not a phantom patient id (ph<seed>-<index>)")
+    return int(match.group(1)), int(match.group(2))
+
+
+def patient_anatomy(seed, index, config=PhantomConfig()):
+    """The anatomy (lesions, latent grades, labels) of a patient, without rendering it.
+
+    The same draw ``make_patient`` starts with, so it describes that patient's scan.
+    """
+    return sample_anatomy(np.random.default_rng([seed, index]), patient_id(seed, index), config)
+
+
 def make_patient(seed, index, config=PhantomConfig()):
     """Draws and renders phantom patient ``index`` of the cohort with ``seed``."""
     rng = np.random.default_rng([seed, index])
     pid = patient_id(seed, index)
-    anatomy = sample_anatomy(rng, pid, config)
+    anatomy = sample_anatomy(rng, pid, config)  # as patient_anatomy draws it
     image, mask, lesions, signal = render(anatomy, rng)
     affine = internal_affine(anatomy.acquisition)
     return PhantomPatient(

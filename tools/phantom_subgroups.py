@@ -1,0 +1,147 @@
+"""Which phantom lesions a trained model finds: recall of the lesion tasks by kind of lesion.
+
+The phantom knows what no label says: every lesion's strength and, for marrow
+changes, whether it is brighter or darker than marrow. This reads the per-disc
+predictions of an evaluated run (``spine-tf evaluate`` writes
+``RUN/evaluation_<split>/predictions.csv``), redraws each patient's anatomy
+(``phantom.patient_anatomy``, no rendering) and reports per lesion task:
+
+- among discs labelled positive, the share predicted positive, by lesion
+  brightness (marrow) and strength band;
+- among discs labelled negative, the share predicted positive, with and
+  without a sub-threshold lesion.
+
+Intervals are Wilson 95 % intervals over discs (a patient's discs are counted
+as independent, so they are somewhat too narrow). Writes a section of
+docs/accuracy.md.
+
+Example:
+    .venv/bin/python tools/phantom_subgroups.py --run-dir /work/runs/acc_w025 \\
+        --data-dir /work/tfds --split train --section "Lesion subgroups, training split"
+"""
+
+import argparse
+import csv
+import math
+import os
+import shlex
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
+
+from spine_tf import config as config_lib  # noqa: E402
+from spine_tf import evaluation, phantom, tasks, train  # noqa: E402
+
+ACCURACY_DOC = os.path.join(os.path.dirname(benchlib.DOCS), "accuracy.md")
+STRENGTH_BANDS = ((0.0, 0.42, "strength < 0.42 (read positive by noise)"),
+                  (0.42, 0.7, "strength 0.42-0.7"), (0.7, 1.01, "strength 0.7-1.0"))
+"""Strength bands of positive discs; 0.42 is where the phantom's clear lesions start."""
+
+
+def wilson(hits, total, z=1.96):
+    """Wilson score interval (low, high) of a proportion; None for no trials."""
+    if total == 0:
+        return None
+    p = hits / total
+    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def lesion_groups(lesion, truth):
+    """The subgroups a labelled disc counts in, given its lesion (None: no lesion)."""
+    if truth == 0:
+        if lesion is None:
+            return ["negative, no lesion"]
+        groups = ["negative, sub-threshold lesion"]
+    else:
+        groups = ["positive, all"]
+        if lesion is None:
+            return groups
+        groups += [f"positive, {name}" for low, high, name in STRENGTH_BANDS
+                   if low <= lesion.strength < high]
+    if lesion.task.startswith("marrow"):
+        shade = "bright" if lesion.brightness > 1 else "dark"
+        groups.append(f"{groups[0]}, {shade}" if truth == 0 else f"positive, {shade} lesion")
+    return groups
+
+
+def count(rows, anatomy_of):
+    """{(task, group): [predicted positive, discs]} over the labelled discs of ``rows``."""
+    counts = {}
+    for row in rows:
+        anatomy = anatomy_of(row["patient_id"])
+        for task in tasks.LESION_TASKS:
+            truth = int(row[f"{task.name}_truth"])
+            if truth < 0:
+                continue
+            found = [les for les in anatomy.lesions
+                     if les.task == task.name and les.level == row["level"]]
+            hit = int(row[f"{task.name}_grade"]) > 0
+            for group in lesion_groups(found[0] if found else None, truth):
+                cell = counts.setdefault((task.name, group), [0, 0])
+                cell[0] += hit
+                cell[1] += 1
+    return counts
+
+
+def section_body(counts, run_dir, split, discs):
+    rows = []
+    for task in tasks.LESION_TASKS:
+        for (name, group), (hits, total) in sorted(
+                (k, v) for k, v in counts.items() if k[0] == task.name):
+            interval = wilson(hits, total)
+            rows.append([name, group, total, hits, f"{100 * hits / total:.1f}",
+                         f"{100 * interval[0]:.1f}-{100 * interval[1]:.1f}"])
+    text = benchlib.table(["task", "group", "discs", "predicted positive", "share (%)",
+                           "95 % interval"], rows)
+    return text + (
+        f"\n\nRun `{run_dir}`, split `{split}` ({discs} discs), the predictions of its "
+        "evaluation report (TTA when it ran). Positive rows: recall within the group; "
+        "negative rows: false-positive rate. Brightness and strength are the phantom's own "
+        "(hidden from the model and from the labels); a disc labelled positive whose lesion "
+        "is weaker than 0.42 was read positive through the reader's noise. Wilson intervals "
+        "over discs.")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run-dir", required=True)
+    parser.add_argument("--split", help="evaluated split (default: the run's test split)")
+    parser.add_argument("--data-dir", help="TFDS data dir (default: the run's)")
+    parser.add_argument("--section", default="Lesion subgroups")
+    args = parser.parse_args(argv)
+    config = config_lib.load(os.path.join(args.run_dir, "config.json"))
+    if args.data_dir:
+        config = config_lib.override(config, [f"data.data_dir={args.data_dir!r}"])
+    builder_config = train.prepare_dataset(config.data).builder_config
+    if builder_config.source != "phantom":
+        sys.exit(f"{args.run_dir}: trained on a {builder_config.source!r} source; lesion "
+                 "subgroups exist only for phantom cohorts")
+    split = args.split or config.data.test_split
+    path = os.path.join(args.run_dir, f"evaluation_{split}", evaluation.CSV_NAME)
+    if not os.path.exists(path):
+        sys.exit(f"{path}: missing; run `spine-tf evaluate --run-dir {args.run_dir} "
+                 f"--split {split}` first")
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    cache = {}
+
+    def anatomy_of(pid):
+        if pid not in cache:
+            seed, index = phantom.parse_patient_id(pid)
+            cache[pid] = phantom.patient_anatomy(seed, index, builder_config.phantom)
+        return cache[pid]
+
+    body = section_body(count(rows, anatomy_of), args.run_dir, split, len(rows))
+    print(body)
+    command = "python tools/phantom_subgroups.py " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    benchlib.write_section(args.section, body, command, path=ACCURACY_DOC,
+                           title="Accuracy on the phantom cohort")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
