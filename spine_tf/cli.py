@@ -122,11 +122,17 @@ def _parser():
                              "second reader's agreement, the Lootus protocol, confusion "
                              "matrices; writes JSON, Markdown, CSV and PNGs.")
     ev.add_argument("--run-dir", required=True, help="a spine-tf train run directory")
-    ev.add_argument("--split", help="split to score (default: the run's test split)")
+    ev.add_argument("--split", help="split to score: a TFDS split expression or 'all' "
+                    "(default: the run's test split)")
     ev.add_argument("--model-file", default="best.keras",  # train.BEST_MODEL
                     help="model in the run dir (default: %(default)s)")
+    ev.add_argument("--data", action="append", default=[], metavar="KEY=VALUE",
+                    help="override the run's data config to score another dataset, e.g. "
+                    "--data patients=500 --data seed=1 --split all (a fresh phantom "
+                    "cohort, every split)")
     ev.add_argument("--no-tta", action="store_true", help="single view only")
-    ev.add_argument("--out", help="report folder (default: RUN_DIR/evaluation_<split>)")
+    ev.add_argument("--out", help="report folder (default: RUN_DIR/evaluation_<split>, "
+                    "with the --data overrides in the name)")
     ev.set_defaults(run=_evaluate)
 
     exp = commands.add_parser("export", help="export a model for TF Serving",
@@ -303,7 +309,8 @@ def _train(args):
 def _evaluate(args):
     from spine_tf import evaluation, experiments
     result, out = experiments.evaluate_run(args.run_dir, split=args.split, tta=not args.no_tta,
-                                           out_dir=args.out, model_file=args.model_file)
+                                           out_dir=args.out, model_file=args.model_file,
+                                           data=args.data)
     with open(os.path.join(out, evaluation.MARKDOWN_NAME), encoding="utf-8") as f:
         print(f.read().split("## Confusion matrices")[0].rstrip())
     print(f"\nreport (with confusion matrices and per-disc predictions): {out}")

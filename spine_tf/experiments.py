@@ -11,6 +11,7 @@ single-task comparison (six single-task models at the same branch point).
 import dataclasses
 import json
 import os
+import re
 
 import numpy as np
 
@@ -22,25 +23,49 @@ from spine_tf.io.atomic import write_json, write_text
 SWEEP_JSON, SWEEP_MARKDOWN = "sweep.json", "sweep.md"
 
 
-def run_model_and_split(run_dir, split, model_file):
-    """(model, dataset split, split name) of a run (default: the run's test split)."""
+def run_data_config(run_dir, data=()):
+    """The DataConfig a run was trained on, with ``key=value`` overrides applied."""
     config = config_lib.load(os.path.join(run_dir, "config.json"))
-    builder = train.prepare_dataset(config.data)
-    split = split or config.data.test_split
+    return config_lib.override(config, [f"data.{a}" for a in data]).data
+
+
+def run_model_and_split(run_dir, split, model_file, data=()):
+    """(model, dataset split, split name) of a run (default: the run's test split).
+
+    ``data``: ``key=value`` overrides of the run's data config, to score the
+    model on another dataset (e.g. ``patients=500``, ``seed=1``: a fresh
+    phantom cohort, whose every split is unseen: ``split="all"``). ``split``
+    is a TFDS split expression or ``all`` (every split the dataset has).
+    """
+    data_config = run_data_config(run_dir, data)
+    builder = train.prepare_dataset(data_config)
+    split = split or data_config.test_split
+    expression = "+".join(builder.info.splits) if split == "all" else split
     model = model_lib.load_model(os.path.join(run_dir, model_file))
-    return model, builder.as_dataset(split=split), split
+    return model, builder.as_dataset(split=expression), split
 
 
-def evaluate_run(run_dir, split=None, tta=True, out_dir=None, model_file=train.BEST_MODEL):
+def evaluation_dir_name(split, data=()):
+    """Default report folder name: ``evaluation_<split>``, with the data overrides in it."""
+    return "evaluation_" + re.sub(r"[^0-9A-Za-z]+", "_", "_".join(
+        [a.replace("=", "") for a in data] + [split])).strip("_")
+
+
+def evaluate_run(run_dir, split=None, tta=True, out_dir=None, model_file=train.BEST_MODEL,
+                 data=()):
     """Evaluates a run's model on its test split (or ``split``) and writes the report.
+
+    ``data``: overrides of the run's data config (``run_model_and_split``); the
+    result records them as ``data``.
 
     Returns:
         (result of ``evaluation.evaluate``, the report folder).
     """
-    model, data, split = run_model_and_split(run_dir, split, model_file)
-    result = evaluation.evaluate(model, data, tta=tta)
+    model, dataset, split = run_model_and_split(run_dir, split, model_file, data)
+    result = evaluation.evaluate(model, dataset, tta=tta)
     result["split"] = split
-    out_dir = out_dir or os.path.join(run_dir, f"evaluation_{split}")
+    result["data"] = list(data)
+    out_dir = out_dir or os.path.join(run_dir, evaluation_dir_name(split, data))
     evaluation.write_report(result, out_dir, model_name=os.path.join(run_dir, model_file))
     return result, out_dir
 

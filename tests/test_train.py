@@ -104,6 +104,26 @@ def test_single_task_training_moves_only_its_head(data_dir, tmp_path):
     assert moved > 1e-3
 
 
+def test_evaluate_on_another_cohort(data_dir, tmp_path, capsys):
+    from spine_tf import cli
+    run = os.fspath(tmp_path / "run")
+    train.train(_config(data_dir, "train.epochs=1"), run, verbose=0)
+    # a fresh cohort (seed 25, 3 patients), every split of it: no patient seen in training
+    assert cli.main(["evaluate", "--run-dir", run, "--data", "patients=3", "--data", "seed=25",
+                     "--split", "all", "--no-tta"]) == 0
+    out = os.path.join(run, "evaluation_patients3_seed25_all")
+    assert out in capsys.readouterr().out
+    with open(os.path.join(out, "evaluation.json"), encoding="utf-8") as f:
+        result = json.load(f)
+    assert result["data"] == ["patients=3", "seed=25"]
+    assert result["split"] == "all" and result["interval"]["patients"] == 3
+    with open(os.path.join(out, "predictions.csv"), encoding="utf-8") as f:
+        patients = {row["patient_id"] for row in csv.DictReader(f)}
+    assert patients == {"ph25-00000", "ph25-00001", "ph25-00002"}
+    # the run itself still names its own data
+    assert config_lib.load(os.path.join(run, "config.json")).data.seed == 24
+
+
 def test_config_overrides_and_errors(tmp_path):
     config = config_lib.override(config_lib.ExperimentConfig(), [
         "model.branch_point=fc6", "train.epochs=7", "pipeline.augmentation.rotation_deg=5.0",

@@ -81,7 +81,7 @@ def _span(interval):
     return "" if interval is None else f"({100 * interval[0]:+.1f} to {100 * interval[1]:+.1f})"
 
 
-def section_body(config, result, cohort_intra, seconds, history, command_dir):
+def section_body(config, result, cohort_intra, seconds, history, command_dir, scored_name):
     rows = []
     for task in tasks.TASKS:
         r = result["tasks"][task.name]
@@ -99,14 +99,17 @@ def section_body(config, result, cohort_intra, seconds, history, command_dir):
     epochs, best_epoch, best_score = history
     lootus = result["lootus"] or {}
     text = benchlib.table(
-        ["task", "BA, TTA (%)", "BA, single view (%)", "intra-rater, test discs (%)",
-         "intra-rater, whole cohort (%)", "TTA - intra (test)", "TTA >= single",
+        ["task", "BA, TTA (%)", "BA, single view (%)", "intra-rater, scored discs (%)",
+         "intra-rater, whole cohort (%)", "TTA - intra", "TTA >= single",
          "within 5 points", "test discs"], rows)
     data = config.data
     cohort = f"{data.patients} patients (seed {data.seed})" if data.patients else data.config
+    scored = (f"test split `{data.test_split}`" if not result["data"] else
+              f"split `{result['split']}` of spine_discs `{scored_name}`, a cohort the model "
+              "never saw")
     text += (
-        f"\n\nCohort: spine_discs `{cohort}`; test split `{data.test_split}` "
-        f"({result['discs']} discs). Model: width {config.model.width}, branch point "
+        f"\n\nTrained on spine_discs `{cohort}`; scored on {scored} "
+        f"({result['discs']} discs, {result['interval']['patients']} patients). Model: width {config.model.width}, branch point "
         f"{config.model.branch_point}; batch {config.pipeline.batch_size}, SGD lr "
         f"{config.train.learning_rate} (x{config.train.lr_factor} after "
         f"{config.train.lr_patience} epochs without validation-loss improvement), "
@@ -120,7 +123,7 @@ def section_body(config, result, cohort_intra, seconds, history, command_dir):
         "against; the whole-cohort figure is the steadier one (more discs). In brackets: "
         f"{100 * result['interval']['level']:.0f} % intervals of the paired differences "
         f"(TTA - intra-rater, TTA - single view), {result['interval']['resamples']} bootstrap "
-        f"resamples of the {result['interval']['patients']} test patients; an interval that "
+        f"resamples of the {result['interval']['patients']} scored patients; an interval that "
         "reaches below -5 (or below 0 for TTA - single) means this test split cannot show "
         "the target met, one that reaches above it that it cannot show it missed.")
     if lootus:
@@ -138,15 +141,20 @@ def main(argv=None):
     parser.add_argument("--data-dir", help="TFDS data dir")
     parser.add_argument("--section", default="Phantom accuracy",
                         help="section name in docs/accuracy.md")
+    parser.add_argument("--eval-data", action="append", default=[], metavar="KEY=VALUE",
+                        help="score on another dataset (spine-tf evaluate --data), e.g. "
+                        "patients=500 and seed=1 with --eval-split all: a fresh cohort")
+    parser.add_argument("--eval-split", help="split scored (default: the run's test split)")
     args = parser.parse_args(argv)
     assignments = list(args.set) + ([f"data.data_dir={args.data_dir!r}"] if args.data_dir
                                     else [])
     config = train.resolved_config(args.config, assignments)
     seconds = train_timed(config, args.run_dir)
-    result, out = experiments.evaluate_run(args.run_dir)
-    cohort_intra = cohort_intra_rater(train.prepare_dataset(config.data))
-    body = section_body(config, result, cohort_intra, seconds, history_summary(args.run_dir),
-                        args.run_dir)
+    result, out = experiments.evaluate_run(args.run_dir, split=args.eval_split,
+                                           data=args.eval_data)
+    scored = train.prepare_dataset(experiments.run_data_config(args.run_dir, args.eval_data))
+    body = section_body(config, result, cohort_intra_rater(scored), seconds,
+                        history_summary(args.run_dir), args.run_dir, scored.builder_config.name)
     command = "python tools/phantom_accuracy.py " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     benchlib.write_section(args.section, body, command, path=ACCURACY_DOC,

@@ -17,7 +17,7 @@ docs/accuracy.md.
 
 Example:
     .venv/bin/python tools/phantom_subgroups.py --run-dir /work/runs/acc_w025 \\
-        --data-dir /work/tfds --split train --section "Lesion subgroups, training split"
+        --split train --section "Lesion subgroups, training split"
 """
 
 import argparse
@@ -30,8 +30,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # noqa: E402
 
-from spine_tf import config as config_lib  # noqa: E402
-from spine_tf import evaluation, phantom, tasks, train  # noqa: E402
+from spine_tf import evaluation, experiments, phantom, tasks, train  # noqa: E402
 
 ACCURACY_DOC = os.path.join(os.path.dirname(benchlib.DOCS), "accuracy.md")
 STRENGTH_BANDS = ((0.0, 0.42, "strength < 0.42 (read positive by noise)"),
@@ -109,21 +108,21 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run-dir", required=True)
     parser.add_argument("--split", help="evaluated split (default: the run's test split)")
-    parser.add_argument("--data-dir", help="TFDS data dir (default: the run's)")
+    parser.add_argument("--data", action="append", default=[], metavar="KEY=VALUE",
+                        help="the evaluation's data overrides (spine-tf evaluate --data)")
     parser.add_argument("--section", default="Lesion subgroups")
     args = parser.parse_args(argv)
-    config = config_lib.load(os.path.join(args.run_dir, "config.json"))
-    if args.data_dir:
-        config = config_lib.override(config, [f"data.data_dir={args.data_dir!r}"])
-    builder_config = train.prepare_dataset(config.data).builder_config
+    data_config = experiments.run_data_config(args.run_dir, args.data)
+    builder_config = train.prepare_dataset(data_config).builder_config
     if builder_config.source != "phantom":
-        sys.exit(f"{args.run_dir}: trained on a {builder_config.source!r} source; lesion "
+        sys.exit(f"{args.run_dir}: scored on a {builder_config.source!r} source; lesion "
                  "subgroups exist only for phantom cohorts")
-    split = args.split or config.data.test_split
-    path = os.path.join(args.run_dir, f"evaluation_{split}", evaluation.CSV_NAME)
+    split = args.split or data_config.test_split
+    path = os.path.join(args.run_dir, experiments.evaluation_dir_name(split, args.data),
+                        evaluation.CSV_NAME)
     if not os.path.exists(path):
         sys.exit(f"{path}: missing; run `spine-tf evaluate --run-dir {args.run_dir} "
-                 f"--split {split}` first")
+                 + "".join(f"--data {a} " for a in args.data) + f"--split {split}` first")
     with open(path, encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
     cache = {}
@@ -134,7 +133,8 @@ def main(argv=None):
             cache[pid] = phantom.patient_anatomy(seed, index, builder_config.phantom)
         return cache[pid]
 
-    body = section_body(count(rows, anatomy_of), args.run_dir, split, len(rows))
+    where = f"{split} of {builder_config.name}" if args.data else split
+    body = section_body(count(rows, anatomy_of), args.run_dir, where, len(rows))
     print(body)
     command = "python tools/phantom_subgroups.py " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
