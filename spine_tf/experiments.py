@@ -137,7 +137,7 @@ def sweep(base, out_dir, branch_points=None, single_task=False, verbose=0):
     rows, intra = {}, {t.name: [] for t in tasks.TASKS}
     for name, row, only_task, config in _runs(base, branch_points, single_task):
         run_dir = os.path.join(out_dir, name)
-        report = os.path.join(run_dir, f"evaluation_{config.data.test_split}",
+        report = os.path.join(run_dir, evaluation_dir_name(config.data.test_split),
                               evaluation.JSON_NAME)
         if not os.path.exists(report):
             if not os.path.exists(os.path.join(run_dir, train.FINAL_MODEL)):  # trained already?
