@@ -34,6 +34,12 @@ class AugmentConfig:
         scale: isotropic in-plane scaling uniform in [lo, hi].
         intensity: offset uniform in [-i, +i] added to every voxel.
         flip_probability: chance of reversing the slice order.
+        mirror_probability: chance of reflecting the rows about the volume's
+            centre (across the disc plane: the vertebra above becomes the
+            one below), with the upper and lower lesion labels swapped
+            (``input_pipeline``; ``tasks.MIRRORED``). Not in the paper, so
+            off by default; it shows each upper/lower head the other side's
+            lesions too.
     """
 
     rotation_deg: float = 15.0
@@ -43,9 +49,10 @@ class AugmentConfig:
     scale: tuple = (0.9, 1.1)
     intensity: float = 0.1
     flip_probability: float = 0.5
+    mirror_probability: float = 0.0
 
 
-NONE = AugmentConfig(0.0, 0.0, 0.0, 0, (1.0, 1.0), 0.0, 0.0)
+NONE = AugmentConfig(0.0, 0.0, 0.0, 0, (1.0, 1.0), 0.0, 0.0, 0.0)
 """No augmentation (identity draws)."""
 
 
@@ -60,7 +67,7 @@ def draw(batch_size, seed, config=AugmentConfig()):
     Returns:
         dict of (batch,) tensors: ``angle`` (radians), ``shift_cols``,
         ``shift_rows`` (pixels), ``scale``, ``shift_slices`` (int32),
-        ``flip`` (bool), ``intensity``.
+        ``flip`` (bool), ``intensity``, ``mirror`` (bool); ``DRAW_DTYPES``.
     """
     seed = tf.cast(tf.convert_to_tensor(seed), tf.int64)
     seeds = tf.random.experimental.stateless_split(seed, num=7)
@@ -79,22 +86,34 @@ def draw(batch_size, seed, config=AugmentConfig()):
             shape, seeds[4], -config.shift_slices, config.shift_slices + 1, dtype=tf.int32),
         "flip": uniform(5, 0.0, 1.0) < config.flip_probability,
         "intensity": uniform(6, -config.intensity, config.intensity),
+        # its own seed, so adding it left every other draw as it was
+        "mirror": tf.random.stateless_uniform(
+            shape, tf.random.experimental.stateless_fold_in(seed, 7), 0.0, 1.0)
+        < config.mirror_probability,
     }
+
+
+DRAW_DTYPES = {"angle": tf.float32, "shift_cols": tf.float32, "shift_rows": tf.float32,
+               "scale": tf.float32, "shift_slices": tf.int32, "flip": tf.bool,
+               "intensity": tf.float32, "mirror": tf.bool}
+"""The keys of a draws dict and their dtypes."""
 
 
 def _in_plane_matrix(draws, height, width, inverse):
     """(batch, 3, 3) affine on (x=col, y=row, 1): output point <- input point.
 
-    The forward warp moves an input point p to R S (p - c) + c + t, with c
-    the image centre; ``inverse=True`` gives the map back.
+    The forward warp moves an input point p to R S M (p - c) + c + t, with c
+    the image centre and M the row reflection (diag(1, -1)) when ``mirror``;
+    ``inverse=True`` gives the map back.
     """
     cos, sin = tf.cos(draws["angle"]), tf.sin(draws["angle"])
     scale = draws["scale"]
+    rows = scale * tf.where(draws["mirror"], -1.0, 1.0)
     zeros, ones = tf.zeros_like(cos), tf.ones_like(cos)
     cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
     t = tf.stack([draws["shift_cols"], draws["shift_rows"]], axis=-1)
-    linear = tf.stack([tf.stack([cos * scale, -sin * scale], -1),
-                       tf.stack([sin * scale, cos * scale], -1)], axis=-2)  # (b, 2, 2)
+    linear = tf.stack([tf.stack([cos * scale, -sin * rows], -1),
+                       tf.stack([sin * scale, cos * rows], -1)], axis=-2)  # (b, 2, 2)
     centre = tf.constant([cx, cy], tf.float32)
     offset = centre + t - tf.linalg.matvec(linear, tf.broadcast_to(centre, tf.shape(t)))
     matrix = tf.concat([tf.concat([linear, offset[..., None]], -1),

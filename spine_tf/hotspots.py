@@ -63,9 +63,6 @@ WHOLE_VOLUME = np.tile(np.array([[0.0, 0.0, 1.0, 1.0]], np.float32), (SLICES, 1)
 LOCALISATION_JSON, LOCALISATION_MARKDOWN = "localisation.json", "localisation.md"
 
 _VOLUMES = tf.TensorSpec((None,) + tuple(VOLUME_SHAPE), tf.float32)
-_DRAW_SPECS = {"angle": tf.float32, "shift_cols": tf.float32, "shift_rows": tf.float32,
-               "scale": tf.float32, "shift_slices": tf.int32, "flip": tf.bool,
-               "intensity": tf.float32}
 
 
 def _as_volumes(volumes):
@@ -180,6 +177,12 @@ def summed_maps(model, task_indices, volumes, disc, draws, classes, discs):
     return tf.stack(maps)
 
 
+def _unmirrored(augment_config):
+    """The ranges hotspots use: never mirrored, since on a copy reflected across
+    the disc plane an upper task's evidence belongs to the lower head."""
+    return dataclasses.replace(augment_config, mirror_probability=0.0)
+
+
 def graph_hotspots(model, task_index, volumes, classes, augmentations=AUGMENTATIONS, seed=0,
                    chunk=CHUNK, augment_config=augment.AugmentConfig()):
     """Pure TF (for a SavedModel signature): one task's hotspots, as ``Hotspots.explain``.
@@ -205,7 +208,7 @@ def graph_hotspots(model, task_index, volumes, classes, augmentations=AUGMENTATI
     disc = tf.repeat(tf.range(n, dtype=tf.int32), augmentations)
     rows = tf.repeat(tf.cast(classes, tf.int32), augmentations)[:, None]
     draws = augment.draw(total, tf.stack([tf.constant(0, tf.int64), tf.cast(seed, tf.int64)]),
-                         augment_config)
+                         _unmirrored(augment_config))
 
     def body(start, summed):
         stop = tf.minimum(start + chunk, total)
@@ -225,7 +228,8 @@ class Hotspots:
 
     Args:
         model: a SpineNet Keras model (list of logits in task-table order).
-        augment_config: the augmentation ranges (default: training's).
+        augment_config: the augmentation ranges (default: training's; its
+            ``mirror_probability`` is ignored).
         chunk: augmented copies per forward/backward batch; 1 gives the
             per-augmentation loop (for comparison only: many times slower).
 
@@ -243,7 +247,7 @@ class Hotspots:
         if int(chunk) < 1:
             raise ValueError(f"chunk must be at least 1, not {chunk}")
         self.model = model
-        self.augment_config = augment_config
+        self.augment_config = _unmirrored(augment_config)
         self.chunk = int(chunk)
         self._functions = {}
         ref = weakref.ref(model)
@@ -263,7 +267,7 @@ class Hotspots:
         if function is not None:
             return function
         ref = weakref.ref(self.model)
-        draw_spec = {k: tf.TensorSpec((None,), dtype) for k, dtype in _DRAW_SPECS.items()}
+        draw_spec = {k: tf.TensorSpec((None,), dtype) for k, dtype in augment.DRAW_DTYPES.items()}
 
         @tf.function(input_signature=[_VOLUMES, tf.TensorSpec((None,), tf.int32), draw_spec,
                                       tf.TensorSpec((None, len(task_indices)), tf.int32),

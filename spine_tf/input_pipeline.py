@@ -142,6 +142,9 @@ def training_dataset(dataset, class_weights, config=PipelineConfig(), initial_ep
             volumes, labels = batch
             draws = augment.draw(tf.shape(volumes)[0], tf.stack([epoch_seed, index]),
                                  augment_config)
+            # a volume reflected across the disc plane swaps upper and lower lesions
+            labels = tuple(tf.where(draws["mirror"], labels[j], labels[i])
+                           for i, j in enumerate(tasks.MIRRORED))
             return augment.apply(volumes, draws), labels
 
         return batches.map(augmented, num_parallel_calls=AUTOTUNE)

@@ -67,6 +67,19 @@ TASK_NAMES = tuple(task.name for task in TASKS)
 LESION_TASKS = tuple(task for task in TASKS if task.lesion is not None)
 
 
+def _mirror_index(task):
+    if task.lesion is None:
+        return TASKS.index(task)
+    kind, side = task.lesion
+    other = {"upper": "lower", "lower": "upper"}[side]
+    return next(i for i, t in enumerate(TASKS) if t.lesion == (kind, other))
+
+
+MIRRORED = tuple(_mirror_index(task) for task in TASKS)
+"""For each task (in order), the index of the task whose label it takes when the
+volume is reflected across the disc plane: upper and lower swap, the rest stay."""
+
+
 def task(name):
     """Returns the task called ``name``; raises KeyError listing the valid names."""
     for candidate in TASKS:

@@ -63,7 +63,8 @@ def _draws(view_list):
             "shift_rows": tf.constant(rows, tf.float32),
             "flip": tf.constant(flip, tf.bool),
             "shift_slices": tf.constant(slices, tf.int32),
-            "angle": zeros, "scale": zeros + 1.0, "intensity": zeros}
+            "angle": zeros, "scale": zeros + 1.0, "intensity": zeros,
+            "mirror": tf.zeros((len(view_list),), tf.bool)}
 
 
 def view_draws(batch):

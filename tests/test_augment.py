@@ -17,10 +17,10 @@ def _smooth_volumes(n, seed=0):
 
 def _fixed(**values):
     base = {"angle": 0.0, "shift_cols": 0.0, "shift_rows": 0.0, "scale": 1.0, "shift_slices": 0,
-            "flip": False, "intensity": 0.0}
+            "flip": False, "intensity": 0.0, "mirror": False}
     base.update(values)
-    dtypes = {"shift_slices": tf.int32, "flip": tf.bool}
-    return {k: tf.constant([v], dtypes.get(k, tf.float32)) for k, v in base.items()}
+    assert set(base) == set(augment.DRAW_DTYPES)
+    return {k: tf.constant([v], augment.DRAW_DTYPES[k]) for k, v in base.items()}
 
 
 def test_draws_cover_the_papers_ranges():
@@ -34,6 +34,14 @@ def test_draws_cover_the_papers_ranges():
     assert sorted(np.unique(d["shift_slices"])) == [-2, -1, 0, 1, 2]
     assert 0.45 < d["flip"].mean() < 0.55
     assert abs(d["angle"].mean()) < 0.01 and abs(d["scale"].mean() - 1.0) < 0.005
+    assert not d["mirror"].any()  # not in the paper: off unless asked for
+    assert {k: v.dtype for k, v in augment.draw(2, seed=(3, 4)).items()} == augment.DRAW_DTYPES
+    mirrored = augment.draw(4000, (3, 4), augment.AugmentConfig(mirror_probability=0.3))
+    assert 0.27 < mirrored["mirror"].numpy().mean() < 0.33
+    # drawn from its own seed: asking for it leaves every other draw as it was
+    for key in d:
+        if key != "mirror":
+            np.testing.assert_array_equal(mirrored[key], d[key])
 
 
 def test_draws_are_seeded():
@@ -56,6 +64,20 @@ def test_translation_and_slice_shift_move_a_point_exactly():
     shifted = augment.apply(np.ones((1, 112, 224, 9), np.float32), _fixed(shift_slices=-2),
                             intensity=False).numpy()
     np.testing.assert_array_equal(shifted[0, 56, 112], [1] * 7 + [0, 0])
+
+
+def test_mirror_reflects_rows_about_the_centre_and_inverts():
+    volume = np.zeros((1, 112, 224, 9), np.float32)
+    volume[0, 20, 100, 3] = 1.0
+    out = augment.apply(volume, _fixed(mirror=True), intensity=False).numpy()
+    assert [tuple(p) for p in np.argwhere(out[0] > 0.99)] == [(111 - 20, 100, 3)]
+    # composed with a shift and a rotation, the inverse still undoes it
+    x = _smooth_volumes(1)
+    d = _fixed(mirror=True, angle=0.2, shift_rows=5.0, scale=1.05)
+    back = augment.invert(augment.apply(x, d, intensity=False), d).numpy()
+    seen = augment.invert(augment.apply(np.ones_like(x), d, intensity=False), d).numpy()
+    interior = ndimage.binary_erosion(seen > 0.999, structure=np.ones((1, 3, 3, 1)), iterations=3)
+    assert interior.mean() > 0.4 and np.abs(back - x)[interior].max() < 0.01
 
 
 def test_rotation_and_scale_about_the_centre():

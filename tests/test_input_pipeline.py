@@ -1,5 +1,7 @@
 """The tf.data pipelines on a small phantom spine_discs dataset."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -91,3 +93,25 @@ def test_training_stream_ignores_a_global_seed(train_split, global_seed):
     finally:
         tf.random.set_seed(None)
     np.testing.assert_array_equal(seeded.numpy(), reference.numpy())
+
+
+def test_mirrored_volumes_swap_the_upper_and_lower_labels(train_split):
+    assert tasks.MIRRORED == (0, 1, 3, 2, 5, 4)
+    weights, _ = input_pipeline.training_statistics(train_split)
+    mirror_only = dataclasses.replace(augment.NONE, mirror_probability=1.0)
+    config = input_pipeline.PipelineConfig(batch_size=4, augmentation=mirror_only, seed=2)
+    stored = [(spine_discs.from_stored(e["disc_volume"]).numpy(),
+               [int(e["labels"][name]) for name in tasks.TASK_NAMES])
+              for e in train_split.as_numpy_iterator()]
+    epoch = input_pipeline.training_dataset(train_split, weights, config).take(
+        input_pipeline.steps_per_epoch(train_split, 4))
+    one_sided = 0
+    for volumes, labels, _ in epoch.as_numpy_iterator():
+        for b, volume in enumerate(volumes):
+            # every volume is a stored one upside down (rows reversed about the centre) ...
+            source = min(stored, key=lambda s: np.abs(volume - s[0][::-1]).max())
+            np.testing.assert_allclose(volume, source[0][::-1], atol=1e-5)
+            # ... labelled with the upper and lower lesions swapped
+            assert [int(label[b]) for label in labels] == [source[1][j] for j in tasks.MIRRORED]
+            one_sided += source[1][2] != source[1][3] or source[1][4] != source[1][5]
+    assert one_sided >= 1  # discs whose swap changes the labels were among them

@@ -28,9 +28,8 @@ def _softmax(logits):
 def _one_view_draws(view, n):
     cols, rows, flip, slices = view
     values = {"angle": 0.0, "shift_cols": float(cols), "shift_rows": float(rows), "scale": 1.0,
-              "shift_slices": slices, "flip": flip, "intensity": 0.0}
-    dtypes = {"shift_slices": tf.int32, "flip": tf.bool}
-    return {k: tf.constant([v] * n, dtypes.get(k, tf.float32)) for k, v in values.items()}
+              "shift_slices": slices, "flip": flip, "intensity": 0.0, "mirror": False}
+    return {k: tf.constant([v] * n, augment.DRAW_DTYPES[k]) for k, v in values.items()}
 
 
 def test_the_54_views_are_every_combination_once():
@@ -45,7 +44,7 @@ def test_the_54_views_are_every_combination_once():
     np.testing.assert_array_equal(draws["shift_rows"][54:], [v[1] for v in tta.VIEWS])
     np.testing.assert_array_equal(draws["flip"][54:], [v[2] for v in tta.VIEWS])
     np.testing.assert_array_equal(draws["shift_slices"][:54], [v[3] for v in tta.VIEWS])
-    assert not draws["angle"].any() and not draws["intensity"].any()
+    assert not draws["angle"].any() and not draws["intensity"].any() and not draws["mirror"].any()
     np.testing.assert_array_equal(draws["scale"], 1.0)
 
 
