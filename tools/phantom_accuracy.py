@@ -4,7 +4,7 @@ Trains one model (``spine-tf train`` settings; skipped when the run directory
 already holds a finished run), evaluates it on the test split with and without
 the 54-view TTA, and writes a section of docs/accuracy.md: per task the
 balanced accuracy with TTA and single view, the intra-rater agreement of the
-phantom's two readings on the same test discs and on the whole cohort, and
+phantom's two readings on the same scored discs and on the whole cohort, and
 the gap to it; the training time and the command that reproduces it.
 
 Example (the run in docs/accuracy.md):
@@ -101,7 +101,7 @@ def section_body(config, result, cohort_intra, seconds, history, command_dir, sc
     text = benchlib.table(
         ["task", "BA, TTA (%)", "BA, single view (%)", "intra-rater, scored discs (%)",
          "intra-rater, whole cohort (%)", "TTA - intra", "TTA >= single",
-         "within 5 points", "test discs"], rows)
+         "within 5 points", "discs scored"], rows)
     data = config.data
     cohort = f"{data.patients} patients (seed {data.seed})" if data.patients else data.config
     scored = (f"test split `{data.test_split}`" if not result["data"] else
