@@ -74,6 +74,10 @@ def test_batched_hotspot_equals_the_loop_over_augmentations(tiny_model):
         explainer("marrow_lower", x, [1, 0], 5, (3, 4)), maps)
     assert np.abs(explainer("marrow_lower", x, [1, 0], 5, (3, 5)) - maps).max() > 0.05
     assert np.abs(explainer("marrow_lower", x, [0, 0], 5, (3, 4))[0] - maps[0]).max() > 0.05
+    # training's mirror setting is dropped: a reflected copy's upper evidence is the lower head's
+    mirroring = augment.AugmentConfig(mirror_probability=1.0)
+    np.testing.assert_array_equal(hotspots.Hotspots(tiny_model, mirroring, chunk=4)(
+        "marrow_lower", x, [1, 0], 5, (3, 4)), maps)
 
 
 def test_the_gradient_is_warped_back_onto_the_disc():
