@@ -219,7 +219,8 @@ def _with_interval(value, interval):
     return f"{_percent(value)} ({100 * interval[0]:.1f}-{100 * interval[1]:.1f})"
 
 
-def _signed_interval(interval):
+def signed_interval(interval):
+    """'-4.1 to +6.0': an interval of a difference, in points ('n/a' for None)."""
     return "n/a" if interval is None else \
         f"{100 * interval[0]:+.1f} to {100 * interval[1]:+.1f}"
 
@@ -239,7 +240,7 @@ def _markdown(result, model_name):
         ci = r["intervals"]
         cells = [_with_interval(r[k], ci[k]) for k in (
             "balanced_accuracy_tta", "balanced_accuracy_single_view", "intra_rater")]
-        cells += [_signed_interval(ci["model_minus_intra_rater"]), str(r["labelled_discs"])]
+        cells += [signed_interval(ci["model_minus_intra_rater"]), str(r["labelled_discs"])]
         lines.append(f"| {task.name} | " + " | ".join(cells) + " |")
     interval = result["interval"]
     lines += ["", "Balanced accuracy: the mean over the true classes present of the share of "

@@ -4,7 +4,9 @@ import datetime
 import os
 import platform
 import re
+import shlex
 import statistics
+import sys
 import time
 
 DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs",
@@ -61,6 +63,12 @@ def table(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def reproduce_command(script, argv=None):
+    """'python tools/<script> ARGS': how a tool was called (``argv``; default sys.argv)."""
+    args = argv if argv is not None else sys.argv[1:]
+    return f"python tools/{os.path.basename(script)} " + " ".join(shlex.quote(a) for a in args)
 
 
 def write_section(name, body, command, path=DOCS, title="Benchmarks"):

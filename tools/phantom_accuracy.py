@@ -17,7 +17,6 @@ import argparse
 import csv
 import json
 import os
-import shlex
 import sys
 import time
 
@@ -26,7 +25,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # noqa: E402
 
-from spine_tf import experiments, metrics, tasks, train  # noqa: E402
+from spine_tf import evaluation, experiments, metrics, tasks, train  # noqa: E402
 
 ACCURACY_DOC = os.path.join(os.path.dirname(benchlib.DOCS), "accuracy.md")
 TIMING = "training_time.json"
@@ -78,7 +77,7 @@ def _pct(value):
 
 def _span(interval):
     """'(-4.1 to +6.0)': a bootstrap interval of a difference, in points."""
-    return "" if interval is None else f"({100 * interval[0]:+.1f} to {100 * interval[1]:+.1f})"
+    return "" if interval is None else f"({evaluation.signed_interval(interval)})"
 
 
 def section_body(config, result, cohort_intra, seconds, history, command_dir, scored_name):
@@ -109,7 +108,8 @@ def section_body(config, result, cohort_intra, seconds, history, command_dir, sc
               "never saw")
     text += (
         f"\n\nTrained on spine_discs `{cohort}`; scored on {scored} "
-        f"({result['discs']} discs, {result['interval']['patients']} patients). Model: width {config.model.width}, branch point "
+        f"({result['discs']} discs, {result['interval']['patients']} patients). "
+        f"Model: width {config.model.width}, branch point "
         f"{config.model.branch_point}; batch {config.pipeline.batch_size}, SGD lr "
         f"{config.train.learning_rate} (x{config.train.lr_factor} after "
         f"{config.train.lr_patience} epochs without validation-loss improvement), "
@@ -155,8 +155,7 @@ def main(argv=None):
     scored = train.prepare_dataset(experiments.run_data_config(args.run_dir, args.eval_data))
     body = section_body(config, result, cohort_intra_rater(scored), seconds,
                         history_summary(args.run_dir), args.run_dir, scored.builder_config.name)
-    command = "python tools/phantom_accuracy.py " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    command = benchlib.reproduce_command(__file__, argv)
     benchlib.write_section(args.section, body, command, path=ACCURACY_DOC,
                            title="Accuracy on the phantom cohort")
     print(f"evaluation report: {out}")

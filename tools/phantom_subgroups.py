@@ -24,7 +24,6 @@ import argparse
 import csv
 import math
 import os
-import shlex
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -135,9 +134,7 @@ def main(argv=None):
 
     where = f"{split} of {builder_config.name}" if args.data else split
     body = section_body(count(rows, anatomy_of), args.run_dir, where, len(rows))
-    print(body)
-    command = "python tools/phantom_subgroups.py " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    command = benchlib.reproduce_command(__file__, argv)
     benchlib.write_section(args.section, body, command, path=ACCURACY_DOC,
                            title="Accuracy on the phantom cohort")
     return 0
