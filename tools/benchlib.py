@@ -71,10 +71,13 @@ def reproduce_command(script, argv=None):
     return f"python tools/{os.path.basename(script)} " + " ".join(shlex.quote(a) for a in args)
 
 
-def write_section(name, body, command, path=DOCS, title="Benchmarks"):
-    """Replaces (or appends) section ``name`` of ``path`` (docs/benchmarks.md) and prints it."""
-    stamp = datetime.date.today().isoformat()
-    section = (f"<!-- {name} -->\n## {name}\n\nMeasured {stamp} on: {machine()}.  \n"
+def write_section(name, body, command, path=DOCS, title="Benchmarks", measured=None):
+    """Replaces (or appends) section ``name`` of ``path`` (docs/benchmarks.md) and prints it.
+
+    ``measured``: (date, machine) of a measurement made elsewhere; default today, here.
+    """
+    stamp, where = measured or (datetime.date.today().isoformat(), machine())
+    section = (f"<!-- {name} -->\n## {name}\n\nMeasured {stamp} on: {where}.  \n"
                f"Reproduce: `{command}`\n\n{body}\n<!-- /{name} -->")
     print(section)
     text = open(path, encoding="utf-8").read() if os.path.exists(path) else (
