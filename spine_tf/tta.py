@@ -55,8 +55,12 @@ PLAIN_BATCH = 64
 _SPEC = tf.TensorSpec((None,) + tuple(VOLUME_SHAPE), tf.float32)
 
 
-def _draws(view_list):
-    """``augment`` draws (no rotation, unit scale, no intensity offset) of a list of views."""
+def draws(view_list):
+    """``augment`` draws of a list of views (shift_cols, shift_rows, flip, shift_slices).
+
+    No rotation, unit scale, no intensity offset, no mirror: ``VIEWS`` are made
+    with these, and tools that study other view sets use it too.
+    """
     cols, rows, flip, slices = zip(*view_list)
     zeros = tf.zeros((len(view_list),), tf.float32)
     return {"shift_cols": tf.constant(cols, tf.float32),
@@ -81,7 +85,7 @@ def view_draws(batch):
         ``54 * d .. 54 * d + 53`` are disc ``d``'s views in ``VIEWS`` order.
     """
     multiples = tf.reshape(tf.cast(batch, tf.int32), (1,))
-    return {k: tf.tile(v, multiples) for k, v in _draws(VIEWS).items()}
+    return {k: tf.tile(v, multiples) for k, v in draws(VIEWS).items()}
 
 
 @functools.lru_cache(maxsize=None)
@@ -98,12 +102,12 @@ def _source_indices():
     with tf.init_scope():  # computed once, eagerly, even when first asked inside a tf.function
         numbers = tf.reshape(tf.range(1, rows * cols + 1, dtype=tf.float32), (1, rows, cols, 1))
         moved = augment.apply(tf.repeat(numbers, len(POSITIONS), axis=0),
-                              _draws([(c, r, False, 0) for c, r in POSITIONS]),
+                              draws([(c, r, False, 0) for c, r in POSITIONS]),
                               interpolation="NEAREST", intensity=False)
         pixels = tf.reshape(tf.cast(moved, tf.int32), (len(POSITIONS), rows * cols)) - 1
         numbers = tf.broadcast_to(tf.range(1, depth + 1, dtype=tf.float32), (1, 1, 1, depth))
         moved = augment.apply(tf.repeat(numbers, len(SLICE_ORDERS), axis=0),
-                              _draws([(0, 0, f, s) for f, s in SLICE_ORDERS]),
+                              draws([(0, 0, f, s) for f, s in SLICE_ORDERS]),
                               interpolation="NEAREST", intensity=False)
         slices = tf.reshape(tf.cast(moved, tf.int32), (len(SLICE_ORDERS), depth)) - 1
         return (np.where(pixels.numpy() < 0, rows * cols, pixels.numpy()).astype(np.int32),

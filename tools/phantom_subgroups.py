@@ -28,10 +28,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # noqa: E402
+from phantom_accuracy import ACCURACY_DOC  # noqa: E402
 
 from spine_tf import evaluation, experiments, phantom, tasks, train  # noqa: E402
 
-ACCURACY_DOC = os.path.join(os.path.dirname(benchlib.DOCS), "accuracy.md")
 STRENGTH_BANDS = ((0.0, 0.42, "strength < 0.42 (read positive by noise)"),
                   (0.42, 0.7, "strength 0.42-0.7"), (0.7, 1.01, "strength 0.7-1.0"))
 """Strength bands of positive discs; 0.42 is where the phantom's clear lesions start."""

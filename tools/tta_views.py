@@ -1,73 +1,169 @@
-"""Balanced accuracy of the marrow tasks per TTA view group, on a run's scored discs.
+"""Balanced accuracy per task under other TTA view sets than the SPEC's, on a run's discs.
 
-Runs every one of the 54 TTA views (``spine_tf.tta.VIEWS``) of each disc through a
-trained model and prints, for marrow_upper and marrow_lower, the single view's and the
-full TTA's balanced accuracy and the mean per-view balanced accuracy by row shift,
-column shift and slice reversal: which views help or hurt a task. Discs: every disc
-with a positive marrow label plus a seeded 20 % of the others (balanced accuracy does
-not depend on the share of positives).
+Runs a grid of views of every scored disc through a trained model once: in-plane
+positions with column and row shifts in {0, +-s for each ``--shifts`` s}, each in the 6
+slice arrangements of ``spine_tf.tta.SLICE_ORDERS`` (``--shifts 8,16``: 25 positions, 150
+views). From those probabilities it scores, per task, the single view, the SPEC's 54 views
+(``spine_tf.tta.VIEWS``, +-16 px) and the other view sets of ``VIEW_SETS``, each set's
+difference from the SPEC's with a 95 % patient-bootstrap interval (paired: the same
+resampled patients for both), and the mean per-view balanced accuracy by row shift: which
+views help or hurt a task. ``--save`` keeps the per-view probabilities (npz);
+``--load`` scores a saved file again without the model.
 
-Example (the figures in docs/accuracy.md, "Current state"):
+Example (the figures in docs/accuracy.md, "TTA view sets"):
     .venv/bin/python tools/tta_views.py --run-dir /work/runs/acc_w025 \\
-        --data patients=500 --data seed=1 --split all
+        --data patients=500 --data seed=1 --split all --shifts 8,16 \\
+        --save /work/runs/acc_w025/tta_views.npz --section "TTA view sets, width 0.25"
 """
 
 import argparse
+import itertools
 import os
+import sys
 
 import numpy as np
 import tensorflow as tf
 
-from spine_tf import augment, experiments, metrics, tasks, tta
-from spine_tf.data.spine_discs import from_stored
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
+from phantom_accuracy import ACCURACY_DOC  # noqa: E402
 
-TASKS = ("marrow_upper", "marrow_lower")
+from spine_tf import augment, evaluation, experiments, metrics, tasks, tta  # noqa: E402
+from spine_tf.data.spine_discs import from_stored  # noqa: E402
+
+
+def _grid(cols, rows):
+    return [(c, r) for r, c in itertools.product(rows, cols)]
+
+
+VIEW_SETS = {
+    "SPEC: +-16 px, columns and rows": tta.POSITIONS,
+    "+-8 px, columns and rows": _grid((-8, 0, 8), (-8, 0, 8)),
+    "columns +-16, rows +-8": _grid((-16, 0, 16), (-8, 0, 8)),
+    "columns +-16, rows 0": _grid((-16, 0, 16), (0,)),
+    "no in-plane shift (slice views only)": [(0, 0)],
+}
+"""Named view sets as in-plane positions (shift_cols, shift_rows); each is taken in all 6
+slice arrangements, so it has 6 x len(positions) views."""
+
+
+def grid_views(shifts):
+    """Every (shift_cols, shift_rows, flip, shift_slices) of the grid, SPEC's views first."""
+    values = sorted({0} | {s for shift in shifts for s in (-shift, shift)})
+    extra = [v for v in ((c, r, f, s) for f, s in tta.SLICE_ORDERS
+                         for c, r in _grid(values, values)) if v not in tta.VIEWS]
+    return list(tta.VIEWS) + extra
+
+
+def view_probabilities(model, dataset, views, discs_per_batch=2):
+    """(labels (discs, tasks), patient ids, [per task (discs, views, classes)])."""
+    labels, patients, chunks = [], [], [[] for _ in tasks.TASKS]
+    draws = tta.draws(views)
+    n_views = len(views)
+    for batch in dataset.batch(discs_per_batch):
+        n = int(batch["disc_volume"].shape[0])
+        x = tf.repeat(from_stored(batch["disc_volume"]), n_views, axis=0)
+        batch_draws = {k: tf.tile(v, [n]) for k, v in draws.items()}
+        out = model.predict_on_batch(augment.apply(x, batch_draws, intensity=False))
+        for chunk, logits, task in zip(chunks, out, tasks.TASKS):
+            p = tf.nn.softmax(tf.cast(logits, tf.float32)).numpy()
+            chunk.append(p.reshape(n, n_views, task.num_classes))
+        labels.append(np.stack([batch["labels"][t.name].numpy() for t in tasks.TASKS], 1))
+        patients += [p.decode() for p in batch["patient_id"].numpy()]
+    return np.concatenate(labels), np.array(patients), [np.concatenate(c) for c in chunks]
+
+
+def view_set_index(views, positions):
+    """Indices into ``views`` of ``positions`` in all 6 slice arrangements (None if absent)."""
+    wanted = [(c, r, f, s) for f, s in tta.SLICE_ORDERS for c, r in positions]
+    return [views.index(v) for v in wanted] if all(v in views for v in wanted) else None
+
+
+def report(labels, patients, probabilities, views, resamples):
+    """Markdown: per task, BA of each view set and its difference from the SPEC's set."""
+    sets = {"single view": [0]}
+    sets.update({name: index for name, positions in VIEW_SETS.items()
+                 if (index := view_set_index(views, positions)) is not None})
+    samples = metrics.patient_bootstrap(patients, resamples)
+    spec = sets["SPEC: +-16 px, columns and rows"]
+    rows, shift_rows = [], []
+    for k, task in enumerate(tasks.TASKS):
+        truth = labels[:, k]
+
+        def predicted(index):
+            return probabilities[k][:, index].mean(1).argmax(-1)
+
+        def ba(prediction, keep=slice(None)):
+            return metrics.balanced_accuracy(truth[keep], prediction[keep], task.num_classes)
+
+        reference = predicted(spec)
+        for name, index in sets.items():
+            prediction = predicted(index)
+            if index is spec:
+                difference = "(reference)"
+            else:
+                gaps = [ba(prediction, s) - ba(reference, s) for s in samples]
+                difference = (f"{100 * (ba(prediction) - ba(reference)):+.1f} "
+                              f"({evaluation.signed_interval(metrics.percentile_interval(gaps))})")
+            rows.append([task.name, name, len(index), f"{100 * ba(prediction):.1f}",
+                         difference])
+        by_row = []
+        for shift in sorted({v[1] for v in views}):
+            chosen = [i for i, v in enumerate(views) if v[1] == shift]
+            by_row.append(f"{100 * np.mean([ba(predicted([i])) for i in chosen]):.1f}")
+        shift_rows.append([task.name] + by_row)
+    shifts = sorted({v[1] for v in views})
+    return (f"{len(labels)} discs of {len(set(patients))} patients; differences from the "
+            f"SPEC's 54 views with 95 % intervals from {resamples} patient-bootstrap "
+            "resamples (the same resampled patients for both sets).\n\n"
+            + benchlib.table(["task", "view set", "views", "BA %", "minus SPEC's, points"],
+                             rows)
+            + "\n\nMean balanced accuracy of one view, by its row shift (px; + moves the "
+              "content down):\n\n"
+            + benchlib.table(["task"] + [f"rows {s:+d}" for s in shifts], shift_rows))
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run-dir", required=True)
+    parser.add_argument("--run-dir")
     parser.add_argument("--split", help="split (default: the run's test split)")
     parser.add_argument("--data", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--model-file", default="best.keras")
+    parser.add_argument("--shifts", default="8,16", help="in-plane shift sizes, px")
+    parser.add_argument("--resamples", type=int, default=metrics.BOOTSTRAP_RESAMPLES)
+    parser.add_argument("--limit", type=int, help="score only the first N discs")
+    parser.add_argument("--save", help="write the per-view probabilities to this .npz")
+    parser.add_argument("--load", help="score a file written by --save (no model run)")
+    parser.add_argument("--section", help="also write the table as this docs/accuracy.md "
+                                          "section")
     args = parser.parse_args(argv)
-    model, dataset, _ = experiments.run_model_and_split(args.run_dir, args.split,
-                                                        args.model_file, args.data)
-    rng = np.random.default_rng(0)
-    volumes, labels = [], []
-    for e in dataset.as_numpy_iterator():
-        label = [int(e["labels"][name]) for name in TASKS]
-        if max(label) == 1 or rng.random() < 0.2:
-            volumes.append(e["disc_volume"])
-            labels.append(label)
-    labels = np.array(labels)
-    x = from_stored(np.stack(volumes))
-    index = [tasks.TASK_NAMES.index(name) for name in TASKS]
-    probabilities = np.zeros((len(TASKS), len(volumes), tta.NUM_VIEWS))
-    for start in range(0, len(volumes), 8):
-        batch = x[start:start + 8]
-        n = int(batch.shape[0])
-        views = augment.apply(tf.repeat(batch, tta.NUM_VIEWS, axis=0), tta.view_draws(n),
-                              intensity=False)
-        out = model.predict_on_batch(views)
-        for k, i in enumerate(index):
-            p = tf.nn.softmax(out[i]).numpy()[:, 1].reshape(n, tta.NUM_VIEWS)
-            probabilities[k, start:start + n] = p
-
-    def ba(truth, p):
-        return metrics.balanced_accuracy(truth, (p > 0.5).astype(int), 2)
-
-    print(f"{len(volumes)} discs ({os.path.join(args.run_dir, args.model_file)})")
-    for k, name in enumerate(TASKS):
-        truth, p = labels[:, k], probabilities[k]
-        print(f"{name}: single view {100 * ba(truth, p[:, 0]):.1f} %, "
-              f"TTA {100 * ba(truth, p.mean(1)):.1f} %")
-        for what, position in (("row shift", 1), ("column shift", 0), ("slice reversal", 2)):
-            for value in sorted({v[position] for v in tta.VIEWS}):
-                chosen = [i for i, v in enumerate(tta.VIEWS) if v[position] == value]
-                per_view = np.mean([ba(truth, p[:, i]) for i in chosen])
-                print(f"  {what} {value}: mean per-view {100 * per_view:.1f} %, "
-                      f"TTA over these {100 * ba(truth, p[:, chosen].mean(1)):.1f} %")
+    if args.load:
+        saved = np.load(args.load)
+        views = [tuple(int(x) for x in v) for v in saved["views"]]
+        views = [(c, r, bool(f), s) for c, r, f, s in views]
+        labels, patients = saved["labels"], saved["patients"]
+        probabilities = [saved[t.name] for t in tasks.TASKS]
+    else:
+        if not args.run_dir:
+            parser.error("--run-dir is needed unless --load is given")
+        model, dataset, _ = experiments.run_model_and_split(args.run_dir, args.split,
+                                                            args.model_file, args.data)
+        views = grid_views([int(s) for s in args.shifts.split(",")])
+        if args.limit:
+            dataset = dataset.take(args.limit)
+        labels, patients, probabilities = view_probabilities(model, dataset, views)
+        if args.save:
+            tmp = args.save + ".tmp.npz"
+            np.savez_compressed(tmp, views=np.array(views, np.int32), labels=labels,
+                                patients=patients,
+                                **{t.name: p for t, p in zip(tasks.TASKS, probabilities)})
+            os.replace(tmp, args.save)
+    body = report(labels, patients, probabilities, views, args.resamples)
+    if args.section:
+        benchlib.write_section(args.section, body, benchlib.reproduce_command(__file__, argv),
+                               path=ACCURACY_DOC, title="Accuracy on the phantom cohort")
+    else:
+        print(body)
     return 0
 
 
