@@ -9,7 +9,9 @@ predictions of an evaluated run (``spine-tf evaluate`` writes
 - among discs labelled positive, the share predicted positive, by lesion
   brightness (marrow) and strength band;
 - among discs labelled negative, the share predicted positive, with and
-  without a sub-threshold lesion.
+  without a sub-threshold lesion;
+- by the lesion's strength, the share the readers called positive beside the share the
+  model did: where the model's threshold sits against the readers'.
 
 Intervals are Wilson 95 % intervals over discs (a patient's discs are counted
 as independent, so they are somewhat too narrow). Writes a section of
@@ -84,6 +86,50 @@ def count(rows, anatomy_of):
     return counts
 
 
+CURVE_EDGES = (0.12, 0.22, 0.32, 0.42, 0.5, 0.6, 0.8, 1.01)
+"""Strength bands of the reader-and-model curve (the phantom's lesions start at 0.12)."""
+
+
+def strength_curve(rows, anatomy_of):
+    """Markdown: share read positive and share predicted positive, by lesion strength.
+
+    Every labelled disc of the lesion tasks counts once per task, grouped by lesion kind
+    (endplate; marrow bright or dark) and the phantom's hidden strength (0: no lesion).
+    """
+    bands = [(0.0, 0.12)] + list(zip(CURVE_EDGES[:-1], CURVE_EDGES[1:]))
+    cells = {}
+    for row in rows:
+        anatomy = anatomy_of(row["patient_id"])
+        for task in tasks.LESION_TASKS:
+            truth = int(row[f"{task.name}_truth"])
+            if truth < 0:
+                continue
+            found = [les for les in anatomy.lesions
+                     if les.task == task.name and les.level == row["level"]]
+            strength = found[0].strength if found else 0.0
+            kinds = ["endplate"] if task.name.startswith("endplate") else (
+                ["marrow, bright", "marrow, dark"] if not found else
+                ["marrow, bright" if found[0].brightness > 1 else "marrow, dark"])
+            band = next(i for i, (low, high) in enumerate(bands) if strength < high)
+            for kind in kinds:  # discs without a lesion are the first column of both
+                cell = cells.setdefault((kind, band), [0, 0, 0])
+                cell[0] += truth
+                cell[1] += int(row[f"{task.name}_grade"]) > 0
+                cell[2] += 1
+    header = ["lesion", "said by"] + ["none"] + [f"{low:.2f}-{min(high, 1.0):.2f}"
+                                                 for low, high in bands[1:]]
+    table = []
+    for kind in ("endplate", "marrow, bright", "marrow, dark"):
+        for index, who in ((0, "readers"), (1, "model")):
+            table.append([kind, who] + [
+                f"{100 * cells[(kind, b)][index] / cells[(kind, b)][2]:.1f}"
+                if (kind, b) in cells else "-" for b in range(len(bands))])
+        table.append([kind, "discs"] + [cells.get((kind, b), [0, 0, 0])[2]
+                                        for b in range(len(bands))])
+    return ("Share of labelled discs called positive (%), by the lesion's hidden strength "
+            "(none: no lesion of that task at the disc):\n\n" + benchlib.table(header, table))
+
+
 def section_body(counts, run_dir, split, discs):
     rows = []
     for task in tasks.LESION_TASKS:
@@ -133,7 +179,8 @@ def main(argv=None):
         return cache[pid]
 
     where = f"{split} of {builder_config.name}" if args.data else split
-    body = section_body(count(rows, anatomy_of), args.run_dir, where, len(rows))
+    body = (section_body(count(rows, anatomy_of), args.run_dir, where, len(rows))
+            + "\n\n" + strength_curve(rows, anatomy_of))
     command = benchlib.reproduce_command(__file__, argv)
     benchlib.write_section(args.section, body, command, path=ACCURACY_DOC,
                            title="Accuracy on the phantom cohort")
