@@ -67,9 +67,9 @@ def lesion_groups(lesion, truth):
     return groups
 
 
-def count(rows, anatomy_of):
-    """{(task, group): [predicted positive, discs]} over the labelled discs of ``rows``."""
-    counts = {}
+def labelled(rows, anatomy_of):
+    """(task name, label, predicted positive, the phantom's lesion or None) per labelled
+    disc and lesion task of ``rows``."""
     for row in rows:
         anatomy = anatomy_of(row["patient_id"])
         for task in tasks.LESION_TASKS:
@@ -78,11 +78,18 @@ def count(rows, anatomy_of):
                 continue
             found = [les for les in anatomy.lesions
                      if les.task == task.name and les.level == row["level"]]
-            hit = int(row[f"{task.name}_grade"]) > 0
-            for group in lesion_groups(found[0] if found else None, truth):
-                cell = counts.setdefault((task.name, group), [0, 0])
-                cell[0] += hit
-                cell[1] += 1
+            yield (task.name, truth, int(row[f"{task.name}_grade"]) > 0,
+                   found[0] if found else None)
+
+
+def count(rows, anatomy_of):
+    """{(task, group): [predicted positive, discs]} over the labelled discs of ``rows``."""
+    counts = {}
+    for name, truth, hit, lesion in labelled(rows, anatomy_of):
+        for group in lesion_groups(lesion, truth):
+            cell = counts.setdefault((name, group), [0, 0])
+            cell[0] += hit
+            cell[1] += 1
     return counts
 
 
@@ -98,24 +105,17 @@ def strength_curve(rows, anatomy_of):
     """
     bands = [(0.0, 0.12)] + list(zip(CURVE_EDGES[:-1], CURVE_EDGES[1:]))
     cells = {}
-    for row in rows:
-        anatomy = anatomy_of(row["patient_id"])
-        for task in tasks.LESION_TASKS:
-            truth = int(row[f"{task.name}_truth"])
-            if truth < 0:
-                continue
-            found = [les for les in anatomy.lesions
-                     if les.task == task.name and les.level == row["level"]]
-            strength = found[0].strength if found else 0.0
-            kinds = ["endplate"] if task.name.startswith("endplate") else (
-                ["marrow, bright", "marrow, dark"] if not found else
-                ["marrow, bright" if found[0].brightness > 1 else "marrow, dark"])
-            band = next(i for i, (low, high) in enumerate(bands) if strength < high)
-            for kind in kinds:  # discs without a lesion are the first column of both
-                cell = cells.setdefault((kind, band), [0, 0, 0])
-                cell[0] += truth
-                cell[1] += int(row[f"{task.name}_grade"]) > 0
-                cell[2] += 1
+    for name, truth, hit, lesion in labelled(rows, anatomy_of):
+        strength = lesion.strength if lesion else 0.0
+        kinds = ["endplate"] if name.startswith("endplate") else (
+            ["marrow, bright", "marrow, dark"] if lesion is None else
+            ["marrow, bright" if lesion.brightness > 1 else "marrow, dark"])
+        band = next(i for i, (low, high) in enumerate(bands) if strength < high)
+        for kind in kinds:  # discs without a lesion are the first column of both
+            cell = cells.setdefault((kind, band), [0, 0, 0])
+            cell[0] += truth
+            cell[1] += hit
+            cell[2] += 1
     header = ["lesion", "said by"] + ["none"] + [f"{low:.2f}-{min(high, 1.0):.2f}"
                                                  for low, high in bands[1:]]
     table = []
