@@ -45,7 +45,7 @@ class MaskedBalancedAccuracy(keras.metrics.Metric):
         return keras.ops.sum(per_class * present) / keras.ops.maximum(keras.ops.sum(present), 1.0)
 
     def reset_state(self):
-        self.confusion.assign(keras.ops.zeros(self.confusion.shape, "float32"))
+        self.confusion.assign(keras.ops.zeros(self.confusion.shape, self.confusion.dtype))
 
     def get_config(self):
         config = super().get_config()

@@ -55,11 +55,10 @@ PLAIN_BATCH = 64
 _SPEC = tf.TensorSpec((None,) + tuple(VOLUME_SHAPE), tf.float32)
 
 
-def draws(view_list):
+def _draws(view_list):
     """``augment`` draws of a list of views (shift_cols, shift_rows, flip, shift_slices).
 
-    No rotation, unit scale, no intensity offset, no mirror: ``VIEWS`` are made
-    with these, and tools that study other view sets use it too.
+    No rotation, unit scale, no intensity offset, no mirror.
     """
     cols, rows, flip, slices = zip(*view_list)
     zeros = tf.zeros((len(view_list),), tf.float32)
@@ -71,21 +70,24 @@ def draws(view_list):
             "mirror": tf.zeros((len(view_list),), tf.bool)}
 
 
-def view_draws(batch):
-    """``augment`` draws for ``batch`` discs x 54 views, disc-major.
+def view_draws(batch, view_list=VIEWS):
+    """``augment`` draws for ``batch`` discs x the views of ``view_list``, disc-major.
 
     ``augment.apply(tf.repeat(volumes, 54, axis=0), view_draws(batch))`` are
-    the views; ``views`` makes the same, exactly, faster.
+    the 54 views; ``views`` makes the same, exactly, faster.
 
     Args:
         batch: number of discs (int or scalar int tensor).
+        view_list: (shift_cols, shift_rows, flip, shift_slices) per view
+            (default: the 54 ``VIEWS``).
 
     Returns:
-        dict of (batch * 54,) tensors as ``augment.draw`` returns them: rows
-        ``54 * d .. 54 * d + 53`` are disc ``d``'s views in ``VIEWS`` order.
+        dict of (batch * V,) tensors as ``augment.draw`` returns them, V views
+        a disc: rows ``V * d .. V * d + V - 1`` are disc ``d``'s views in
+        ``view_list`` order.
     """
     multiples = tf.reshape(tf.cast(batch, tf.int32), (1,))
-    return {k: tf.tile(v, multiples) for k, v in draws(VIEWS).items()}
+    return {k: tf.tile(v, multiples) for k, v in _draws(view_list).items()}
 
 
 @functools.lru_cache(maxsize=None)
@@ -102,12 +104,12 @@ def _source_indices():
     with tf.init_scope():  # computed once, eagerly, even when first asked inside a tf.function
         numbers = tf.reshape(tf.range(1, rows * cols + 1, dtype=tf.float32), (1, rows, cols, 1))
         moved = augment.apply(tf.repeat(numbers, len(POSITIONS), axis=0),
-                              draws([(c, r, False, 0) for c, r in POSITIONS]),
+                              _draws([(c, r, False, 0) for c, r in POSITIONS]),
                               interpolation="NEAREST", intensity=False)
         pixels = tf.reshape(tf.cast(moved, tf.int32), (len(POSITIONS), rows * cols)) - 1
         numbers = tf.broadcast_to(tf.range(1, depth + 1, dtype=tf.float32), (1, 1, 1, depth))
         moved = augment.apply(tf.repeat(numbers, len(SLICE_ORDERS), axis=0),
-                              draws([(0, 0, f, s) for f, s in SLICE_ORDERS]),
+                              _draws([(0, 0, f, s) for f, s in SLICE_ORDERS]),
                               interpolation="NEAREST", intensity=False)
         slices = tf.reshape(tf.cast(moved, tf.int32), (len(SLICE_ORDERS), depth)) - 1
         return (np.where(pixels.numpy() < 0, rows * cols, pixels.numpy()).astype(np.int32),

@@ -16,8 +16,8 @@ runs on a machine without TensorFlow with ``--backend jax``; the table names the
 backend and the accelerator.
 
 Prints a Markdown table and writes it to docs/benchmarks.md ("Model compute,
-<backend> on <accelerator>, batch <batch>"); ``--json FILE`` also saves the rows, and ``--from-json FILE``
-writes the section from a file saved on another machine.
+<backend> on <accelerator>, batch <batch>"); ``--json FILE`` also saves the rows,
+and ``--from-json FILE`` writes the section from a file saved on another machine.
 
 Run: .venv/bin/python tools/bench_model.py [--backend jax] [--width 1]
          [--branch-points conv5,none] [--batch 64] [--json FILE]
@@ -27,7 +27,6 @@ import argparse
 import datetime
 import json
 import os
-import statistics
 import sys
 import time
 
@@ -76,7 +75,7 @@ def measure(branch_point, precision, args):
              for t in tasks.TASKS]
         w = [keras.ops.convert_to_tensor(rng.random(args.batch, np.float32) + 0.5)
              for _ in tasks.TASKS]
-        views = args.tta_discs * 54
+        views = args.tta_discs * 54  # tta.NUM_VIEWS; spine_tf.tta needs TensorFlow, this must not
         x_views = keras.ops.convert_to_tensor(
             rng.random((views,) + tuple(tasks.VOLUME_SHAPE), np.float32))
 
@@ -94,8 +93,8 @@ def measure(branch_point, precision, args):
         train()
         forward()
         warm_up = time.perf_counter() - start
-        train_s = statistics.median(benchlib.timed(train, 1)[0] for _ in range(args.rounds))
-        forward_s = statistics.median(benchlib.timed(forward, 1)[0] for _ in range(args.rounds))
+        train_s, _ = benchlib.timed(train, args.rounds)
+        forward_s, _ = benchlib.timed(forward, args.rounds)
         return {"branch_point": branch_point, "precision": precision,
                 "parameters": model.count_params(), "batch": args.batch,
                 "train_discs_per_s": args.batch * args.steps / train_s,
@@ -108,11 +107,10 @@ def measure(branch_point, precision, args):
 
 def body(result):
     rows = []
-    base = {}
+    float32 = {r["branch_point"]: r for r in result["rows"] if r["precision"] == "float32"}
     for r in result["rows"]:
-        key = r["branch_point"]
-        base.setdefault(key, r)
-        ratio = r["train_discs_per_s"] / base[key]["train_discs_per_s"]
+        base = float32.get(r["branch_point"], r)
+        ratio = r["train_discs_per_s"] / base["train_discs_per_s"]
         rows.append([r["branch_point"], r["precision"], f"{r['parameters']:,}",
                      f"{r['train_discs_per_s']:.0f} (x{ratio:.2f})",
                      f"{r['tta_discs_per_s']:.1f}",

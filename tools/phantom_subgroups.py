@@ -49,6 +49,11 @@ def wilson(hits, total, z=1.96):
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def shade(lesion):
+    """'bright' or 'dark': a marrow lesion's signal against normal marrow."""
+    return "bright" if lesion.brightness > 1 else "dark"
+
+
 def lesion_groups(lesion, truth):
     """The subgroups a labelled disc counts in, given its lesion (None: no lesion)."""
     if truth == 0:
@@ -62,8 +67,8 @@ def lesion_groups(lesion, truth):
         groups += [f"positive, {name}" for low, high, name in STRENGTH_BANDS
                    if low <= lesion.strength < high]
     if lesion.task.startswith("marrow"):
-        shade = "bright" if lesion.brightness > 1 else "dark"
-        groups.append(f"{groups[0]}, {shade}" if truth == 0 else f"positive, {shade} lesion")
+        groups.append(f"{groups[0]}, {shade(lesion)}" if truth == 0
+                      else f"positive, {shade(lesion)} lesion")
     return groups
 
 
@@ -109,7 +114,7 @@ def strength_curve(rows, anatomy_of):
         strength = lesion.strength if lesion else 0.0
         kinds = ["endplate"] if name.startswith("endplate") else (
             ["marrow, bright", "marrow, dark"] if lesion is None else
-            ["marrow, bright" if lesion.brightness > 1 else "marrow, dark"])
+            [f"marrow, {shade(lesion)}"])
         band = next(i for i, (low, high) in enumerate(bands) if strength < high)
         for kind in kinds:  # discs without a lesion are the first column of both
             cell = cells.setdefault((kind, band), [0, 0, 0])

@@ -58,13 +58,12 @@ def grid_views(shifts):
 def view_probabilities(model, dataset, views, discs_per_batch=2):
     """(labels (discs, tasks), patient ids, [per task (discs, views, classes)])."""
     labels, patients, chunks = [], [], [[] for _ in tasks.TASKS]
-    draws = tta.draws(views)
     n_views = len(views)
     for batch in dataset.batch(discs_per_batch):
         n = int(batch["disc_volume"].shape[0])
         x = tf.repeat(from_stored(batch["disc_volume"]), n_views, axis=0)
-        batch_draws = {k: tf.tile(v, [n]) for k, v in draws.items()}
-        out = model.predict_on_batch(augment.apply(x, batch_draws, intensity=False))
+        out = model.predict_on_batch(augment.apply(x, tta.view_draws(n, views),
+                                                   intensity=False))
         for chunk, logits, task in zip(chunks, out, tasks.TASKS):
             p = tf.nn.softmax(tf.cast(logits, tf.float32)).numpy()
             chunk.append(p.reshape(n, n_views, task.num_classes))
@@ -88,6 +87,7 @@ def report(labels, patients, probabilities, views, resamples):
                  if (index := view_set_index(views, positions)) is not None})
     samples = metrics.patient_bootstrap(patients, resamples)
     spec = sets["SPEC: +-16 px, columns and rows"]
+    shifts = sorted({v[1] for v in views})
     rows, shift_rows = [], []
     for k, task in enumerate(tasks.TASKS):
         truth = labels[:, k]
@@ -110,11 +110,10 @@ def report(labels, patients, probabilities, views, resamples):
             rows.append([task.name, name, len(index), f"{100 * ba(prediction):.1f}",
                          difference])
         by_row = []
-        for shift in sorted({v[1] for v in views}):
+        for shift in shifts:
             chosen = [i for i, v in enumerate(views) if v[1] == shift]
             by_row.append(f"{100 * np.mean([ba(predicted([i])) for i in chosen]):.1f}")
         shift_rows.append([task.name] + by_row)
-    shifts = sorted({v[1] for v in views})
     return (f"{len(labels)} discs of {len(set(patients))} patients; differences from the "
             f"SPEC's 54 views with 95 % intervals from {resamples} patient-bootstrap "
             "resamples (the same resampled patients for both sets).\n\n"
