@@ -197,6 +197,12 @@ def _parser():
     sw.add_argument("--branch-points", nargs="+", help="default: conv1 .. fc7 and none")
     sw.add_argument("--single-task", action="store_true",
                     help="also train single-task models (multi-task vs single-task)")
+    sw.add_argument("--no-swap", dest="swap", action="store_false",
+                    help="train each row once, without the swapped run (half the compute, "
+                    "no spread)")
+    sw.add_argument("--also-data", action="append", default=[], metavar="KEY=VALUE",
+                    help="also score every run single view on every split of this dataset, "
+                    "e.g. --also-data patients=500 --also-data seed=1 (a fresh phantom cohort)")
     sw.set_defaults(run=_sweep)
 
     ex = commands.add_parser("extract", help="extract the disc volumes of one scan",
@@ -423,7 +429,8 @@ def _client(args):
 def _sweep(args):
     from spine_tf import experiments, train
     table = experiments.sweep(train.resolved_config(args.config, args.set), args.out,
-                              branch_points=args.branch_points, single_task=args.single_task)
+                              branch_points=args.branch_points, single_task=args.single_task,
+                              swap=args.swap, also_data=args.also_data)
     print(experiments.markdown(table))
     return 0
 

@@ -6,6 +6,9 @@ swapped, scored with TTA balanced accuracy on the test split of each run;
 the table is mean +- std over the two runs per task, with the intra-rater
 agreement as the last row. ``single_task`` adds the multi-task vs
 single-task comparison (six single-task models at the same branch point).
+``also_data`` scores every run once more, single view, on every split of
+another dataset (a fresh phantom cohort: thousands of discs where a test
+split has a few hundred), in a second table.
 """
 
 import dataclasses
@@ -102,18 +105,18 @@ def measure_hotspots(run_dir, split=None, model_file=train.BEST_MODEL,
     return result, out_dir
 
 
-def _runs(base, branch_points, single_task):
+def _runs(base, branch_points, single_task, swaps=(False, True)):
     """(name, row label, task or None, config) of every run of a sweep."""
     runs = []
     for point in branch_points:
-        for swap in (False, True):
+        for swap in swaps:
             config = dataclasses.replace(
                 base, model=dataclasses.replace(base.model, branch_point=point),
                 data=dataclasses.replace(base.data, swap_validation_test=swap))
             runs.append((f"{point}_{'swapped' if swap else 'plain'}", point, None, config))
     if single_task:
         for task in tasks.TASKS:
-            for swap in (False, True):
+            for swap in swaps:
                 config = dataclasses.replace(
                     base, train=dataclasses.replace(base.train, task_weights={task.name: 1.0}),
                     data=dataclasses.replace(base.data, swap_validation_test=swap))
@@ -122,20 +125,38 @@ def _runs(base, branch_points, single_task):
     return runs
 
 
-def sweep(base, out_dir, branch_points=None, single_task=False, verbose=0):
+def sweep(base, out_dir, branch_points=None, single_task=False, swap=True, also_data=(),
+          verbose=0):
     """Trains and evaluates every run of the sweep in ``out_dir`` (resumable).
 
     A run already evaluated (its ``evaluation_<split>/evaluation.json``
     exists) is not trained again, so an interrupted sweep continues.
 
+    Args:
+        base: the ExperimentConfig every run starts from.
+        out_dir: sweep folder; one run directory per run in it.
+        branch_points: rows of the table (default: ``model.BRANCH_POINTS``).
+        single_task: also train one single-task model per task at
+            ``base``'s branch point.
+        swap: train each row twice, the second time with validation and
+            test swapped (the paper's protocol); False: the plain run only
+            (half the compute, no spread).
+        also_data: ``key=value`` data overrides (``evaluate_run``): also score
+            every run single view on every split of that dataset.
+        verbose: Keras verbosity of training.
+
     Returns:
         The table dict written to ``sweep.json``: ``rows`` {row label:
-        {task: [scores of the runs]}}, and ``intra_rater`` {task: [values]}.
+        {task: [scores of the runs]}}, ``intra_rater`` {task: [values]}, and
+        with ``also_data`` the same two for that dataset under ``also``.
     """
     from spine_tf.model import BRANCH_POINTS
     branch_points = list(branch_points or BRANCH_POINTS)
-    rows, intra = {}, {t.name: [] for t in tasks.TASKS}
-    for name, row, only_task, config in _runs(base, branch_points, single_task):
+    swaps = (False, True) if swap else (False,)
+    tables = {"test": _empty_table()}
+    if also_data:
+        tables["also"] = _empty_table()
+    for name, row, only_task, config in _runs(base, branch_points, single_task, swaps):
         run_dir = os.path.join(out_dir, name)
         report = os.path.join(run_dir, evaluation_dir_name(config.data.test_split),
                               evaluation.JSON_NAME)
@@ -143,40 +164,78 @@ def sweep(base, out_dir, branch_points=None, single_task=False, verbose=0):
             if not os.path.exists(os.path.join(run_dir, train.FINAL_MODEL)):  # trained already?
                 train.train(config, run_dir, verbose=verbose)
             evaluate_run(run_dir)
-        with open(report, encoding="utf-8") as f:
-            result = json.load(f)
-        scores = rows.setdefault(row, {t.name: [] for t in tasks.TASKS})
-        for task in tasks.TASKS:
-            if only_task not in (None, task.name):
-                continue
-            figures = result["tasks"][task.name]
-            score = figures["balanced_accuracy_tta"]
-            if score is None:
-                score = figures["balanced_accuracy_single_view"]
-            scores[task.name].append(score)
-            if only_task is None and row == branch_points[0] and figures["intra_rater"] is not None:
-                intra[task.name].append(figures["intra_rater"])
-    table = {"rows": rows, "intra_rater": intra,
-             "config": config_lib.to_dict(base), "branch_points": branch_points}
+        reports = {"test": report}
+        if also_data:
+            reports["also"] = os.path.join(run_dir, evaluation_dir_name("all", also_data),
+                                           evaluation.JSON_NAME)
+            if not os.path.exists(reports["also"]):
+                evaluate_run(run_dir, split="all", tta=False, data=also_data)
+        first_row = only_task is None and row == branch_points[0]
+        for key, path in reports.items():
+            with open(path, encoding="utf-8") as f:  # the also-data readers: counted once
+                _add_scores(tables[key], json.load(f), row, only_task, with_intra=first_row and (
+                    key == "test" or not config.data.swap_validation_test))
+    table = dict(tables["test"], config=config_lib.to_dict(base), branch_points=branch_points,
+                 runs_per_row=len(swaps))
+    if also_data:
+        table["also"] = dict(tables["also"], data=list(also_data))
     write_json(os.path.join(out_dir, SWEEP_JSON), table)
     write_text(os.path.join(out_dir, SWEEP_MARKDOWN), markdown(table))
     return table
 
 
+def _empty_table():
+    return {"rows": {}, "intra_rater": {t.name: [] for t in tasks.TASKS}}
+
+
+def _add_scores(table, result, row, only_task, with_intra):
+    """Adds one run's evaluation result to a table (TTA score, else single view)."""
+    scores = table["rows"].setdefault(row, {t.name: [] for t in tasks.TASKS})
+    for task in tasks.TASKS:
+        if only_task not in (None, task.name):
+            continue
+        figures = result["tasks"][task.name]
+        score = figures["balanced_accuracy_tta"]
+        if score is None:
+            score = figures["balanced_accuracy_single_view"]
+        scores[task.name].append(score)
+        if with_intra and figures["intra_rater"] is not None:
+            table["intra_rater"][task.name].append(figures["intra_rater"])
+
+
 def _cell(values):
+    """Mean ± std in %; one value alone, without a spread it does not have."""
     values = [v for v in values if v is not None]
     if not values:
         return "–"
+    if len(values) == 1:
+        return f"{100 * values[0]:.1f}"
     return f"{100 * np.mean(values):.1f} ± {100 * np.std(values):.1f}"
 
 
-def markdown(table):
-    """The sweep table in the form of the paper's Table 2 (balanced accuracy %, mean ± std)."""
+def _markdown_table(table):
     names = [t.name for t in tasks.TASKS]
     lines = ["| branch point | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for row, scores in table["rows"].items():
         lines.append(f"| {row} | " + " | ".join(_cell(scores[n]) for n in names) + " |")
     lines.append("| intra-rater | " + " | ".join(_cell(table["intra_rater"][n]) for n in names)
                  + " |")
-    return ("Balanced accuracy (%) with TTA on the test split, mean ± std over two runs with "
-            "validation and test swapped.\n\n" + "\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
+
+
+def markdown(table):
+    """The sweep table in the form of the paper's Table 2 (balanced accuracy %, mean ± std).
+
+    With ``also`` (``sweep(also_data=...)``), the single-view table on that
+    dataset follows.
+    """
+    runs = table.get("runs_per_row", 2)
+    text = ("Balanced accuracy (%) with TTA on the test split, "
+            + ("mean ± std over two runs with validation and test swapped."
+               if runs == 2 else "one run per row.") + "\n\n" + _markdown_table(table))
+    if "also" in table:
+        text += (f"\nBalanced accuracy (%) single view on every split of "
+                 f"`{' '.join(table['also']['data'])}`"
+                 + (", mean ± std over the same runs" if runs == 2 else "") + ".\n\n"
+                 + _markdown_table(table["also"]))
+    return text

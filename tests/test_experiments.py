@@ -33,10 +33,35 @@ def test_sweep_trains_both_split_orders_and_tabulates(tmp_path):
     assert all(len(v) == 2 for v in table["intra_rater"].values())
     text = open(os.path.join(out, "sweep.md"), encoding="utf-8").read()
     assert "| conv5 |" in text and "| intra-rater |" in text and "±" in text
-    # resumable: a second call trains nothing and gives the same table
+    # resumable: a second call trains nothing and gives the same table; with also_data
+    # it only scores the four runs on the other dataset
     mtime = os.path.getmtime(os.path.join(out, "conv5_plain", "final.keras"))
-    assert experiments.sweep(base, out, branch_points=["conv5", "fc7"])["rows"] == table["rows"]
+    also = ("patients=3", "seed=25")
+    again = experiments.sweep(base, out, branch_points=["conv5", "fc7"], also_data=also)
+    assert again["rows"] == table["rows"]
     assert os.path.getmtime(os.path.join(out, "conv5_plain", "final.keras")) == mtime
+    for point in ("conv5", "fc7"):
+        scores = []
+        for swap in ("plain", "swapped"):
+            report = os.path.join(out, f"{point}_{swap}", "evaluation_patients3_seed25_all",
+                                  "evaluation.json")
+            with open(report, encoding="utf-8") as f:
+                result = json.load(f)
+            assert result["data"] == list(also) and result["split"] == "all"
+            scores.append(result["tasks"]["pfirrmann"]["balanced_accuracy_single_view"])
+        assert again["also"]["rows"][point]["pfirrmann"] == scores
+    assert all(len(v) == 1 for v in again["also"]["intra_rater"].values())  # same readers once
+    assert "single view on every split of `patients=3 seed=25`" in experiments.markdown(again)
+
+
+def test_runs_without_swap_one_per_row():
+    base = config_lib.ExperimentConfig()
+    runs = experiments._runs(base, ["conv5", "none"], True, swaps=(False,))
+    assert [name for name, *_ in runs] == (
+        ["conv5_plain", "none_plain"] + [f"single_{t.name}_plain" for t in tasks.TASKS])
+    assert not any(config.data.swap_validation_test for *_, config in runs)
+    assert [config.model.branch_point for *_, config in runs[:2]] == ["conv5", "none"]
+    assert runs[2][3].train.task_weights == {tasks.TASKS[0].name: 1.0}
 
 
 def test_markdown_table_mean_and_std():
@@ -45,4 +70,18 @@ def test_markdown_table_mean_and_std():
              "intra_rater": {n: [0.8] for n in names}}
     text = experiments.markdown(table)
     assert "| conv5 | 60.0 ± 10.0 |" in text
-    assert "| intra-rater | 80.0 ± 0.0 |" in text
+    assert "| intra-rater | 80.0 |" in text  # one value: no spread shown
+    assert "mean ± std over two runs" in text and "single view" not in text
+
+
+def test_markdown_one_run_per_row_and_also_table():
+    names = [t.name for t in tasks.TASKS]
+    table = {"rows": {"none": {n: [0.5] for n in names}}, "intra_rater": {n: [] for n in names},
+             "runs_per_row": 1,
+             "also": {"rows": {"none": {n: [0.625] for n in names}},
+                      "intra_rater": {n: [0.75] for n in names}, "data": ["seed=1"]}}
+    test_part, also_part = experiments.markdown(table).split("single view on every split")
+    assert "one run per row" in test_part and "| none | 50.0 |" in test_part
+    assert "| intra-rater | – |" in test_part
+    assert "`seed=1`" in also_part and "| none | 62.5 |" in also_part
+    assert "| intra-rater | 75.0 |" in also_part
