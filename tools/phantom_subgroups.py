@@ -33,10 +33,12 @@ import benchlib  # noqa: E402
 from phantom_accuracy import ACCURACY_DOC  # noqa: E402
 
 from spine_tf import evaluation, experiments, phantom, tasks, train  # noqa: E402
+from spine_tf.phantom.anatomy import CLEAR_LESION_STRENGTH, SUBTLE_LESION_STRENGTH  # noqa: E402
 
-STRENGTH_BANDS = ((0.0, 0.42, "strength < 0.42 (read positive by noise)"),
-                  (0.42, 0.7, "strength 0.42-0.7"), (0.7, 1.01, "strength 0.7-1.0"))
-"""Strength bands of positive discs; 0.42 is where the phantom's clear lesions start."""
+_CLEAR = CLEAR_LESION_STRENGTH[0]
+STRENGTH_BANDS = ((0.0, _CLEAR, f"strength < {_CLEAR} (read positive by noise)"),
+                  (_CLEAR, 0.7, f"strength {_CLEAR}-0.7"), (0.7, 1.01, "strength 0.7-1.0"))
+"""Strength bands of positive discs, split where the phantom's clear lesions start."""
 
 
 def wilson(hits, total, z=1.96):
@@ -98,8 +100,8 @@ def count(rows, anatomy_of):
     return counts
 
 
-CURVE_EDGES = (0.12, 0.22, 0.32, 0.42, 0.5, 0.6, 0.8, 1.01)
-"""Strength bands of the reader-and-model curve (the phantom's lesions start at 0.12)."""
+CURVE_EDGES = (SUBTLE_LESION_STRENGTH[0], 0.22, 0.32, _CLEAR, 0.5, 0.6, 0.8, 1.01)
+"""Strength bands of the reader-and-model curve, from the phantom's weakest lesion."""
 
 
 def strength_curve(rows, anatomy_of):
@@ -108,7 +110,7 @@ def strength_curve(rows, anatomy_of):
     Every labelled disc of the lesion tasks counts once per task, grouped by lesion kind
     (endplate; marrow bright or dark) and the phantom's hidden strength (0: no lesion).
     """
-    bands = [(0.0, 0.12)] + list(zip(CURVE_EDGES[:-1], CURVE_EDGES[1:]))
+    bands = [(0.0, CURVE_EDGES[0])] + list(zip(CURVE_EDGES[:-1], CURVE_EDGES[1:]))
     cells = {}
     for name, truth, hit, lesion in labelled(rows, anatomy_of):
         strength = lesion.strength if lesion else 0.0
@@ -150,7 +152,7 @@ def section_body(counts, run_dir, split, discs):
         "evaluation report (TTA when it ran). Positive rows: recall within the group; "
         "negative rows: false-positive rate. Brightness and strength are the phantom's own "
         "(hidden from the model and from the labels); a disc labelled positive whose lesion "
-        "is weaker than 0.42 was read positive through the reader's noise. Wilson intervals "
+        f"is weaker than {_CLEAR} was read positive through the reader's noise. Wilson intervals "
         "over discs.")
 
 

@@ -33,6 +33,10 @@ _DISC_HEIGHT_MM = (6.5, 8.0, 9.0, 10.0, 11.0, 10.5)
 _LESION_READING_NOISE = {"endplate": 0.16, "marrow": 0.1}
 # Share of the lumbar lordosis taken by each disc, top to bottom.
 _LORDOSIS_SHARE = (0.06, 0.09, 0.13, 0.18, 0.24, 0.30)
+CLEAR_LESION_STRENGTH = (0.42, 1.0)
+"""Strength range of the lesions drawn at the level's prevalence (mostly read positive)."""
+SUBTLE_LESION_STRENGTH = (0.12, 0.42)
+"""Strength range of the extra subtle lesions (6 % of discs per task, mostly read normal)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -278,9 +282,9 @@ def _sample_lesions(rng, discs, age, config):
                           + 0.02 * age) * config.lesion_scale
             draw = rng.random()
             if draw < prevalence:
-                strength = rng.uniform(0.42, 1.0)
+                strength = rng.uniform(*CLEAR_LESION_STRENGTH)
             elif draw < prevalence + 0.06:
-                strength = rng.uniform(0.12, 0.42)  # subtle, mostly read as normal
+                strength = rng.uniform(*SUBTLE_LESION_STRENGTH)
             else:
                 continue
             body_depth = disc.half_depth
