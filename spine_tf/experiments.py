@@ -2,7 +2,7 @@
 
 ``sweep`` reproduces the paper's Table 2: one model per branch point
 (conv1..fc7, none), each trained twice with the validation and test splits
-swapped, scored with TTA balanced accuracy on the test split of each run;
+swapped (and other seeds), scored with TTA balanced accuracy on the test split of each run;
 the table is mean +- std over the two runs per task, with the intra-rater
 agreement as the last row. ``single_task`` adds the multi-task vs
 single-task comparison (six single-task models at the same branch point).
@@ -105,21 +105,35 @@ def measure_hotspots(run_dir, split=None, model_file=train.BEST_MODEL,
     return result, out_dir
 
 
+def _run_config(base, swap, **model_or_train):
+    """``base`` for one run; the swapped run also draws other seeds.
+
+    Training is seeded (weights, dropout, shuffling, augmentation), so without
+    new seeds the swapped run would repeat the plain one's weights step for
+    step, and the spread of the pair would hold the test split's noise but
+    not the training's. The paper's two runs were two trainings.
+    """
+    seeds = 1 if swap else 0
+    train_config = dataclasses.replace(base.train, seed=base.train.seed + seeds,
+                                       **model_or_train.get("train", {}))
+    return dataclasses.replace(
+        base, model=dataclasses.replace(base.model, **model_or_train.get("model", {})),
+        train=train_config,
+        pipeline=dataclasses.replace(base.pipeline, seed=base.pipeline.seed + seeds),
+        data=dataclasses.replace(base.data, swap_validation_test=swap))
+
+
 def _runs(base, branch_points, single_task, swaps=(False, True)):
     """(name, row label, task or None, config) of every run of a sweep."""
     runs = []
     for point in branch_points:
         for swap in swaps:
-            config = dataclasses.replace(
-                base, model=dataclasses.replace(base.model, branch_point=point),
-                data=dataclasses.replace(base.data, swap_validation_test=swap))
+            config = _run_config(base, swap, model={"branch_point": point})
             runs.append((f"{point}_{'swapped' if swap else 'plain'}", point, None, config))
     if single_task:
         for task in tasks.TASKS:
             for swap in swaps:
-                config = dataclasses.replace(
-                    base, train=dataclasses.replace(base.train, task_weights={task.name: 1.0}),
-                    data=dataclasses.replace(base.data, swap_validation_test=swap))
+                config = _run_config(base, swap, train={"task_weights": {task.name: 1.0}})
                 runs.append((f"single_{task.name}_{'swapped' if swap else 'plain'}",
                              f"single-task ({base.model.branch_point})", task.name, config))
     return runs
@@ -139,8 +153,9 @@ def sweep(base, out_dir, branch_points=None, single_task=False, swap=True, also_
         single_task: also train one single-task model per task at
             ``base``'s branch point.
         swap: train each row twice, the second time with validation and
-            test swapped (the paper's protocol); False: the plain run only
-            (half the compute, no spread).
+            test swapped and the training and pipeline seeds + 1 (the
+            paper's protocol); False: the plain run only (half the compute,
+            no spread).
         also_data: ``key=value`` data overrides (``evaluate_run``): also score
             every run single view on every split of that dataset.
         verbose: Keras verbosity of training.

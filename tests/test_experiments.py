@@ -24,6 +24,8 @@ def test_sweep_trains_both_split_orders_and_tabulates(tmp_path):
             with open(os.path.join(run, "config.json"), encoding="utf-8") as f:
                 config = json.load(f)
             assert config["model"]["branch_point"] == point
+            seed = int(swap == "swapped")  # the second run is a second training
+            assert config["train"]["seed"] == seed and config["pipeline"]["seed"] == seed
             report = os.path.join(run, f"evaluation_{split}", "evaluation.json")
             with open(report, encoding="utf-8") as f:
                 result = json.load(f)
@@ -60,8 +62,21 @@ def test_runs_without_swap_one_per_row():
     assert [name for name, *_ in runs] == (
         ["conv5_plain", "none_plain"] + [f"single_{t.name}_plain" for t in tasks.TASKS])
     assert not any(config.data.swap_validation_test for *_, config in runs)
+    assert {(config.train.seed, config.pipeline.seed) for *_, config in runs} == {(0, 0)}
     assert [config.model.branch_point for *_, config in runs[:2]] == ["conv5", "none"]
     assert runs[2][3].train.task_weights == {tasks.TASKS[0].name: 1.0}
+
+
+def test_swapped_run_is_a_second_training():
+    base = config_lib.override(config_lib.ExperimentConfig(), ["train.seed=7",
+                                                               "pipeline.seed=3"])
+    (_, _, _, plain), (_, _, _, swapped), *single = experiments._runs(base, ["fc6"], True)
+    assert (plain.train.seed, plain.pipeline.seed, plain.data.test_split) == (7, 3, "test")
+    assert (swapped.train.seed, swapped.pipeline.seed, swapped.data.test_split) == (
+        8, 4, "validation")
+    assert swapped.model.branch_point == "fc6" and swapped.train.task_weights is None
+    assert [(c.train.seed, c.data.swap_validation_test) for *_, c in single[:2]] == [
+        (7, False), (8, True)]
 
 
 def test_markdown_table_mean_and_std():
