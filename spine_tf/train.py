@@ -24,6 +24,7 @@ command with its own ``TF_CONFIG``, e.g.
 import csv
 import json
 import os
+import time
 
 import keras
 import numpy as np
@@ -32,9 +33,10 @@ import tensorflow as tf
 from spine_tf import config as config_lib
 from spine_tf import input_pipeline, losses, metrics
 from spine_tf import model as model_lib
-from spine_tf.io.atomic import atomic_path
+from spine_tf.io.atomic import atomic_path, write_json
 
 MONITOR = "val_mean_balanced_accuracy"
+TRAINING_TIME = "training_time.json"
 BEST_MODEL, FINAL_MODEL = "best.keras", "final.keras"
 
 
@@ -313,6 +315,7 @@ def train(config, run_dir, extra_callbacks=(), verbose="auto"):
                                                  initial_epoch=initial_epoch)
     validation_data = input_pipeline.evaluation_dataset(
         validation_split, class_weights, batch_size=config.pipeline.batch_size)
+    start = time.perf_counter()
     history = model.fit(
         train_data, validation_data=validation_data, epochs=config.train.epochs,
         steps_per_epoch=input_pipeline.steps_per_epoch(train_split, config.pipeline.batch_size),
@@ -321,7 +324,21 @@ def train(config, run_dir, extra_callbacks=(), verbose="auto"):
         verbose=verbose)
     with atomic_path(os.path.join(run_dir, FINAL_MODEL)) as tmp:
         model.save(tmp)
+    write_json(os.path.join(run_dir, TRAINING_TIME),
+               {"seconds": training_seconds(run_dir) + time.perf_counter() - start})
     return model, history.history
+
+
+def training_seconds(run_dir):
+    """Wall seconds of ``model.fit`` over the run's completed ``train`` calls (0: none yet).
+
+    A resumed run adds its calls; the part of a killed call is not counted.
+    """
+    path = os.path.join(run_dir, TRAINING_TIME)
+    if not os.path.exists(path):
+        return 0.0
+    with open(path, encoding="utf-8") as f:
+        return float(json.load(f)["seconds"])
 
 
 def resolved_config(config_path=None, assignments=()):
@@ -333,4 +350,4 @@ def resolved_config(config_path=None, assignments=()):
 __all__ = ["BEST_MODEL", "FINAL_MODEL", "BestModel", "EpochSeeds", "EpochSummary",
            "ResumedCallbackState", "build_compiled_model", "callbacks", "hotspot_images",
            "make_strategy",
-           "prepare_dataset", "read_history", "resolved_config", "train"]
+           "prepare_dataset", "read_history", "resolved_config", "train", "training_seconds"]

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import time
 
 import keras
 import numpy as np
@@ -31,7 +32,9 @@ def test_run_directory(data_dir, tmp_path):
     config = _config(data_dir, "train.hotspot_images=2", "train.hotspot_images_every=1",
                      "train.hotspot_image_augmentations=2")
     run = os.fspath(tmp_path / "run")
+    start = time.perf_counter()
     model, history = train.train(config, run, verbose=0)
+    assert 0 < train.training_seconds(run) < time.perf_counter() - start
     assert config_lib.load(os.path.join(run, "config.json")) == config
     with open(os.path.join(run, "history.csv"), encoding="utf-8") as f:
         rows = list(csv.DictReader(f))

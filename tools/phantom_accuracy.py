@@ -15,10 +15,8 @@ Example (the run in docs/accuracy.md):
 
 import argparse
 import csv
-import json
 import os
 import sys
-import time
 
 import numpy as np
 
@@ -28,7 +26,6 @@ import benchlib  # noqa: E402
 from spine_tf import evaluation, experiments, metrics, tasks, train  # noqa: E402
 
 ACCURACY_DOC = os.path.join(os.path.dirname(benchlib.DOCS), "accuracy.md")
-TIMING = "training_time.json"
 TARGET_GAP = 0.05  # the issue's target: within 5 points of the second reader
 
 
@@ -51,15 +48,9 @@ def cohort_intra_rater(builder):
 
 def train_timed(config, run_dir):
     """Trains unless finished; returns the wall seconds of all training calls of the run."""
-    path = os.path.join(run_dir, TIMING)
-    seconds = json.load(open(path, encoding="utf-8"))["seconds"] if os.path.exists(path) else 0.0
     if not os.path.exists(os.path.join(run_dir, train.FINAL_MODEL)):
-        start = time.perf_counter()
         train.train(config, run_dir, verbose=2)
-        seconds += time.perf_counter() - start
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump({"seconds": seconds}, f)
-    return seconds
+    return train.training_seconds(run_dir)
 
 
 def history_summary(run_dir):
