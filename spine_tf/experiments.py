@@ -162,8 +162,9 @@ def sweep(base, out_dir, branch_points=None, single_task=False, swap=True, also_
 
     Returns:
         The table dict written to ``sweep.json``: ``rows`` {row label:
-        {task: [scores of the runs]}}, ``intra_rater`` {task: [values]}, and
-        with ``also_data`` the same two for that dataset under ``also``.
+        {task: [scores of the runs]}}, ``intra_rater`` {task: [values]},
+        ``runs`` {run directory name: row label}, and with ``also_data`` the
+        same two for that dataset under ``also``.
     """
     from spine_tf.model import BRANCH_POINTS
     branch_points = list(branch_points or BRANCH_POINTS)
@@ -171,7 +172,8 @@ def sweep(base, out_dir, branch_points=None, single_task=False, swap=True, also_
     tables = {"test": _empty_table()}
     if also_data:
         tables["also"] = _empty_table()
-    for name, row, only_task, config in _runs(base, branch_points, single_task, swaps):
+    runs = _runs(base, branch_points, single_task, swaps)
+    for name, row, only_task, config in runs:
         run_dir = os.path.join(out_dir, name)
         report = os.path.join(run_dir, evaluation_dir_name(config.data.test_split),
                               evaluation.JSON_NAME)
@@ -191,7 +193,7 @@ def sweep(base, out_dir, branch_points=None, single_task=False, swap=True, also_
                 _add_scores(tables[key], json.load(f), row, only_task, with_intra=first_row and (
                     key == "test" or not config.data.swap_validation_test))
     table = dict(tables["test"], config=config_lib.to_dict(base), branch_points=branch_points,
-                 runs_per_row=len(swaps))
+                 runs_per_row=len(swaps), runs={name: row for name, row, *_ in runs})
     if also_data:
         table["also"] = dict(tables["also"], data=list(also_data))
     write_json(os.path.join(out_dir, SWEEP_JSON), table)

@@ -18,6 +18,8 @@ def test_sweep_trains_both_split_orders_and_tabulates(tmp_path):
     out = os.fspath(tmp_path / "sweep")
     table = experiments.sweep(base, out, branch_points=["conv5", "fc7"])
     assert list(table["rows"]) == ["conv5", "fc7"]
+    assert table["runs"] == {"conv5_plain": "conv5", "conv5_swapped": "conv5",
+                             "fc7_plain": "fc7", "fc7_swapped": "fc7"}
     for point in ("conv5", "fc7"):
         for swap, split in (("plain", "test"), ("swapped", "validation")):
             run = os.path.join(out, f"{point}_{swap}")

@@ -1,0 +1,87 @@
+"""A finished ``spine-tf sweep`` as a section of docs/accuracy.md.
+
+Reads the sweep folder's ``sweep.json`` and its runs, and writes the sweep's
+tables (``experiments.markdown``), the training time and length of every row,
+and the ``spine-tf sweep`` command that reproduces it, rebuilt from the
+sweep's own base config (every setting that differs from the defaults).
+
+Example:
+    .venv/bin/python tools/sweep_report.py --out runs/sweep --section "Branch-point sweep"
+"""
+
+import argparse
+import csv
+import json
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
+from phantom_accuracy import ACCURACY_DOC  # noqa: E402
+
+from spine_tf import config as config_lib  # noqa: E402
+from spine_tf import experiments, train  # noqa: E402
+
+
+def _flat(values, prefix=""):
+    """{"a.b": value} of a nested dict."""
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and value and key != "task_weights":
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def sweep_command(out_dir, table):
+    """The ``spine-tf sweep`` call that makes ``table`` (sweep.json) in ``out_dir``."""
+    defaults = _flat(json.loads(json.dumps(config_lib.to_dict(config_lib.ExperimentConfig()))))
+    used = _flat(table["config"])
+    words = ["spine-tf sweep", f"--out {out_dir}",
+             "--branch-points " + " ".join(table["branch_points"])]
+    if table.get("runs_per_row", 2) == 1:
+        words.append("--no-swap")
+    if any(row.startswith("single-task") for row in table["rows"]):
+        words.append("--single-task")
+    words += [f"--also-data {a}" for a in table.get("also", {}).get("data", [])]
+    words += [f"--set {key}={json.dumps(value) if isinstance(value, (list, dict)) else value}"
+              for key, value in used.items() if defaults.get(key) != value]
+    return " ".join(words)
+
+
+def row_costs(out_dir, table):
+    """Markdown: per row, the runs' epochs and training minutes (median over the row's runs)."""
+    rows = {}
+    for name, row in table["runs"].items():
+        run_dir = os.path.join(out_dir, name)
+        with open(os.path.join(run_dir, "history.csv"), encoding="utf-8") as f:
+            epochs = len(list(csv.DictReader(f)))
+        rows.setdefault(row, []).append((epochs, train.training_seconds(run_dir) / 60))
+    return benchlib.table(
+        ["row", "runs", "epochs", "training minutes per run (median)"],
+        [[row, len(runs), "/".join(sorted({str(e) for e, _ in runs})),
+          f"{np.median([m for _, m in runs]):.1f}"] for row, runs in rows.items()])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="the sweep folder (spine-tf sweep --out)")
+    parser.add_argument("--section", default="Branch-point sweep",
+                        help="section name in docs/accuracy.md")
+    args = parser.parse_args(argv)
+    with open(os.path.join(args.out, experiments.SWEEP_JSON), encoding="utf-8") as f:
+        table = json.load(f)
+    body = (experiments.markdown(table) + "\nTraining (wall time on this machine, "
+            "`RUN/training_time.json`):\n\n" + row_costs(args.out, table) + "\n")
+    command = (sweep_command(args.out, table) + "`, then `"
+               + benchlib.reproduce_command(__file__, argv))
+    benchlib.write_section(args.section, body, command, path=ACCURACY_DOC,
+                           title="Accuracy on the phantom cohort")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
