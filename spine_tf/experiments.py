@@ -2,8 +2,8 @@
 
 ``sweep`` reproduces the paper's Table 2: one model per branch point
 (conv1..fc7, none), each trained twice with the validation and test splits
-swapped (and other seeds), scored with TTA balanced accuracy on the test split of each run;
-the table is mean +- std over the two runs per task, with the intra-rater
+swapped (and other seeds), scored with TTA balanced accuracy on the test split
+of each run; the table is mean +- std over the two runs per task, with the intra-rater
 agreement as the last row. ``single_task`` adds the multi-task vs
 single-task comparison (six single-task models at the same branch point).
 ``also_data`` scores every run once more, single view, on every split of
@@ -105,20 +105,21 @@ def measure_hotspots(run_dir, split=None, model_file=train.BEST_MODEL,
     return result, out_dir
 
 
-def _run_config(base, swap, **model_or_train):
-    """``base`` for one run; the swapped run also draws other seeds.
+def _run_config(base, swap, branch_point=None, task=None):
+    """``base`` for one run (at ``branch_point``; single-task on ``task``).
 
-    Training is seeded (weights, dropout, shuffling, augmentation), so without
-    new seeds the swapped run would repeat the plain one's weights step for
-    step, and the spread of the pair would hold the test split's noise but
-    not the training's. The paper's two runs were two trainings.
+    The swapped run also draws other seeds. Training is seeded (weights,
+    dropout, shuffling, augmentation), so without them the swapped run would
+    repeat the plain one's weights step for step, and the spread of the pair
+    would hold the test split's noise but not the training's. The paper's two
+    runs were two trainings.
     """
-    seeds = 1 if swap else 0
-    train_config = dataclasses.replace(base.train, seed=base.train.seed + seeds,
-                                       **model_or_train.get("train", {}))
+    seeds = int(swap)
     return dataclasses.replace(
-        base, model=dataclasses.replace(base.model, **model_or_train.get("model", {})),
-        train=train_config,
+        base, model=dataclasses.replace(base.model, branch_point=branch_point or
+                                        base.model.branch_point),
+        train=dataclasses.replace(base.train, seed=base.train.seed + seeds, task_weights=(
+            {task: 1.0} if task else base.train.task_weights)),
         pipeline=dataclasses.replace(base.pipeline, seed=base.pipeline.seed + seeds),
         data=dataclasses.replace(base.data, swap_validation_test=swap))
 
@@ -128,12 +129,12 @@ def _runs(base, branch_points, single_task, swaps=(False, True)):
     runs = []
     for point in branch_points:
         for swap in swaps:
-            config = _run_config(base, swap, model={"branch_point": point})
+            config = _run_config(base, swap, branch_point=point)
             runs.append((f"{point}_{'swapped' if swap else 'plain'}", point, None, config))
     if single_task:
         for task in tasks.TASKS:
             for swap in swaps:
-                config = _run_config(base, swap, train={"task_weights": {task.name: 1.0}})
+                config = _run_config(base, swap, task=task.name)
                 runs.append((f"single_{task.name}_{'swapped' if swap else 'plain'}",
                              f"single-task ({base.model.branch_point})", task.name, config))
     return runs
