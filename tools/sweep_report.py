@@ -5,12 +5,19 @@ tables (``experiments.markdown``), the training time and length of every row,
 and the ``spine-tf sweep`` command that reproduces it, rebuilt from the
 sweep's own base config (every setting that differs from the defaults).
 
+A sweep's run folders are large and stay outside the repository, so ``--save``
+keeps what the section is made of (sweep.json, each run's epochs and training
+minutes, the sweep folder's name, the date and machine) in one small JSON file, which ``--from-json``
+turns into the same section again without the runs.
+
 Example:
-    .venv/bin/python tools/sweep_report.py --out runs/sweep --section "Branch-point sweep"
+    .venv/bin/python tools/sweep_report.py --out runs/sweep --section "Branch-point sweep" \
+        --save docs/measurements/sweep.json
 """
 
 import argparse
 import csv
+import datetime
 import json
 import os
 import sys
@@ -23,6 +30,7 @@ from phantom_accuracy import ACCURACY_DOC  # noqa: E402
 
 from spine_tf import config as config_lib  # noqa: E402
 from spine_tf import experiments, train  # noqa: E402
+from spine_tf.io.atomic import write_json  # noqa: E402
 
 
 def _flat(values, prefix=""):
@@ -52,14 +60,19 @@ def sweep_command(out_dir, table):
     return " ".join(words)
 
 
-def row_costs(out_dir, table):
-    """Markdown: per row, the runs' epochs and training minutes (median over the row's runs)."""
+def run_costs(out_dir, table):
+    """{row: [[epochs, training minutes] of each of its runs]}, read from the run folders."""
     rows = {}
     for name, row in table["runs"].items():
         run_dir = os.path.join(out_dir, name)
         with open(os.path.join(run_dir, "history.csv"), encoding="utf-8") as f:
             epochs = len(list(csv.DictReader(f)))
-        rows.setdefault(row, []).append((epochs, train.training_seconds(run_dir) / 60))
+        rows.setdefault(row, []).append([epochs, train.training_seconds(run_dir) / 60])
+    return rows
+
+
+def costs_markdown(rows):
+    """Markdown: per row, the runs' epochs and training minutes (median over the row's runs)."""
     return benchlib.table(
         ["row", "runs", "epochs", "training minutes per run (median)"],
         [[row, len(runs), "/".join(sorted({str(e) for e, _ in runs})),
@@ -68,18 +81,30 @@ def row_costs(out_dir, table):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True, help="the sweep folder (spine-tf sweep --out)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--out", help="the sweep folder (spine-tf sweep --out)")
+    source.add_argument("--from-json", help="a file written by --save (no run folders needed)")
     parser.add_argument("--section", default="Branch-point sweep",
                         help="section name in docs/accuracy.md")
+    parser.add_argument("--save", help="also keep the section's data in this JSON file")
     args = parser.parse_args(argv)
-    with open(os.path.join(args.out, experiments.SWEEP_JSON), encoding="utf-8") as f:
-        table = json.load(f)
-    body = (experiments.markdown(table) + "\nTraining (wall time on this machine, "
-            "`RUN/training_time.json`):\n\n" + row_costs(args.out, table) + "\n")
-    command = (sweep_command(args.out, table) + "`, then `"
+    if args.from_json:
+        with open(args.from_json, encoding="utf-8") as f:
+            saved = json.load(f)
+    else:
+        with open(os.path.join(args.out, experiments.SWEEP_JSON), encoding="utf-8") as f:
+            table = json.load(f)
+        saved = {"out": args.out, "sweep": table, "costs": run_costs(args.out, table),
+                 "date": datetime.date.today().isoformat(), "machine": benchlib.machine()}
+    if args.save:
+        write_json(args.save, saved)
+    body = (experiments.markdown(saved["sweep"]) + "\nTraining (wall time on this machine, "
+            "`RUN/training_time.json`):\n\n" + costs_markdown(saved["costs"]) + "\n")
+    command = (sweep_command(saved["out"], saved["sweep"]) + "`, then `"
                + benchlib.reproduce_command(__file__, argv))
     benchlib.write_section(args.section, body, command, path=ACCURACY_DOC,
-                           title="Accuracy on the phantom cohort")
+                           title="Accuracy on the phantom cohort",
+                           measured=(saved["date"], saved["machine"]))
     return 0
 
 
