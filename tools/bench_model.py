@@ -165,8 +165,10 @@ def main(argv=None):
             with open(tmp, "w", encoding="utf-8") as f:
                 json.dump(result, f, indent=1)
             os.replace(tmp, args.json)
+    precisions = sorted({r["precision"] for r in result["rows"]})
     name = (f"Model compute, {result['backend']} on {result['accelerator']}, "
-            f"batch {result['rows'][0]['batch']}")
+            f"batch {result['rows'][0]['batch']}"
+            + ("" if precisions == sorted(PRECISIONS) else f", {' and '.join(precisions)}"))
     benchlib.write_section(name, body(result), result["command"], path=args.docs,
                            measured=(result["date"], result["machine"]))
     return 0
