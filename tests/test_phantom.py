@@ -3,6 +3,8 @@
 import csv
 import json
 import os
+import subprocess
+import sys
 
 import nibabel as nib
 import numpy as np
@@ -12,6 +14,7 @@ from spine_tf import phantom, tasks
 from spine_tf.io import landmarks as landmarks_io
 from spine_tf.io import read_mask, read_scan
 from spine_tf.phantom.anatomy import VERTEBRA_LABELS, PhantomConfig, sample_anatomy
+from spine_tf.phantom.cohort import worker_context
 from spine_tf.phantom.render import nucleus_signal
 
 N_ANATOMIES = 400
@@ -229,3 +232,20 @@ def test_storage_orientation_is_undone_by_reading(tmp_path):
     assert nib.aff2axcodes(stored.affine) == patient.anatomy.acquisition.storage_axcodes
     scan = read_scan(os.fspath(tmp_path / "scans" / f"{patient.patient_id}.nii.gz"))
     np.testing.assert_array_equal(scan.image, patient.image.astype(np.float32))
+
+
+def test_worker_processes_fork_only_while_tensorflow_is_not_loaded():
+    """A forked copy of a running TensorFlow process can die on inherited locks.
+
+    Without TensorFlow the pools fork; the workers' modules must not load it
+    either, or a forkserver worker would spend seconds importing it.
+    """
+    code = ("import sys; from spine_tf.phantom.cohort import worker_context; "
+            "import spine_tf.data.jobs, spine_tf.detection.data; "
+            "print(worker_context().get_start_method(), 'tensorflow' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.split() == ["fork", "False"]
+    import tensorflow  # noqa: F401  (loaded by the test session anyway)
+    assert worker_context().get_start_method() in ("forkserver", "spawn")
+

@@ -23,11 +23,8 @@ Example:
     ds = tfds.load("spine_discs/phantom_small", split="train")
 """
 
-import concurrent.futures
 import contextlib
-import dataclasses
 import json
-import logging
 import os
 
 import numpy as np
@@ -36,20 +33,14 @@ from etils import epath
 
 from spine_tf import tasks
 from spine_tf.data import sources
+from spine_tf.data.jobs import VOLUME_MAX, PatientJob, read_cache, run_jobs, to_stored
 from spine_tf.tasks import VOLUME_SHAPE
 from spine_tf.io import labels as labels_io
 from spine_tf.io.scan import ScanError
 from spine_tf.phantom import PhantomConfig
-from spine_tf.phantom.cohort import worker_context
 
-VOLUME_MAX = 65535  # disc volumes are stored as uint16: value / VOLUME_MAX in [0, 1]
 REPORT_NAME = "build_report.json"
 CACHE_NAME = "extraction-cache"  # pass one's disc volumes, inside the incomplete dataset dir
-
-
-def to_stored(volume):
-    """float [0, 1] disc volume -> uint16 as stored."""
-    return np.round(np.clip(volume, 0.0, 1.0) * VOLUME_MAX).astype(np.uint16)
 
 
 def from_stored(stored):
@@ -178,7 +169,7 @@ class SpineDiscs(tfds.core.GeneratorBasedBuilder):
         by_split = {split: [] for split in sources.SPLITS}
         examples = {split: 0 for split in sources.SPLITS}
         items = [(job, os.fspath(cache / f"{n:06d}.npz")) for n, job in enumerate(jobs)]
-        with contextlib.closing(_run(items, self.workers)) as results:
+        with contextlib.closing(run_jobs(items, self.workers)) as results:
             for job, (pid, outcome) in zip(jobs, tfds.core.utils.tqdm(
                     results, total=len(jobs), desc="Extracting disc volumes",
                     unit=" patients", leave=False)):
@@ -210,7 +201,7 @@ class SpineDiscs(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, cache_paths):
         for path in cache_paths:
-            yield from _read_cache(path)
+            yield from read_cache(path)
 
     def _download_and_prepare(self, dl_manager, download_config):
         try:
@@ -283,114 +274,6 @@ class SpineDiscs(tfds.core.GeneratorBasedBuilder):
         (patient, level, reason), ``patients`` and ``examples`` per split.
         """
         return json.loads((epath.Path(self.data_dir) / REPORT_NAME).read_text())
-
-
-@dataclasses.dataclass(frozen=True)
-class PatientJob:
-    """One patient to extract.
-
-    Attributes:
-        source: ``"phantom"``, ``"folder"`` or ``"spider"``.
-        patient_id: the patient.
-        file: its scan file (the patient id for phantoms), for the report.
-        args: ``(seed, index, PhantomConfig)`` for phantoms; ``(manual_dir,
-            labels)`` otherwise, ``labels`` holding this patient's rows only.
-    """
-
-    source: str
-    patient_id: str
-    file: str
-    args: tuple
-
-
-def patient_examples(job):
-    """Worker: ``(pid, (examples, skipped))`` or ``(pid, reason)`` for one patient.
-
-    A scan that cannot be used gives the reason as a string; it starts with
-    the offending file. Unexpected errors are reported the same way (with the
-    exception type) so one odd scan does not stop a long build.
-    """
-    try:
-        if job.source == "phantom":
-            record = sources.phantom_record(*job.args)
-        elif job.source == "folder":
-            record = sources.folder_record(job.args[0], job.patient_id, job.args[1])
-        elif job.source == "spider":
-            record = sources.spider_record(job.args[0], job.patient_id, job.args[1])
-        else:
-            raise ValueError(f"unknown source {job.source!r}")
-        return job.patient_id, sources.disc_examples(record)
-    except ScanError as error:
-        return job.patient_id, str(error)
-    except Exception as error:  # pylint: disable=broad-except
-        logging.getLogger(__name__).warning("%s: unexpected error", job.file, exc_info=True)
-        return job.patient_id, f"{job.file}: unexpected {type(error).__name__}: {error}"
-
-
-def _extract_to_cache(item):
-    """Worker: extracts one patient and writes its discs to ``cache_path``.
-
-    Returns:
-        ``(pid, reason)`` for an unusable scan, else ``(pid, (cache_path,
-        number of discs, skipped discs))``.
-    """
-    job, cache_path = item
-    pid, outcome = patient_examples(job)
-    if isinstance(outcome, str):
-        return pid, outcome
-    examples, skipped = outcome
-    if examples:
-        _write_cache(cache_path, examples)
-    return pid, (cache_path, len(examples), skipped)
-
-
-def _write_cache(path, examples):
-    arrays = {
-        "patient_id": np.array([e["patient_id"] for e in examples]),
-        "level": np.array([e["level"] for e in examples]),
-        "disc_volume": np.stack([to_stored(e["disc_volume"]) for e in examples]),
-        "voxel_to_scan": np.stack([e["voxel_to_scan"] for e in examples]).astype(np.float64),
-        "spacing_mm": np.stack([e["spacing_mm"] for e in examples]).astype(np.float32),
-        "confidence": np.array([e["confidence"] for e in examples], np.float32),
-        "lesion_boxes": np.stack([e["lesion_boxes"] for e in examples]).astype(np.float32),
-    }
-    for key in ("labels", "labels_reread"):
-        arrays[key] = np.array([[e[key][name] for name in tasks.TASK_NAMES] for e in examples],
-                               np.int32)
-    with epath.Path(path).open("wb") as f:
-        np.savez(f, **arrays)
-
-
-def _read_cache(path):
-    """Yields ``(key, example)`` for the discs cached in ``path``; key = patient/level."""
-    with epath.Path(path).open("rb") as f:
-        with np.load(f) as cached:
-            arrays = {key: cached[key] for key in cached.files}
-    for n in range(len(arrays["level"])):
-        example = {key: arrays[key][n] for key in
-                   ("disc_volume", "voxel_to_scan", "spacing_mm", "confidence", "lesion_boxes")}
-        example["patient_id"] = str(arrays["patient_id"][n])
-        example["level"] = str(arrays["level"][n])
-        for key in ("labels", "labels_reread"):
-            example[key] = dict(zip(tasks.TASK_NAMES, arrays[key][n]))
-        yield f"{example['patient_id']}/{example['level']}", example
-
-
-def _run(items, workers):
-    """Runs ``_extract_to_cache`` over items (in order), in worker processes if several.
-
-    Stopping early (strict mode, an error, or the consumer closing the
-    generator) cancels the patients not started yet.
-    """
-    workers = min(workers or os.cpu_count() or 1, max(len(items), 1))
-    if workers == 1:
-        yield from map(_extract_to_cache, items)
-        return
-    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=worker_context())
-    try:
-        yield from pool.map(_extract_to_cache, items, chunksize=1)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def builder(config="phantom_small", data_dir=None, workers=None, strict=False, **kwargs):

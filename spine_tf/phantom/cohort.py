@@ -19,6 +19,7 @@ import dataclasses
 import multiprocessing
 import os
 import re
+import sys
 
 import nibabel as nib
 import numpy as np
@@ -208,11 +209,21 @@ def _progress(total, desc, enabled):
 
 
 def worker_context():
-    """Process start method for generation workers.
+    """Process start method for worker pools (phantom generation, dataset builds).
 
-    ``fork`` where the platform has it: workers run numpy/scipy code only, and
-    unlike ``spawn`` it works from scripts without a ``__main__`` guard and
-    from notebooks. ``spawn`` elsewhere.
+    ``fork`` where the platform has it and TensorFlow is not loaded in this
+    process: workers run numpy/scipy code only, and unlike ``spawn`` it works
+    from scripts without a ``__main__`` guard and from notebooks. Once
+    TensorFlow is loaded, ``forkserver`` (else ``spawn``): a forked copy of a
+    process whose TensorFlow runtime has started threads can inherit locks
+    held by threads that do not exist in the copy. A 500-patient build started
+    in the process that had just trained a model (``spine-tf sweep
+    --also-data``) lost a worker that way, to an abseil mutex check failure.
+    The workers' functions live in modules that import no TensorFlow
+    (``spine_tf.data.jobs``, this module), so such a worker starts in about a
+    second.
     """
     methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    if "fork" in methods and "tensorflow" not in sys.modules:
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
