@@ -19,7 +19,7 @@ import re
 import numpy as np
 
 from spine_tf import config as config_lib
-from spine_tf import evaluation, hotspots, tasks, train
+from spine_tf import evaluation, hotspots, metrics, tasks, train
 from spine_tf import model as model_lib
 from spine_tf.io.atomic import write_json, write_text
 
@@ -241,6 +241,39 @@ def _markdown_table(table):
     return "\n".join(lines) + "\n"
 
 
+def row_differences(part, branch_points):
+    """Permutation p-values: do the branch-point rows differ by more than their runs do?
+
+    Args:
+        part: a table (``rows``, as ``sweep`` returns it, or its ``also``).
+        branch_points: the rows to compare (single-task rows are left out).
+
+    Returns:
+        {task: p, ..., "mean": p of the runs' mean over the tasks}
+        (``metrics.group_difference_p``), or None without at least two rows of
+        at least two runs each.
+    """
+    names = [t.name for t in tasks.TASKS]
+    rows = [part["rows"][b] for b in branch_points if b in part["rows"]]
+    runs = {len(scores[n]) for scores in rows for n in names}
+    if len(rows) < 2 or len(runs) != 1 or runs.pop() < 2:
+        return None
+    values = {n: np.array([scores[n] for scores in rows], np.float64) for n in names}
+    values["mean"] = np.mean([values[n] for n in names], axis=0)
+    return {n: metrics.group_difference_p(v) for n, v in values.items()}
+
+
+def _row_differences_line(part, branch_points):
+    p_values = row_differences(part, branch_points)
+    if p_values is None:
+        return ""
+    return ("\nDo the branch points differ more than one branch point's runs do? Permutation "
+            f"p-values ({metrics.PERMUTATIONS} random deals of the runs to the rows; a small "
+            "p says they do): " + ", ".join(f"{n} {p:.2f}" for n, p in p_values.items()
+                                             if n != "mean")
+            + f"; mean over the tasks {p_values['mean']:.2f}.\n")
+
+
 def markdown(table):
     """The sweep table in the form of the paper's Table 2 (balanced accuracy %, mean ± std).
 
@@ -248,12 +281,15 @@ def markdown(table):
     dataset follows.
     """
     runs = table.get("runs_per_row", 2)
+    branch_points = table.get("branch_points", list(table["rows"]))
     text = ("Balanced accuracy (%) with TTA on the test split, "
             + ("mean ± std over two runs with validation and test swapped."
-               if runs == 2 else "one run per row.") + "\n\n" + _markdown_table(table))
+               if runs == 2 else "one run per row.") + "\n\n" + _markdown_table(table)
+            + _row_differences_line(table, branch_points))
     if "also" in table:
         text += (f"\nBalanced accuracy (%) single view on every split of "
                  f"`{' '.join(table['also']['data'])}`"
                  + (", mean ± std over the same runs" if runs == 2 else "") + ".\n\n"
-                 + _markdown_table(table["also"]))
+                 + _markdown_table(table["also"])
+                 + _row_differences_line(table["also"], branch_points))
     return text

@@ -119,6 +119,9 @@ BOOTSTRAP_RESAMPLES = 2000
 INTERVAL_LEVEL = 0.95
 """Coverage of the reported percentile intervals."""
 
+PERMUTATIONS = 10000
+"""Random deals of the permutation test behind a sweep's row differences."""
+
 
 def patient_bootstrap(groups, resamples=BOOTSTRAP_RESAMPLES, seed=0):
     """Index arrays of a cluster bootstrap: patients drawn with replacement.
@@ -156,3 +159,34 @@ def percentile_interval(values, level=INTERVAL_LEVEL):
     tail = 50.0 * (1.0 - level)
     low, high = np.percentile(values, [tail, 100.0 - tail])
     return float(low), float(high)
+
+
+def group_difference_p(values, permutations=PERMUTATIONS, seed=0):
+    """Permutation p-value: do the groups' means differ by more than their members do?
+
+    The statistic is the variance of the group means. Under the null
+    hypothesis the members are exchangeable between groups (e.g. a sweep's
+    branch points are equally good and their runs differ by chance only), so
+    the members are dealt to the groups at random ``permutations`` times and
+    the p-value is the share of deals whose statistic reaches the observed
+    one, counting the observed deal (never 0).
+
+    Args:
+        values: (groups, members) array, e.g. a task's score of every run of
+            every branch point; at least two groups of at least two members.
+        permutations: random deals.
+        seed: seed of the deals; same seed, same p-value.
+
+    Raises:
+        ValueError: fewer than two groups or two members a group.
+    """
+    values = np.asarray(values, np.float64)
+    if values.ndim != 2 or values.shape[0] < 2 or values.shape[1] < 2:
+        raise ValueError(f"need at least two groups of at least two members, got shape "
+                         f"{values.shape}")
+    flat = values.ravel()
+    rng = np.random.default_rng(seed)
+    deals = np.argsort(rng.random((permutations, flat.size)), axis=1)
+    spreads = flat[deals].reshape(permutations, *values.shape).mean(axis=2).var(axis=1)
+    observed = values.mean(axis=1).var()
+    return float((1 + np.count_nonzero(spreads >= observed - 1e-12)) / (1 + permutations))

@@ -89,6 +89,32 @@ def test_markdown_table_mean_and_std():
     assert "| conv5 | 60.0 ± 10.0 |" in text
     assert "| intra-rater | 80.0 |" in text  # one value: no spread shown
     assert "mean ± std over two runs" in text and "single view" not in text
+    assert "Permutation" not in text  # one branch point: nothing to compare
+
+
+def test_markdown_says_whether_rows_differ_more_than_their_runs():
+    names = [t.name for t in tasks.TASKS]
+    apart = {"rows": {"conv1": {n: [0.50, 0.51] for n in names},
+                      "conv5": {n: [0.70, 0.71] for n in names},
+                      "none": {n: [0.90, 0.91] for n in names}},
+             "intra_rater": {n: [] for n in names}, "branch_points": ["conv1", "conv5", "none"]}
+    # 6!/2**3 = 90 deals, 3! = 6 of them keep the rows apart: p = 6/90
+    p_values = experiments.row_differences(apart, apart["branch_points"])
+    assert set(p_values) == set(names) | {"mean"}
+    assert all(p == pytest.approx(6 / 90, abs=0.01) for p in p_values.values())
+    crossed = dict(apart, rows={"conv1": {n: [0.5, 0.9] for n in names},
+                                "conv5": {n: [0.6, 0.8] for n in names},
+                                "none": {n: [0.7, 0.7] for n in names}})
+    assert experiments.row_differences(crossed, apart["branch_points"])["mean"] == 1.0
+    text = experiments.markdown(apart)
+    assert "pfirrmann 0.07" in text and "mean over the tasks 0.07" in text
+    # a single-task row is not a branch point; one run per row has no spread to compare
+    with_single = dict(apart, rows=dict(apart["rows"], **{"single-task (conv5)": {
+        n: [0.1, 0.1] for n in names}}))
+    assert experiments.row_differences(with_single, apart["branch_points"]) == p_values
+    assert experiments.row_differences(
+        dict(apart, rows={r: {n: v[:1] for n, v in s.items()} for r, s in apart["rows"].items()}),
+        apart["branch_points"]) is None
 
 
 def test_markdown_one_run_per_row_and_also_table():

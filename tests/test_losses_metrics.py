@@ -169,3 +169,24 @@ def test_percentile_interval_drops_nan_and_handles_none_finite():
     values = [0.1 * k for k in range(11)] + [float("nan")]
     assert metrics.percentile_interval(values, level=0.8) == pytest.approx((0.1, 0.9))
     assert metrics.percentile_interval([float("nan")]) is None
+
+
+def test_group_difference_p_against_counted_deals():
+    # 8 values in 4 groups of 2. Of the 8!/2**4 = 2520 deals, the 4! = 24 that pair
+    # neighbours are the only ones whose group means spread as far: p = 24/2520
+    assert metrics.group_difference_p([[0, 1], [2, 3], [4, 5], [6, 7]]) == pytest.approx(
+        24 / 2520, abs=0.003)
+    # equal group means: every deal spreads at least as far
+    assert metrics.group_difference_p([[0, 7], [1, 6], [2, 5], [3, 4]]) == 1.0
+    # groups with one shifted member set: p falls as the shift grows past the spread
+    rng = np.random.default_rng(3)
+    noise = rng.normal(0, 1, (6, 3))
+    shifted = [metrics.group_difference_p(noise + np.array([[s], [0], [0], [0], [0], [0]]))
+               for s in (0, 3, 10)]
+    assert shifted[0] > 0.1 and shifted[2] < 0.05 and shifted[0] > shifted[1] > shifted[2]
+    assert metrics.group_difference_p(noise, seed=4) == metrics.group_difference_p(
+        noise, seed=4)
+    with pytest.raises(ValueError, match="two groups of at least two members"):
+        metrics.group_difference_p([[0.5, 0.6]])
+    with pytest.raises(ValueError, match="shape"):
+        metrics.group_difference_p([[0.5], [0.6]])

@@ -100,8 +100,10 @@ def main(argv=None):
         write_json(args.save, saved)
     body = (experiments.markdown(saved["sweep"]) + "\nTraining (wall time on this machine, "
             "`RUN/training_time.json`):\n\n" + costs_markdown(saved["costs"]) + "\n")
+    made_by = argv if not args.from_json else [  # the call that saved the file
+        "--out", saved["out"], "--section", args.section, "--save", args.from_json]
     command = (sweep_command(saved["out"], saved["sweep"]) + "`, then `"
-               + benchlib.reproduce_command(__file__, argv))
+               + benchlib.reproduce_command(__file__, made_by))
     benchlib.write_section(args.section, body, command, path=ACCURACY_DOC,
                            title="Accuracy on the phantom cohort",
                            measured=(saved["date"], saved["machine"]))
