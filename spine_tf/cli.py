@@ -200,6 +200,9 @@ def _parser():
     sw.add_argument("--no-swap", dest="swap", action="store_false",
                     help="train each row once, without the swapped run (half the compute, "
                     "no spread)")
+    sw.add_argument("--repeats", type=int, default=1,
+                    help="train every row's runs this many times with other seeds (default 1: "
+                    "the paper's two runs; more runs narrow the spread)")
     sw.add_argument("--also-data", action="append", default=[], metavar="KEY=VALUE",
                     help="also score every run single view on every split of this dataset, "
                     "e.g. --also-data patients=500 --also-data seed=1 (a fresh phantom cohort)")
@@ -430,7 +433,8 @@ def _sweep(args):
     from spine_tf import experiments, train
     table = experiments.sweep(train.resolved_config(args.config, args.set), args.out,
                               branch_points=args.branch_points, single_task=args.single_task,
-                              swap=args.swap, also_data=args.also_data)
+                              swap=args.swap, also_data=args.also_data,
+                              repeats=args.repeats)
     print(experiments.markdown(table))
     return 0
 

@@ -105,16 +105,17 @@ def measure_hotspots(run_dir, split=None, model_file=train.BEST_MODEL,
     return result, out_dir
 
 
-def _run_config(base, swap, branch_point=None, task=None):
+def _run_config(base, swap, branch_point=None, task=None, seeds=None):
     """``base`` for one run (at ``branch_point``; single-task on ``task``).
 
-    The swapped run also draws other seeds. Training is seeded (weights,
-    dropout, shuffling, augmentation), so without them the swapped run would
-    repeat the plain one's weights step for step, and the spread of the pair
-    would hold the test split's noise but not the training's. The paper's two
-    runs were two trainings.
+    ``seeds`` (default ``int(swap)``) is added to the training and pipeline
+    seeds. The swapped run draws other seeds: training is seeded (weights,
+    dropout, shuffling, augmentation) and reproducible bit for bit, so
+    without them the swapped run would repeat the plain one's weights step for
+    step, and the spread of the pair would hold the test split's noise but not
+    the training's. The paper's two runs were two trainings.
     """
-    seeds = int(swap)
+    seeds = int(swap) if seeds is None else seeds
     return dataclasses.replace(
         base, model=dataclasses.replace(base.model, branch_point=branch_point or
                                         base.model.branch_point),
@@ -124,24 +125,33 @@ def _run_config(base, swap, branch_point=None, task=None):
         data=dataclasses.replace(base.data, swap_validation_test=swap))
 
 
-def _runs(base, branch_points, single_task, swaps=(False, True)):
-    """(name, row label, task or None, config) of every run of a sweep."""
-    runs = []
-    for point in branch_points:
-        for swap in swaps:
-            config = _run_config(base, swap, branch_point=point)
-            runs.append((f"{point}_{'swapped' if swap else 'plain'}", point, None, config))
+def _runs(base, branch_points, single_task, swaps=(False, True), repeats=1):
+    """(name, row label, task or None, config) of every run of a sweep.
+
+    Repeat ``k`` (from 0) of a row trains its runs again with the seeds
+    ``k * len(swaps)`` on, in folders named ``<row>_plain_<k + 1>`` and
+    ``<row>_swapped_<k + 1>``; the first repeat keeps the names without a
+    number, so a sweep extended with more repeats reuses its runs.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    rows = [(point, point, None, {"branch_point": point}) for point in branch_points]
     if single_task:
-        for task in tasks.TASKS:
-            for swap in swaps:
-                config = _run_config(base, swap, task=task.name)
-                runs.append((f"single_{task.name}_{'swapped' if swap else 'plain'}",
-                             f"single-task ({base.model.branch_point})", task.name, config))
+        rows += [(f"single_{task.name}", f"single-task ({base.model.branch_point})",
+                  task.name, {"task": task.name}) for task in tasks.TASKS]
+    runs = []
+    for prefix, row, task, where in rows:
+        for repeat in range(repeats):
+            for index, swap in enumerate(swaps):
+                name = f"{prefix}_{'swapped' if swap else 'plain'}" + (
+                    f"_{repeat + 1}" if repeat else "")
+                config = _run_config(base, swap, seeds=repeat * len(swaps) + index, **where)
+                runs.append((name, row, task, config))
     return runs
 
 
 def sweep(base, out_dir, branch_points=None, single_task=False, swap=True, also_data=(),
-          verbose=0):
+          repeats=1, verbose=0):
     """Trains and evaluates every run of the sweep in ``out_dir`` (resumable).
 
     A run already evaluated (its ``evaluation_<split>/evaluation.json``
@@ -159,6 +169,9 @@ def sweep(base, out_dir, branch_points=None, single_task=False, swap=True, also_
             no spread).
         also_data: ``key=value`` data overrides (``evaluate_run``): also score
             every run single view on every split of that dataset.
+        repeats: train every row's run (or pair of runs) this many times,
+            each time with other seeds (more runs per row: a narrower spread
+            and a permutation test that can see smaller differences).
         verbose: Keras verbosity of training.
 
     Returns:
@@ -173,7 +186,7 @@ def sweep(base, out_dir, branch_points=None, single_task=False, swap=True, also_
     tables = {"test": _empty_table()}
     if also_data:
         tables["also"] = _empty_table()
-    runs = _runs(base, branch_points, single_task, swaps)
+    runs = _runs(base, branch_points, single_task, swaps, repeats)
     for name, row, only_task, config in runs:
         run_dir = os.path.join(out_dir, name)
         report = os.path.join(run_dir, evaluation_dir_name(config.data.test_split),
@@ -188,13 +201,15 @@ def sweep(base, out_dir, branch_points=None, single_task=False, swap=True, also_
                                            evaluation.JSON_NAME)
             if not os.path.exists(reports["also"]):
                 evaluate_run(run_dir, split="all", tta=False, data=also_data)
-        first_row = only_task is None and row == branch_points[0]
+        first_row = (only_task is None and row == branch_points[0]  # one set of readers:
+                     and config.train.seed - base.train.seed < len(swaps))  # first repeat
         for key, path in reports.items():
             with open(path, encoding="utf-8") as f:  # the also-data readers: counted once
                 _add_scores(tables[key], json.load(f), row, only_task, with_intra=first_row and (
                     key == "test" or not config.data.swap_validation_test))
     table = dict(tables["test"], config=config_lib.to_dict(base), branch_points=branch_points,
-                 runs_per_row=len(swaps), runs={name: row for name, row, *_ in runs})
+                 runs_per_row=len(swaps) * repeats, swap=len(swaps) == 2,
+                 runs={name: row for name, row, *_ in runs})
     if also_data:
         table["also"] = dict(tables["also"], data=list(also_data))
     write_json(os.path.join(out_dir, SWEEP_JSON), table)
@@ -282,14 +297,22 @@ def markdown(table):
     """
     runs = table.get("runs_per_row", 2)
     branch_points = table.get("branch_points", list(table["rows"]))
-    text = ("Balanced accuracy (%) with TTA on the test split, "
-            + ("mean ± std over two runs with validation and test swapped."
-               if runs == 2 else "one run per row.") + "\n\n" + _markdown_table(table)
+    if runs == 1:
+        spread = "one run per row."
+    elif not table.get("swap", True):
+        spread = f"mean ± std over {runs} runs with other seeds."
+    elif runs == 2:
+        spread = "mean ± std over two runs with validation and test swapped."
+    else:
+        spread = (f"mean ± std over {runs} runs, every second one with validation and test "
+                  "swapped.")
+    text = ("Balanced accuracy (%) with TTA on the test split, " + spread + "\n\n"
+            + _markdown_table(table)
             + _row_differences_line(table, branch_points))
     if "also" in table:
         text += (f"\nBalanced accuracy (%) single view on every split of "
                  f"`{' '.join(table['also']['data'])}`"
-                 + (", mean ± std over the same runs" if runs == 2 else "") + ".\n\n"
+                 + (", mean ± std over the same runs" if runs > 1 else "") + ".\n\n"
                  + _markdown_table(table["also"])
                  + _row_differences_line(table["also"], branch_points))
     return text

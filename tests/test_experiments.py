@@ -69,6 +69,37 @@ def test_runs_without_swap_one_per_row():
     assert runs[2][3].train.task_weights == {tasks.TASKS[0].name: 1.0}
 
 
+def test_repeats_add_runs_with_further_seeds_and_keep_the_first_names():
+    base = config_lib.override(config_lib.ExperimentConfig(), ["train.seed=7"])
+    runs = experiments._runs(base, ["conv5"], True, repeats=2)
+    assert [(name, c.train.seed, c.pipeline.seed, c.data.swap_validation_test)
+            for name, _, _, c in runs[:4]] == [
+        ("conv5_plain", 7, 0, False), ("conv5_swapped", 8, 1, True),
+        ("conv5_plain_2", 9, 2, False), ("conv5_swapped_2", 10, 3, True)]
+    single = runs[4:]
+    assert len(single) == 4 * len(tasks.TASKS)
+    assert [name for name, *_ in single[:4]] == [
+        f"single_{tasks.TASKS[0].name}_{s}" for s in ("plain", "swapped", "plain_2",
+                                                      "swapped_2")]
+    assert {c.train.task_weights[tasks.TASKS[0].name] for *_, c in single[:4]} == {1.0}
+    unswapped = experiments._runs(base, ["none"], False, swaps=(False,), repeats=3)
+    assert [(name, c.train.seed) for name, _, _, c in unswapped] == [
+        ("none_plain", 7), ("none_plain_2", 8), ("none_plain_3", 9)]
+    with pytest.raises(ValueError, match="repeats must be at least 1"):
+        experiments._runs(base, ["none"], False, repeats=0)
+
+
+def test_markdown_names_the_runs_behind_the_spread():
+    names = [t.name for t in tasks.TASKS]
+    table = {"rows": {"conv5": {n: [0.5, 0.7, 0.5, 0.7] for n in names}},
+             "intra_rater": {n: [0.8] for n in names}, "runs_per_row": 4, "swap": True}
+    text = experiments.markdown(table)
+    assert "mean ± std over 4 runs, every second one with validation and test swapped" in text
+    assert "| conv5 | 60.0 ± 10.0 |" in text
+    table.update(runs_per_row=3, swap=False)
+    assert "mean ± std over 3 runs with other seeds" in experiments.markdown(table)
+
+
 def test_swapped_run_is_a_second_training():
     base = config_lib.override(config_lib.ExperimentConfig(), ["train.seed=7",
                                                                "pipeline.seed=3"])

@@ -7,8 +7,8 @@ sweep's own base config (every setting that differs from the defaults).
 
 A sweep's run folders are large and stay outside the repository, so ``--save``
 keeps what the section is made of (sweep.json, each run's epochs and training
-minutes, the sweep folder's name, the date and machine) in one small JSON file, which ``--from-json``
-turns into the same section again without the runs.
+minutes, the sweep folder's name, the date and machine) in one small JSON file,
+which ``--from-json`` turns into the same section again without the runs.
 
 Example:
     .venv/bin/python tools/sweep_report.py --out runs/sweep --section "Branch-point sweep" \
@@ -50,8 +50,12 @@ def sweep_command(out_dir, table):
     used = _flat(table["config"])
     words = ["spine-tf sweep", f"--out {out_dir}",
              "--branch-points " + " ".join(table["branch_points"])]
-    if table.get("runs_per_row", 2) == 1:
+    runs = table.get("runs_per_row", 2)
+    swap = table.get("swap", runs != 1)  # sweeps before --repeats: 2 runs swapped, 1 not
+    if not swap:
         words.append("--no-swap")
+    if runs > (2 if swap else 1):
+        words.append(f"--repeats {runs // (2 if swap else 1)}")
     if any(row.startswith("single-task") for row in table["rows"]):
         words.append("--single-task")
     words += [f"--also-data {a}" for a in table.get("also", {}).get("data", [])]
