@@ -89,6 +89,35 @@ def test_repeats_add_runs_with_further_seeds_and_keep_the_first_names():
         experiments._runs(base, ["none"], False, repeats=0)
 
 
+def test_sweep_tabulates_finished_runs_and_reads_each_reader_once(tmp_path):
+    """A sweep over runs evaluated already: no training, each run's score in its row."""
+    base = config_lib.ExperimentConfig()
+    also = ("patients=9",)
+    runs = experiments._runs(base, ["conv5", "fc7"], False, repeats=2)
+    for number, (name, _, _, config) in enumerate(runs):
+        for split, score in ((config.data.test_split, number / 100),
+                             ("all", number / 100 + 0.5)):
+            folder = tmp_path / name / experiments.evaluation_dir_name(
+                split, also if split == "all" else ())
+            folder.mkdir(parents=True)
+            figures = {"balanced_accuracy_tta": score if split != "all" else None,
+                       "balanced_accuracy_single_view": score,
+                       "intra_rater": 0.9 if config.data.swap_validation_test else 0.8}
+            (folder / "evaluation.json").write_text(json.dumps(
+                {"tasks": {t.name: figures for t in tasks.TASKS}}))
+    table = experiments.sweep(base, os.fspath(tmp_path), branch_points=["conv5", "fc7"],
+                              also_data=also, repeats=2)
+    assert table["rows"]["conv5"]["pfirrmann"] == pytest.approx([0.0, 0.01, 0.02, 0.03])
+    assert table["rows"]["fc7"]["narrowing"] == pytest.approx([0.04, 0.05, 0.06, 0.07])
+    assert table["also"]["rows"]["fc7"]["pfirrmann"] == pytest.approx([0.54, 0.55, 0.56, 0.57])
+    # the test table's readers: the plain run's test split and the swapped run's, once each
+    assert table["intra_rater"]["pfirrmann"] == [0.8, 0.9]
+    assert table["also"]["intra_rater"]["pfirrmann"] == [0.8]  # one dataset, one reading
+    assert table["runs_per_row"] == 4 and table["swap"] is True
+    text = open(tmp_path / experiments.SWEEP_MARKDOWN, encoding="utf-8").read()
+    assert "mean ± std over 4 runs" in text and text.count("Permutation p-values") == 2
+
+
 def test_markdown_names_the_runs_behind_the_spread():
     names = [t.name for t in tasks.TASKS]
     table = {"rows": {"conv5": {n: [0.5, 0.7, 0.5, 0.7] for n in names}},
