@@ -105,17 +105,16 @@ def measure_hotspots(run_dir, split=None, model_file=train.BEST_MODEL,
     return result, out_dir
 
 
-def _run_config(base, swap, branch_point=None, task=None, seeds=None):
+def _run_config(base, swap, seeds, branch_point=None, task=None):
     """``base`` for one run (at ``branch_point``; single-task on ``task``).
 
-    ``seeds`` (default ``int(swap)``) is added to the training and pipeline
-    seeds. The swapped run draws other seeds: training is seeded (weights,
-    dropout, shuffling, augmentation) and reproducible bit for bit, so
-    without them the swapped run would repeat the plain one's weights step for
-    step, and the spread of the pair would hold the test split's noise but not
-    the training's. The paper's two runs were two trainings.
+    ``seeds`` is added to the training and pipeline seeds; ``_runs`` gives
+    every run of a row its own. Training is seeded (weights, dropout,
+    shuffling, augmentation) and reproducible bit for bit, so a swapped run
+    with the plain run's seeds would repeat its weights step for step, and the
+    spread of the pair would hold the test split's noise but not the
+    training's. The paper's two runs were two trainings.
     """
-    seeds = int(swap) if seeds is None else seeds
     return dataclasses.replace(
         base, model=dataclasses.replace(base.model, branch_point=branch_point or
                                         base.model.branch_point),
@@ -145,7 +144,7 @@ def _runs(base, branch_points, single_task, swaps=(False, True), repeats=1):
             for index, swap in enumerate(swaps):
                 name = f"{prefix}_{'swapped' if swap else 'plain'}" + (
                     f"_{repeat + 1}" if repeat else "")
-                config = _run_config(base, swap, seeds=repeat * len(swaps) + index, **where)
+                config = _run_config(base, swap, repeat * len(swaps) + index, **where)
                 runs.append((name, row, task, config))
     return runs
 
