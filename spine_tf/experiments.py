@@ -283,9 +283,14 @@ def _row_differences_line(part, branch_points):
         return ""
     return ("\nDo the branch points differ more than one branch point's runs do? Permutation "
             f"p-values ({metrics.PERMUTATIONS} random deals of the runs to the rows; a small "
-            "p says they do): " + ", ".join(f"{n} {p:.2f}" for n, p in p_values.items()
+            "p says they do): " + ", ".join(f"{n} {_p_text(p)}" for n, p in p_values.items()
                                              if n != "mean")
-            + f"; mean over the tasks {p_values['mean']:.2f}.\n")
+            + f"; mean over the tasks {_p_text(p_values['mean'])}.\n")
+
+
+def _p_text(p):
+    """A p-value to two significant places at most, ``< 0.001`` below that."""
+    return "< 0.001" if p < 0.001 else f"{p:.3f}" if p < 0.01 else f"{p:.2f}"
 
 
 def markdown(table):

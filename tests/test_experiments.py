@@ -168,6 +168,8 @@ def test_markdown_says_whether_rows_differ_more_than_their_runs():
     assert experiments.row_differences(crossed, apart["branch_points"])["mean"] == 1.0
     text = experiments.markdown(apart)
     assert "pfirrmann 0.07" in text and "mean over the tasks 0.07" in text
+    assert [experiments._p_text(p) for p in (0.0001, 0.0046, 0.031, 0.41)] == [
+        "< 0.001", "0.005", "0.03", "0.41"]
     # a single-task row is not a branch point; one run per row has no spread to compare
     with_single = dict(apart, rows=dict(apart["rows"], **{"single-task (conv5)": {
         n: [0.1, 0.1] for n in names}}))
