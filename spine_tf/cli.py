@@ -307,7 +307,10 @@ def _train(args):
                  if "." in key and value is not None]
     config = train.resolved_config(args.config, args.set + shortcuts)
     start = time.perf_counter()
-    _, history = train.train(config, args.run_dir)
+    try:
+        _, history = train.train(config, args.run_dir)
+    except train.RunConfigError as error:
+        raise SystemExit(f"spine-tf train: {error}")
     epochs = len(history.get("loss", []))
     best = max(history.get(train.MONITOR, [float("nan")]))
     print(f"trained {epochs} epochs in {time.perf_counter() - start:.0f} s; best "
@@ -431,10 +434,15 @@ def _client(args):
 
 def _sweep(args):
     from spine_tf import experiments, train
-    table = experiments.sweep(train.resolved_config(args.config, args.set), args.out,
-                              branch_points=args.branch_points, single_task=args.single_task,
-                              swap=args.swap, also_data=args.also_data,
-                              repeats=args.repeats)
+    if args.repeats < 1:
+        raise SystemExit("spine-tf sweep: --repeats must be at least 1")
+    try:
+        table = experiments.sweep(train.resolved_config(args.config, args.set), args.out,
+                                  branch_points=args.branch_points, single_task=args.single_task,
+                                  swap=args.swap, also_data=args.also_data,
+                                  repeats=args.repeats)
+    except train.RunConfigError as error:
+        raise SystemExit(f"spine-tf sweep: {error}")
     print(experiments.markdown(table))
     return 0
 

@@ -154,7 +154,9 @@ def sweep(base, out_dir, branch_points=None, single_task=False, swap=True, also_
     """Trains and evaluates every run of the sweep in ``out_dir`` (resumable).
 
     A run already evaluated (its ``evaluation_<split>/evaluation.json``
-    exists) is not trained again, so an interrupted sweep continues.
+    exists) is not trained again, so an interrupted sweep continues; a run
+    folder holding a run with other settings (another sweep's, e.g. with
+    other ``swap`` or ``repeats``) is refused, not reused.
 
     Args:
         base: the ExperimentConfig every run starts from.
@@ -188,6 +190,7 @@ def sweep(base, out_dir, branch_points=None, single_task=False, swap=True, also_
     runs = _runs(base, branch_points, single_task, swaps, repeats)
     for name, row, only_task, config in runs:
         run_dir = os.path.join(out_dir, name)
+        train.check_run_config(config, run_dir)  # a finished run is reused only if it matches
         report = os.path.join(run_dir, evaluation_dir_name(config.data.test_split),
                               evaluation.JSON_NAME)
         if not os.path.exists(report):

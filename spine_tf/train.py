@@ -270,8 +270,16 @@ def hotspot_images(config, run_dir, validation_split, trained_tasks):
         every=config.train.hotspot_images_every)]
 
 
-def _check_config(config, run_dir):
-    """Refuses to resume a run directory with different settings."""
+class RunConfigError(ValueError):
+    """A run directory holds a run with other settings than the ones asked for."""
+
+
+def check_run_config(config, run_dir):
+    """Refuses to resume (or reuse) a run directory that holds a run with other settings.
+
+    Raises:
+        RunConfigError: naming the directory and every setting that differs.
+    """
     path = os.path.join(run_dir, "config.json")
     if not os.path.exists(path):
         return
@@ -281,7 +289,7 @@ def _check_config(config, run_dir):
         changed = [f"{section}.{key}: {old[section][key]!r} -> {new[section][key]!r}"
                    for section in new for key in new[section]
                    if old[section].get(key) != new[section][key]]
-        raise ValueError(f"{run_dir} holds a run with other settings ({'; '.join(changed)}); "
+        raise RunConfigError(f"{run_dir} holds a run with other settings ({'; '.join(changed)}); "
                          "use a new run directory, or the same settings to resume it")
 
 
@@ -298,7 +306,7 @@ def train(config, run_dir, extra_callbacks=(), verbose="auto"):
         (model, history dict of per-epoch logs of this call).
     """
     os.makedirs(run_dir, exist_ok=True)
-    _check_config(config, run_dir)
+    check_run_config(config, run_dir)
     config_lib.save(config, os.path.join(run_dir, "config.json"))
     builder = prepare_dataset(config.data)
     train_split = builder.as_dataset(split="train")

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from spine_tf import config as config_lib
-from spine_tf import experiments, tasks
+from spine_tf import cli, experiments, tasks
 
 
 @pytest.mark.slow
@@ -116,6 +116,20 @@ def test_sweep_tabulates_finished_runs_and_reads_each_reader_once(tmp_path):
     assert table["runs_per_row"] == 4 and table["swap"] is True
     text = open(tmp_path / experiments.SWEEP_MARKDOWN, encoding="utf-8").read()
     assert "mean ± std over 4 runs" in text and text.count("Permutation p-values") == 2
+    # conv5_plain_2 of this sweep has seeds + 2; a sweep without swaps would give it + 1
+    config_lib.save(runs[2][3], os.fspath(tmp_path / "conv5_plain_2" / "config.json"))
+    assert experiments.sweep(base, os.fspath(tmp_path), branch_points=["conv5", "fc7"],
+                             also_data=also, repeats=2)["rows"] == table["rows"]
+    with pytest.raises(ValueError, match=r"conv5_plain_2 holds a run with other settings "
+                                         r"\(pipeline.seed: 2 -> 1; train.seed: 2 -> 1\)"):
+        experiments.sweep(base, os.fspath(tmp_path), branch_points=["conv5"], swap=False,
+                          repeats=2)
+    with pytest.raises(SystemExit, match=r"^spine-tf sweep: .*conv5_plain_2 holds a run with "
+                                         r"other settings"):
+        cli.main(["sweep", "--out", os.fspath(tmp_path), "--branch-points", "conv5",
+                  "--no-swap", "--repeats", "2"])
+    with pytest.raises(SystemExit, match="--repeats must be at least 1"):
+        cli.main(["sweep", "--out", os.fspath(tmp_path), "--repeats", "0"])
 
 
 def test_markdown_names_the_runs_behind_the_spread():
