@@ -188,6 +188,7 @@ def sweep(base, out_dir, branch_points=None, single_task=False, swap=True, also_
     if also_data:
         tables["also"] = _empty_table()
     runs = _runs(base, branch_points, single_task, swaps, repeats)
+    readings = set()  # (table, split) whose second reader is counted: each reading once
     for name, row, only_task, config in runs:
         run_dir = os.path.join(out_dir, name)
         train.check_run_config(config, run_dir)  # a finished run is reused only if it matches
@@ -203,12 +204,12 @@ def sweep(base, out_dir, branch_points=None, single_task=False, swap=True, also_
                                            evaluation.JSON_NAME)
             if not os.path.exists(reports["also"]):
                 evaluate_run(run_dir, split="all", tta=False, data=also_data)
-        first_row = (only_task is None and row == branch_points[0]  # one set of readers:
-                     and config.train.seed - base.train.seed < len(swaps))  # first repeat
         for key, path in reports.items():
-            with open(path, encoding="utf-8") as f:  # the also-data readers: counted once
-                _add_scores(tables[key], json.load(f), row, only_task, with_intra=first_row and (
-                    key == "test" or not config.data.swap_validation_test))
+            reading = (key, config.data.test_split if key == "test" else "all")
+            with open(path, encoding="utf-8") as f:
+                _add_scores(tables[key], json.load(f), row, only_task,
+                            with_intra=only_task is None and reading not in readings)
+            readings.add(reading)
     table = dict(tables["test"], config=config_lib.to_dict(base), branch_points=branch_points,
                  runs_per_row=len(swaps) * repeats, swap=len(swaps) == 2,
                  runs={name: row for name, row, *_ in runs})

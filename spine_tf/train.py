@@ -289,8 +289,9 @@ def check_run_config(config, run_dir):
         changed = [f"{section}.{key}: {old[section][key]!r} -> {new[section][key]!r}"
                    for section in new for key in new[section]
                    if old[section].get(key) != new[section][key]]
-        raise RunConfigError(f"{run_dir} holds a run with other settings ({'; '.join(changed)}); "
-                         "use a new run directory, or the same settings to resume it")
+        raise RunConfigError(f"{run_dir} holds a run with other settings "
+                             f"({'; '.join(changed)}); use a new run directory, or the same "
+                             "settings to resume it")
 
 
 def train(config, run_dir, extra_callbacks=(), verbose="auto"):

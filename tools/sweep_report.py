@@ -52,10 +52,11 @@ def sweep_command(out_dir, table):
              "--branch-points " + " ".join(table["branch_points"])]
     runs = table.get("runs_per_row", 2)
     swap = table.get("swap", runs != 1)  # sweeps before --repeats: 2 runs swapped, 1 not
+    runs_per_repeat = 2 if swap else 1
     if not swap:
         words.append("--no-swap")
-    if runs > (2 if swap else 1):
-        words.append(f"--repeats {runs // (2 if swap else 1)}")
+    if runs > runs_per_repeat:
+        words.append(f"--repeats {runs // runs_per_repeat}")
     if any(row.startswith("single-task") for row in table["rows"]):
         words.append("--single-task")
     words += [f"--also-data {a}" for a in table.get("also", {}).get("data", [])]
