@@ -16,41 +16,11 @@ Example:
     back = invert(saliency_of(augmented), draws)
 """
 
-import dataclasses
 import math
 
 import tensorflow as tf
 
-
-@dataclasses.dataclass(frozen=True)
-class AugmentConfig:
-    """The augmentation ranges (the paper's, section 4); one place for them.
-
-    Attributes:
-        rotation_deg: in-plane rotation uniform in [-r, +r] degrees.
-        shift_cols_px: translation along columns (x), uniform in [-s, +s] pixels.
-        shift_rows_px: translation along rows (y), uniform in [-s, +s] pixels.
-        shift_slices: slice-window shift, integer uniform in [-s, +s].
-        scale: isotropic in-plane scaling uniform in [lo, hi].
-        intensity: offset uniform in [-i, +i] added to every voxel.
-        flip_probability: chance of reversing the slice order.
-        mirror_probability: chance of reflecting the rows about the volume's
-            centre (across the disc plane: the vertebra above becomes the
-            one below), with the upper and lower lesion labels swapped
-            (``input_pipeline``; ``tasks.MIRRORED``). Not in the paper, so
-            off by default; it shows each upper/lower head the other side's
-            lesions too. Measured on the phantom (docs/accuracy.md): it
-            helped at width 0.125 and hurt at width 0.25.
-    """
-
-    rotation_deg: float = 15.0
-    shift_cols_px: float = 32.0
-    shift_rows_px: float = 24.0
-    shift_slices: int = 2
-    scale: tuple = (0.9, 1.1)
-    intensity: float = 0.1
-    flip_probability: float = 0.5
-    mirror_probability: float = 0.0
+from spine_tf.config import AugmentConfig
 
 
 NONE = AugmentConfig(0.0, 0.0, 0.0, 0, (1.0, 1.0), 0.0, 0.0, 0.0)

@@ -1,7 +1,7 @@
 """All settings of an experiment, as nested frozen dataclasses.
 
-``ExperimentConfig`` holds ``DataConfig``, ``ModelConfig`` (spine_tf.model),
-``PipelineConfig`` (spine_tf.input_pipeline, with the AugmentConfig) and
+``ExperimentConfig`` holds ``DataConfig``, ``ModelConfig`` (spine_tf.modeling.model),
+``PipelineConfig`` (spine_tf.training.input_pipeline, with the AugmentConfig) and
 ``TrainConfig``. A run writes its resolved config as JSON next to its
 checkpoints; ``load`` reads one back, ``override`` applies ``a.b=value``
 strings (as ``spine-tf train --set`` does).
@@ -16,12 +16,76 @@ import dataclasses
 import json
 import typing
 
-from spine_tf.augment import AugmentConfig
-from spine_tf.input_pipeline import PipelineConfig
 from spine_tf.io.atomic import write_json
-from spine_tf.model import ModelConfig
 
 STRATEGIES = ("default", "mirrored", "multiworker")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Architecture settings.
+
+    Attributes:
+        branch_point: last shared layer (``conv1`` .. ``fc7``), or ``none``
+            for six separate networks. Default ``conv5``, the paper's best.
+        width: multiplies every layer's filters and units (1 = the paper's
+            size, 182,765,777 parameters at conv5); e.g. 0.125 for tests.
+        dropout: dropout rate after fc6 and fc7.
+    """
+
+    branch_point: str = "conv5"
+    width: float = 1.0
+    dropout: float = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    """The augmentation ranges (the paper's, section 4); one place for them.
+
+    Attributes:
+        rotation_deg: in-plane rotation uniform in [-r, +r] degrees.
+        shift_cols_px: translation along columns (x), uniform in [-s, +s] pixels.
+        shift_rows_px: translation along rows (y), uniform in [-s, +s] pixels.
+        shift_slices: slice-window shift, integer uniform in [-s, +s].
+        scale: isotropic in-plane scaling uniform in [lo, hi].
+        intensity: offset uniform in [-i, +i] added to every voxel.
+        flip_probability: chance of reversing the slice order.
+        mirror_probability: chance of reflecting the rows about the volume's
+            centre (across the disc plane: the vertebra above becomes the
+            one below), with the upper and lower lesion labels swapped
+            (``input_pipeline``; ``tasks.MIRRORED``). Not in the paper, so
+            off by default; it shows each upper/lower head the other side's
+            lesions too. Measured on the phantom (docs/accuracy.md): it
+            helped at width 0.125 and hurt at width 0.25.
+    """
+
+    rotation_deg: float = 15.0
+    shift_cols_px: float = 32.0
+    shift_rows_px: float = 24.0
+    shift_slices: int = 2
+    scale: tuple = (0.9, 1.1)
+    intensity: float = 0.1
+    flip_probability: float = 0.5
+    mirror_probability: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """Input pipeline settings.
+
+    Attributes:
+        batch_size: discs per batch (the paper: 256).
+        shuffle_buffer: examples in the shuffle buffer (0: the whole split).
+        cache: keep decoded examples in memory after the first epoch.
+        seed: seed of shuffling and augmentation.
+        augmentation: AugmentConfig for training (``augment.NONE`` turns it off).
+    """
+
+    batch_size: int = 64
+    shuffle_buffer: int = 0
+    cache: bool = True
+    seed: int = 0
+    augmentation: AugmentConfig = AugmentConfig()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,6 +25,7 @@ from scipy import ndimage
 
 from spine_tf.localisation import body_height_mm
 from spine_tf.tasks import VOLUME_SHAPE
+from spine_tf.errors import SpineTFError
 
 ROWS, COLS, SLICES = VOLUME_SHAPE
 BODY_FRACTION = 0.4
@@ -32,7 +33,7 @@ BODY_MEDIAN = 0.5
 _MIN_BODY_PIXELS = 20
 
 
-class ExtractionError(ValueError):
+class ExtractionError(SpineTFError, ValueError):
     """A disc volume cannot be made; the message names the scan and level."""
 
 

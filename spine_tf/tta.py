@@ -203,7 +203,7 @@ def _batches(volumes_or_dataset, size):
             data = data.map(lambda *e: e[0])
         if data.element_spec.dtype == tf.uint16:
             # imported here: it pulls in tensorflow_datasets, which serving does not need
-            from spine_tf.data.spine_discs import from_stored
+            from spine_tf.io.codec import from_stored
             data = data.map(from_stored)
         if data.element_spec.shape.rank == 4:
             data = data.unbatch()

@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 
 from spine_tf import augment, tasks, tta
-from spine_tf.data.spine_discs import to_stored
-from spine_tf.model import build_model
+from spine_tf.io.codec import to_stored
+from spine_tf.modeling.model import build_model
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ import benchlib  # noqa: E402
 import numpy as np  # noqa: E402
 
 from spine_tf import hotspots, tasks  # noqa: E402
-from spine_tf.model import build_model  # noqa: E402
+from spine_tf.modeling.model import build_model  # noqa: E402
 
 
 def _load():

@@ -4,7 +4,7 @@ The model alone, no input pipeline: one resident batch of random volumes and lab
 on the device, then
 
 1. the train step (``train_on_batch``: forward, the masked losses of
-   ``spine_tf.losses`` with sample weights, backward, SGD with momentum and weight
+   ``spine_tf.modeling.losses`` with sample weights, backward, SGD with momentum and weight
    decay, the balanced-accuracy metrics), discs per second at ``--batch``;
 2. the forward pass (``predict_on_batch``) at 54 discs' views per batch
    (``--tta-discs`` x 54 volumes), discs per second counting 54 views a disc.
@@ -57,8 +57,10 @@ def measure(branch_point, precision, args):
     import keras
     import numpy as np
 
-    from spine_tf import losses, metrics, tasks
-    from spine_tf import model as model_lib
+    from spine_tf import tasks
+    from spine_tf.modeling import losses
+    from spine_tf.modeling import metrics
+    from spine_tf.modeling import model as model_lib
 
     keras.backend.clear_session()
     keras.mixed_precision.set_global_policy(precision)

@@ -25,8 +25,9 @@ import benchlib  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from spine_tf import export, predict  # noqa: E402
-from spine_tf.model import build_model, load_model, mean_subtraction  # noqa: E402
+from spine_tf.serving import export  # noqa: E402
+from spine_tf.app import predict
+from spine_tf.modeling.model import build_model, load_model, mean_subtraction  # noqa: E402
 from spine_tf.phantom import write_cohort  # noqa: E402
 
 

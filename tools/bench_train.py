@@ -45,7 +45,8 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from spine_tf import config as config_lib  # noqa: E402
-from spine_tf import input_pipeline, train  # noqa: E402
+from spine_tf.training import input_pipeline  # noqa: E402
+from spine_tf.training import train
 from spine_tf.data import spine_discs  # noqa: E402
 
 

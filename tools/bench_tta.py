@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from spine_tf import augment, tta  # noqa: E402
-from spine_tf.model import build_model  # noqa: E402
+from spine_tf.modeling.model import build_model  # noqa: E402
 
 
 def main():

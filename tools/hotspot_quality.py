@@ -1,7 +1,7 @@
 """How well the hotspots of a trained run localise lesions, and whether they are task-specific.
 
 On a split of the run's phantom dataset (ground-truth lesion boxes): the
-localisation table of ``experiments.measure_hotspots`` (IoU of the augmented
+localisation table of ``runs.measure_hotspots`` (IoU of the augmented
 hotspot, the plain Simonyan map and the whole volume, per lesion task and
 threshold percentile) and ``hotspots.task_specificity`` (on discs with a
 lesion above and below: the share of each task's hotspot mass in the upper
@@ -22,7 +22,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # noqa: E402
 from phantom_accuracy import ACCURACY_DOC  # noqa: E402
 
-from spine_tf import experiments, hotspots, train  # noqa: E402
+from spine_tf import hotspots  # noqa: E402
+from spine_tf.evaluation import runs
+from spine_tf.training import rundir
 
 
 def main():
@@ -32,10 +34,10 @@ def main():
     parser.add_argument("--augmentations", type=int, default=hotspots.AUGMENTATIONS)
     args = parser.parse_args()
     start = time.perf_counter()
-    result, _ = experiments.measure_hotspots(args.run_dir, split=args.split,
+    result, _ = runs.measure_hotspots(args.run_dir, split=args.split,
                                              augmentations=args.augmentations)
-    model, data, split = experiments.run_model_and_split(args.run_dir, result["split"],
-                                                         train.BEST_MODEL)
+    model, data, split = runs.run_model_and_split(args.run_dir, result["split"],
+                                                         rundir.BEST_MODEL)
     specificity = hotspots.task_specificity(model, data.as_numpy_iterator(), args.augmentations)
     body = hotspots.localisation_markdown(result)
     body += ("\n\nTask specificity (discs with a lesion both above and below the disc; share of "

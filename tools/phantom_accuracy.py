@@ -23,7 +23,12 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # noqa: E402
 
-from spine_tf import evaluation, experiments, metrics, tasks, train  # noqa: E402
+from spine_tf import tasks  # noqa: E402
+from spine_tf.evaluation import evaluate as evaluation
+from spine_tf.evaluation import runs
+from spine_tf.modeling import metrics
+from spine_tf.training import callbacks, train
+from spine_tf.training.rundir import RunDir
 
 ACCURACY_DOC = os.path.join(os.path.dirname(benchlib.DOCS), "accuracy.md")
 TARGET_GAP = 0.05  # the issue's target: within 5 points of the second reader
@@ -48,7 +53,7 @@ def cohort_intra_rater(builder):
 
 def train_timed(config, run_dir):
     """Trains unless finished; returns the wall seconds of all training calls of the run."""
-    if not os.path.exists(os.path.join(run_dir, train.FINAL_MODEL)):
+    if not os.path.exists(RunDir(run_dir).final_model):
         train.train(config, run_dir, verbose=2)
     return train.training_seconds(run_dir)
 
@@ -57,7 +62,7 @@ def history_summary(run_dir):
     """(epochs run, best epoch (1-based), its validation mean balanced accuracy)."""
     with open(os.path.join(run_dir, "history.csv"), encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    scores = [float(r[train.MONITOR]) for r in rows]
+    scores = [float(r[callbacks.MONITOR]) for r in rows]
     best = int(np.argmax(scores))
     return len(rows), best + 1, scores[best]
 
@@ -141,9 +146,9 @@ def main(argv=None):
                                     else [])
     config = train.resolved_config(args.config, assignments)
     seconds = train_timed(config, args.run_dir)
-    result, out = experiments.evaluate_run(args.run_dir, split=args.eval_split,
+    result, out = runs.evaluate_run(args.run_dir, split=args.eval_split,
                                            data=args.eval_data)
-    scored = train.prepare_dataset(experiments.run_data_config(args.run_dir, args.eval_data))
+    scored = train.prepare_dataset(runs.run_data_config(args.run_dir, args.eval_data))
     body = section_body(config, result, cohort_intra_rater(scored), seconds,
                         history_summary(args.run_dir), args.run_dir, scored.builder_config.name)
     command = benchlib.reproduce_command(__file__, argv)

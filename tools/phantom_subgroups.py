@@ -32,7 +32,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # noqa: E402
 from phantom_accuracy import ACCURACY_DOC  # noqa: E402
 
-from spine_tf import evaluation, experiments, phantom, tasks, train  # noqa: E402
+from spine_tf import phantom, tasks  # noqa: E402
+from spine_tf.evaluation import evaluate as evaluation
+from spine_tf.evaluation import runs
+from spine_tf.training.rundir import RunDir
+from spine_tf.training import train
 from spine_tf.phantom.anatomy import CLEAR_LESION_STRENGTH, SUBTLE_LESION_STRENGTH  # noqa: E402
 
 _CLEAR = CLEAR_LESION_STRENGTH[0]
@@ -164,13 +168,13 @@ def main(argv=None):
                         help="the evaluation's data overrides (spine-tf evaluate --data)")
     parser.add_argument("--section", default="Lesion subgroups")
     args = parser.parse_args(argv)
-    data_config = experiments.run_data_config(args.run_dir, args.data)
+    data_config = runs.run_data_config(args.run_dir, args.data)
     builder_config = train.prepare_dataset(data_config).builder_config
     if builder_config.source != "phantom":
         sys.exit(f"{args.run_dir}: scored on a {builder_config.source!r} source; lesion "
                  "subgroups exist only for phantom cohorts")
     split = args.split or data_config.test_split
-    path = os.path.join(args.run_dir, experiments.evaluation_dir_name(split, args.data),
+    path = os.path.join(RunDir(args.run_dir).evaluation(split, args.data),
                         evaluation.CSV_NAME)
     if not os.path.exists(path):
         sys.exit(f"{path}: missing; run `spine-tf evaluate --run-dir {args.run_dir} "

@@ -1,7 +1,7 @@
 """A finished ``spine-tf sweep`` as a section of docs/accuracy.md.
 
 Reads the sweep folder's ``sweep.json`` and its runs, and writes the sweep's
-tables (``experiments.markdown``), the training time and length of every row,
+tables (``sweep.markdown``), the training time and length of every row,
 and the ``spine-tf sweep`` command that reproduces it, rebuilt from the
 sweep's own base config (every setting that differs from the defaults).
 
@@ -29,7 +29,8 @@ import benchlib  # noqa: E402
 from phantom_accuracy import ACCURACY_DOC  # noqa: E402
 
 from spine_tf import config as config_lib  # noqa: E402
-from spine_tf import experiments, train  # noqa: E402
+from spine_tf.evaluation import sweep
+from spine_tf.training import train
 from spine_tf.io.atomic import write_json  # noqa: E402
 
 
@@ -97,13 +98,13 @@ def main(argv=None):
         with open(args.from_json, encoding="utf-8") as f:
             saved = json.load(f)
     else:
-        with open(os.path.join(args.out, experiments.SWEEP_JSON), encoding="utf-8") as f:
+        with open(os.path.join(args.out, sweep.SWEEP_JSON), encoding="utf-8") as f:
             table = json.load(f)
         saved = {"out": args.out, "sweep": table, "costs": run_costs(args.out, table),
                  "date": datetime.date.today().isoformat(), "machine": benchlib.machine()}
     if args.save:
         write_json(args.save, saved)
-    body = (experiments.markdown(saved["sweep"]) + "\nTraining (wall time on this machine, "
+    body = (sweep.markdown(saved["sweep"]) + "\nTraining (wall time on this machine, "
             "`RUN/training_time.json`):\n\n" + costs_markdown(saved["costs"]) + "\n")
     made_by = argv if not args.from_json else [  # the call that saved the file
         "--out", saved["out"], "--section", args.section, "--save", args.from_json]

@@ -28,8 +28,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib  # noqa: E402
 from phantom_accuracy import ACCURACY_DOC  # noqa: E402
 
-from spine_tf import augment, evaluation, experiments, metrics, tasks, tta  # noqa: E402
-from spine_tf.data.spine_discs import from_stored  # noqa: E402
+from spine_tf import augment, tasks, tta  # noqa: E402
+from spine_tf.evaluation import evaluate as evaluation
+from spine_tf.evaluation import runs
+from spine_tf.modeling import metrics
+from spine_tf.io.codec import from_stored  # noqa: E402
 
 
 def _grid(cols, rows):
@@ -147,7 +150,7 @@ def main(argv=None):
     else:
         if not args.run_dir:
             parser.error("--run-dir is needed unless --load is given")
-        model, dataset, _ = experiments.run_model_and_split(args.run_dir, args.split,
+        model, dataset, _ = runs.run_model_and_split(args.run_dir, args.split,
                                                             args.model_file, args.data)
         views = grid_views([int(s) for s in args.shifts.split(",")])
         if args.limit:

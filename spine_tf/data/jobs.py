@@ -17,16 +17,9 @@ from etils import epath
 
 from spine_tf import tasks
 from spine_tf.data.sources import disc_examples, folder_record, phantom_record, spider_record
+from spine_tf.io.codec import to_stored
 from spine_tf.io.scan import ScanError
 from spine_tf.phantom.cohort import worker_context
-
-VOLUME_MAX = 65535  # disc volumes are stored as uint16: value / VOLUME_MAX in [0, 1]
-
-
-def to_stored(volume):
-    """float [0, 1] disc volume -> uint16 as stored."""
-    return np.round(np.clip(volume, 0.0, 1.0) * VOLUME_MAX).astype(np.uint16)
-
 
 @dataclasses.dataclass(frozen=True)
 class PatientJob:

@@ -30,7 +30,6 @@ import numpy as np
 
 from spine_tf import localisation, tasks
 from spine_tf.extraction import extract, lesion_boxes
-from spine_tf.io import landmarks as landmarks_io
 from spine_tf.io import scan as scan_io
 from spine_tf.io.scan import ScanError, read_mask, read_scan, scan_from_array
 
@@ -204,21 +203,6 @@ def _ids_in(folder, suffixes):
     return sorted(ids)
 
 
-def localise(scan, mask_path=None, landmarks_path=None, detector=None):
-    """Localisation of a scan's discs from a label mask file (either convention), else
-    from a landmarks file, else with ``detector`` (``spine_tf.detection``)."""
-    if mask_path:
-        mask = read_mask(mask_path, scan)
-        return localisation.from_mask(mask, scan.spacing_mm, localisation.guess_convention(mask))
-    if landmarks_path:
-        return localisation.from_landmarks(landmarks_io.read_landmarks(landmarks_path, scan),
-                                           scan)
-    if detector is None:
-        raise ValueError(f"{scan.path}: no mask, landmarks or detector to localise the discs")
-    from spine_tf import detection
-    return detection.detect(scan, detector)
-
-
 def folder_record(manual_dir, patient_id, labels_table):
     """Reads one patient of a folder source.
 
@@ -241,7 +225,7 @@ def folder_record(manual_dir, patient_id, labels_table):
     if not mask_path and not os.path.exists(landmarks_path):
         raise ScanError(f"{scan.path}: no mask (masks/{patient_id}.*) and no landmarks "
                         f"(landmarks/{patient_id}.json) to localise the discs")
-    located = localise(scan, mask_path=mask_path, landmarks_path=landmarks_path)
+    located = localisation.localise(scan, mask_path=mask_path, landmarks_path=landmarks_path)
     lesions_path = find_scan(os.path.join(manual_dir, "lesions"), patient_id)
     lesions = read_lesions(lesions_path, scan) if lesions_path else None
     labels, reread = {}, {}

@@ -33,7 +33,7 @@ from etils import epath
 
 from spine_tf import tasks
 from spine_tf.data import sources
-from spine_tf.data.jobs import VOLUME_MAX, PatientJob, read_cache, run_jobs, to_stored
+from spine_tf.data.jobs import PatientJob, read_cache, run_jobs
 from spine_tf.tasks import VOLUME_SHAPE
 from spine_tf.io import labels as labels_io
 from spine_tf.io.scan import ScanError
@@ -41,12 +41,6 @@ from spine_tf.phantom import PhantomConfig
 
 REPORT_NAME = "build_report.json"
 CACHE_NAME = "extraction-cache"  # pass one's disc volumes, inside the incomplete dataset dir
-
-
-def from_stored(stored):
-    """Stored uint16 disc volume (numpy or tf) -> float32 in [0, 1]."""
-    import tensorflow as tf
-    return tf.cast(stored, tf.float32) / VOLUME_MAX
 
 
 class SpineDiscsConfig(tfds.core.BuilderConfig):
@@ -281,5 +275,4 @@ def builder(config="phantom_small", data_dir=None, workers=None, strict=False, *
     return SpineDiscs(config=config, data_dir=data_dir, workers=workers, strict=strict, **kwargs)
 
 
-__all__ = ["SpineDiscs", "SpineDiscsConfig", "builder", "from_stored", "phantom_config",
-           "to_stored"]
+__all__ = ["SpineDiscs", "SpineDiscsConfig", "builder", "phantom_config"]

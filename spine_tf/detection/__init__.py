@@ -15,6 +15,8 @@ WEIGHTS = os.path.join(os.path.dirname(__file__), "weights", "detector.keras")
 PHANTOM_WEIGHTS = os.path.join(os.path.dirname(__file__), "weights", "detector_phantom.keras")
 """The shipped detector before fine-tuning: trained on phantom slices alone."""
 SHIPPED = {"shipped": WEIGHTS, "phantom": PHANTOM_WEIGHTS}
+DETECTOR_FILE = "detector.keras"
+"""The detector in a ``spine-tf train-detector`` folder."""
 """Names ``load`` (and ``--detector``, ``--init``) accept for the package's detectors."""
 
 
@@ -26,8 +28,14 @@ def load(path=None):
     Raises:
         FileNotFoundError: no such detector.
     """
-    from spine_tf.detection.train import load_detector
-    detector = load_detector(SHIPPED.get(path, path) if path else WEIGHTS)
+    import keras
+    from spine_tf.detection import model as _layers  # noqa: F401 (registers its layers)
+    file = os.fspath(SHIPPED.get(path, path) if path else WEIGHTS)
+    if os.path.isdir(file):
+        file = os.path.join(file, DETECTOR_FILE)
+    if not os.path.isfile(file):
+        raise FileNotFoundError(f"{file}: no detector file")
+    detector = keras.saving.load_model(file, compile=False)
     detector.source = os.fspath(path) if path else "shipped with spine_tf"
     return detector
 

@@ -13,9 +13,9 @@ from spine_tf import detection
 from spine_tf.detection import data, model, synth
 from spine_tf.detection.config import DetectorConfig
 from spine_tf.io.atomic import atomic_path, write_json
-from spine_tf.train import BestModel
+from spine_tf.training.callbacks import BestModel
 
-DETECTOR_FILE = "detector.keras"
+DETECTOR_FILE = detection.DETECTOR_FILE
 MONITOR = "val_segmentation_disc_dice"
 
 
@@ -158,16 +158,6 @@ def _mix(phantom, real, share):
     if share:
         repeats = max(1, int(round(share * _count(phantom) / ((1 - share) * _count(real)))))
     return {key: np.concatenate([phantom[key]] + [real[key]] * repeats) for key in phantom}
-
-
-def load_detector(path):
-    """A saved detector for inference (``.keras`` file or a folder holding ``detector.keras``)."""
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        path = os.path.join(path, DETECTOR_FILE)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no detector file")
-    return keras.saving.load_model(path, compile=False)
 
 
 def read_config(out_dir):

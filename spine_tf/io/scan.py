@@ -57,6 +57,7 @@ from nibabel import orientations
 from nibabel.spatialimages import HeaderDataError
 
 from spine_tf.io.atomic import atomic_path
+from spine_tf.errors import SpineTFError
 
 INTERNAL_AXCODES = ("L", "I", "P")
 """Axis codes of the internal frame (slices, rows, cols)."""
@@ -79,7 +80,7 @@ _SITK_HINT = "needs SimpleITK: pip install 'spine-tf[mha]'"
 _AXIS_WORDS = ("left-right", "superior-inferior", "anterior-posterior")
 
 
-class ScanError(ValueError):
+class ScanError(SpineTFError, ValueError):
     """A scan or mask file that cannot be used; the message starts with its path."""
 
 

@@ -16,6 +16,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from spine_tf import extraction, localisation, tasks
+from spine_tf.io import codec
 from spine_tf.data import sources, spine_discs
 from spine_tf.io.scan import ScanError
 from spine_tf.phantom import make_patient, patient_id
@@ -117,7 +118,7 @@ def test_phantom_disc_volumes_are_normalised_to_the_body_median(phantom_build):
         for e in items:
             assert e["disc_volume"].dtype == np.uint16
             assert e["disc_volume"].shape == extraction.VOLUME_SHAPE
-            volume = spine_discs.from_stored(e["disc_volume"]).numpy()
+            volume = codec.from_stored(e["disc_volume"]).numpy()
             assert volume.dtype == np.float32
             assert volume.min() >= 0.0 and volume.max() <= 1.0
             assert volume.max() > 0.9  # bright nucleus / CSF / fat: the range is used
@@ -171,10 +172,10 @@ def test_split_of_is_stable_and_about_80_10_10():
 
 def test_stored_volume_round_trip():
     volume = np.array([-0.2, 0.0, 0.25, 0.5, 1.0, 1.7], np.float32)
-    stored = spine_discs.to_stored(volume)
+    stored = codec.to_stored(volume)
     assert stored.dtype == np.uint16
     np.testing.assert_array_equal(stored, [0, 0, 16384, 32768, 65535, 65535])
-    np.testing.assert_allclose(spine_discs.from_stored(stored).numpy(),
+    np.testing.assert_allclose(codec.from_stored(stored).numpy(),
                                [0, 0, 0.25, 0.5, 1, 1], atol=1 / 65535)
 
 

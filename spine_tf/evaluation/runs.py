@@ -1,0 +1,85 @@
+"""Scoring a training run's folder: its model on a dataset split (``evaluate_run``), its
+hotspots' localisation (``measure_hotspots``)."""
+
+import os
+
+from spine_tf import config as config_lib
+from spine_tf import hotspots
+from spine_tf.evaluation import evaluate as evaluation
+from spine_tf.io.atomic import write_json, write_text
+from spine_tf.modeling import model as model_lib
+from spine_tf.training import rundir, train
+from spine_tf.training.rundir import RunDir
+
+
+def run_data_config(run_dir, data=()):
+    """The DataConfig a run was trained on, with ``key=value`` overrides applied."""
+    config = config_lib.load(RunDir(run_dir).config)
+    return config_lib.override(config, [f"data.{a}" for a in data]).data
+
+
+def run_model_and_split(run_dir, split, model_file, data=()):
+    """(model, dataset split, split name) of a run (default: the run's test split).
+
+    ``data``: ``key=value`` overrides of the run's data config, to score the
+    model on another dataset (e.g. ``patients=500``, ``seed=1``: a fresh
+    phantom cohort, whose every split is unseen: ``split="all"``). ``split``
+    is a TFDS split expression or ``all`` (every split the dataset has).
+    """
+    data_config = run_data_config(run_dir, data)
+    builder = train.prepare_dataset(data_config)
+    split = split or data_config.test_split
+    expression = "+".join(builder.info.splits) if split == "all" else split
+    model = model_lib.load_model(RunDir(run_dir).file(model_file))
+    return model, builder.as_dataset(split=expression), split
+
+
+def evaluate_run(run_dir, split=None, tta=True, out_dir=None, model_file=rundir.BEST_MODEL,
+                 data=()):
+    """Evaluates a run's model on its test split (or ``split``) and writes the report.
+
+    ``data``: overrides of the run's data config (``run_model_and_split``); the
+    result records them as ``data``.
+
+    Returns:
+        (result of ``evaluation.evaluate``, the report folder).
+    """
+    model, dataset, split = run_model_and_split(run_dir, split, model_file, data)
+    result = evaluation.evaluate(model, dataset, tta=tta)
+    result["split"] = split
+    result["data"] = list(data)
+    out_dir = out_dir or RunDir(run_dir).evaluation(split, data)
+    evaluation.write_report(result, out_dir, model_name=os.path.join(run_dir, model_file))
+    return result, out_dir
+
+
+def measure_hotspots(run_dir, split=None, model_file=rundir.BEST_MODEL,
+                     augmentations=hotspots.AUGMENTATIONS, percentiles=hotspots.PERCENTILES,
+                     seed=0, limit=None, out_dir=None):
+    """``hotspots.localisation`` of a trained run's model on its test split (or ``split``).
+
+    Loads the run as ``evaluate_run`` does and writes
+    ``localisation.json`` and ``localisation.md`` into ``out_dir`` (default
+    ``RUN_DIR/hotspots_<split>``).
+
+    Args:
+        run_dir: a ``spine-tf train`` run directory.
+        split: dataset split (default: the run's test split).
+        model_file: model file in the run directory.
+        limit: use at most this many discs of the split (None: all).
+
+    Returns:
+        (result of ``localisation`` with ``split`` and ``model`` added, out_dir).
+    """
+    model, data, split = run_model_and_split(run_dir, split, model_file)
+    if limit is not None:
+        data = data.take(limit)
+    result = hotspots.localisation(model, data.as_numpy_iterator(), augmentations, percentiles,
+                                   seed)
+    result.update(split=split, model=os.path.join(run_dir, model_file))
+    out_dir = out_dir or RunDir(run_dir).hotspots(split)
+    write_json(os.path.join(out_dir, hotspots.LOCALISATION_JSON), result)
+    write_text(os.path.join(out_dir, hotspots.LOCALISATION_MARKDOWN),
+               f"# Hotspot localisation: {result['model']}, split {split}\n\n"
+               + hotspots.localisation_markdown(result))
+    return result, out_dir

@@ -1,0 +1,151 @@
+"""SpineNet: a VGG-M trunk on 112 x 224 x 9 disc volumes, one head per task.
+
+The network is VGG-M "1024" with 9-channel input and no local response
+normalisation (SPEC "Model"). It branches into one tower per task at
+``branch_point``: every layer after it is duplicated per task, and each task
+ends in its own logits layer (``fc8``) named after the task. Outputs are a
+list in task-table order (``spine_tf.tasks.TASKS``): Keras 3 would sort a dict
+alphabetically, and tf-keras-vis needs list outputs.
+
+Field of view: with "valid" conv1/conv2 and 2x2 pools, the 2 x 6 grid that
+fc6 reads is computed from a 97 x 209 window of the input; the other 15 rows
+and 15 columns never reach any output. Left to itself that window sits at the
+top left, so the bottom 15 rows (the far part of the lower vertebral body,
+about 4 mm) were invisible and the lower-body tasks were measurably worse
+than the upper ones. The model therefore crops the input to the centred
+97 x 209 window first (``CENTRE_CROP``): both bodies lose the same thin far
+margin, and the parameter count stays the paper's.
+
+Example:
+    model = build_model(width=0.125)          # a small model for tests
+    logits = model(np.zeros((2, 112, 224, 9), np.float32))
+    [l.shape for l in logits]                 # [(2, 5), (2, 4), (2, 2), ...]
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+
+from spine_tf import tasks
+from spine_tf.config import ModelConfig
+from spine_tf.tasks import VOLUME_SHAPE
+
+# (name, kind, units or filters, kernel, stride, pool after) of VGG-M 1024.
+# Padding: conv1 and conv2 "valid", conv3-5 "same"; 2x2 max-pools.
+_LAYERS = (
+    ("conv1", "conv", 96, 7, 2, True),
+    ("conv2", "conv", 256, 5, 2, True),
+    ("conv3", "conv", 512, 3, 1, False),
+    ("conv4", "conv", 512, 3, 1, False),
+    ("conv5", "conv", 512, 3, 1, True),
+    ("fc6", "dense", 4096, None, None, False),
+    ("fc7", "dense", 1024, None, None, False),
+)
+LAYER_NAMES = tuple(layer[0] for layer in _LAYERS)
+# ((top, bottom), (left, right)) input rows / columns outside the window the
+# trunk above can see (see the module docstring); test_model checks it.
+CENTRE_CROP = ((7, 8), (7, 8))
+BRANCH_POINTS = LAYER_NAMES + ("none",)
+
+
+@keras.saving.register_keras_serializable(package="spine_tf")
+class ChannelMeanSubtraction(keras.layers.Layer):
+    """Subtracts a stored per-channel (per-slice) mean from the input.
+
+    The mean is computed on the training split (``set_mean``) and saved with
+    the model, so serving needs no outside statistics.
+
+    Args:
+        channels: number of input channels.
+    """
+
+    def __init__(self, channels=VOLUME_SHAPE[-1], **kwargs):
+        super().__init__(**kwargs)
+        self.channels = channels
+        self.mean = self.add_weight(name="mean", shape=(channels,), initializer="zeros",
+                                    trainable=False)
+
+    def set_mean(self, mean):
+        mean = np.asarray(mean, np.float32).reshape(self.channels)
+        self.mean.assign(mean)
+
+    def call(self, inputs):
+        return inputs - keras.ops.cast(self.mean, inputs.dtype)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"channels": self.channels})
+        return config
+
+
+def _scaled(units, width):
+    return max(1, int(round(units * width)))
+
+
+def _block(x, spec, width, dropout, prefix=""):
+    name, kind, units, kernel, stride, pool = spec
+    init = keras.initializers.HeNormal()
+    if kind == "conv":
+        padding = "valid" if name in ("conv1", "conv2") else "same"
+        x = keras.layers.Conv2D(_scaled(units, width), kernel, strides=stride, padding=padding,
+                                activation="relu", kernel_initializer=init,
+                                name=prefix + name)(x)
+        if pool:
+            x = keras.layers.MaxPooling2D(2, name=prefix + name + "_pool")(x)
+    else:
+        if len(x.shape) == 4:
+            x = keras.layers.Flatten(name=prefix + name + "_flatten")(x)
+        x = keras.layers.Dense(_scaled(units, width), activation="relu", kernel_initializer=init,
+                               name=prefix + name)(x)
+        x = keras.layers.Dropout(dropout, name=prefix + name + "_dropout")(x)
+    return x
+
+
+def build_model(config=ModelConfig(), width=None, branch_point=None, name="spinenet"):
+    """Builds the multi-task SpineNet as a Keras functional model.
+
+    Args:
+        config: ModelConfig; ``width`` / ``branch_point`` override it.
+        name: model name.
+
+    Returns:
+        ``keras.Model`` mapping ``disc_volume`` (batch, 112, 224, 9) to a list
+        of logits, one (batch, classes) tensor per task in task-table order;
+        output ``i`` is named ``tasks.TASKS[i].name``.
+    """
+    config = dataclasses.replace(
+        config, **{k: v for k, v in (("width", width), ("branch_point", branch_point))
+                   if v is not None})
+    if config.branch_point not in BRANCH_POINTS:
+        raise ValueError(f"branch_point {config.branch_point!r} is not one of "
+                         f"{', '.join(BRANCH_POINTS)}")
+    inputs = keras.Input(shape=VOLUME_SHAPE, name=tasks.INPUT_NAME)
+    x = ChannelMeanSubtraction(VOLUME_SHAPE[-1], name="mean_subtraction")(inputs)
+    x = keras.layers.Cropping2D(CENTRE_CROP, name="centre_crop")(x)
+    shared = 0 if config.branch_point == "none" else LAYER_NAMES.index(config.branch_point) + 1
+    for spec in _LAYERS[:shared]:
+        x = _block(x, spec, config.width, config.dropout)
+    outputs = []
+    for task in tasks.TASKS:
+        y = x
+        for spec in _LAYERS[shared:]:
+            y = _block(y, spec, config.width, config.dropout, prefix=f"{task.name}_")
+        outputs.append(keras.layers.Dense(task.num_classes, kernel_initializer="he_normal",
+                                          name=task.name)(y))
+    return keras.Model(inputs, outputs, name=name)
+
+
+def load_model(path):
+    """Loads a saved SpineNet ``.keras`` model for inference (grading, hotspots, export).
+
+    The training state (optimizer, loss, metrics) is not restored: a model
+    saved during training loads without spine_tf's loss and metric classes.
+    ``train`` resumes runs through BackupAndRestore, not through this.
+    """
+    return keras.saving.load_model(path, compile=False)
+
+
+def mean_subtraction(model):
+    """The model's ChannelMeanSubtraction layer."""
+    return model.get_layer("mean_subtraction")
