@@ -1,4 +1,4 @@
-"""Batched, invertible training augmentation of disc volumes, in TF ops (SPEC "Augmentation").
+"""Batched, invertible training augmentation of disc volumes, in TF ops (docs/design.md).
 
 Per sample: in-plane rotation, translation along columns (x) and rows (y) and
 isotropic scaling, composed into one affine and applied in one resampling

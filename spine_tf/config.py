@@ -1,8 +1,7 @@
 """All settings of an experiment, as nested frozen dataclasses.
 
-``ExperimentConfig`` holds ``DataConfig``, ``ModelConfig`` (spine_tf.modeling.model),
-``PipelineConfig`` (spine_tf.training.input_pipeline, with the AugmentConfig) and
-``TrainConfig``. A run writes its resolved config as JSON next to its
+``ExperimentConfig`` holds ``DataConfig``, ``ModelConfig``, ``PipelineConfig`` (with
+the ``AugmentConfig``) and ``TrainConfig``. This module imports no TensorFlow. A run writes its resolved config as JSON next to its
 checkpoints; ``load`` reads one back, ``override`` applies ``a.b=value``
 strings (as ``spine-tf train --set`` does).
 
@@ -55,8 +54,7 @@ class AugmentConfig:
             one below), with the upper and lower lesion labels swapped
             (``input_pipeline``; ``tasks.MIRRORED``). Not in the paper, so
             off by default; it shows each upper/lower head the other side's
-            lesions too. Measured on the phantom (docs/accuracy.md): it
-            helped at width 0.125 and hurt at width 0.25.
+            lesions too (its measured effect: docs/results/grading.md).
     """
 
     rotation_deg: float = 15.0
@@ -139,11 +137,9 @@ class TrainConfig:
         task_weights: {task: w_t} loss weights; None = 1 for every task; a
             task left out of a given dict gets 0 (single-task training).
         strategy: ``default``, ``mirrored`` or ``multiworker`` (TF_CONFIG).
-        jit_compile: XLA. Off by default: on this 2-core CPU it made the
-            train step faster at batch 64 (docs/benchmarks.md, "Training
-            throughput"), the opposite of STACK.md's older figure, but each new
-            batch shape costs a ~17 s compile and its memory cost is not
-            measured yet.
+        jit_compile: XLA. Off by default: each new batch shape costs a
+            compile of its own (its speed: docs/benchmarks.md, "Training
+            throughput").
         seed: seeds weight initialisation and dropout (``keras.utils.set_random_seed``).
         hotspot_images: discs of the validation split whose hotspots (every
             trained task) TensorBoard shows as images (0: none).
@@ -242,5 +238,57 @@ def override(config, assignments):
     return from_dict(ExperimentConfig, values)
 
 
+PRESETS = {
+    "paper": (),
+    "demo": ("data.config='folder'", "model.width=0.125", "pipeline.batch_size=32",
+             "train.epochs=40", "train.learning_rate=0.01", "train.lr_patience=10",
+             "train.early_stopping_patience=0"),
+}
+"""Named experiments, as ``section.key=value`` overrides of the defaults.
+
+``paper``: the paper's settings (the defaults). ``demo``: what ``spine-tf demo``
+trains: a width-0.125 model, batch 32, 40 epochs at 10x the paper's learning rate
+(the paper trains for ~1000 epochs), quicker learning-rate drops and no early
+stopping, on the ``folder`` dataset the demo builds (its folders come with the call).
+"""
+
+
+def _merged(config, values):
+    """``config`` with the settings of a nested dict (e.g. a JSON file's) put over it."""
+    fields = {f.name for f in dataclasses.fields(config)}
+    changes = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise KeyError(f"unknown setting {type(config).__name__}.{key}; known: "
+                           f"{', '.join(fields)}")
+        current = getattr(config, key)
+        if dataclasses.is_dataclass(current) and isinstance(value, dict):
+            value = _merged(current, value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        changes[key] = value
+    return dataclasses.replace(config, **changes)
+
+
+def preset(name="paper", config_path=None, assignments=()):
+    """The ExperimentConfig of preset ``name``, then a JSON config file's settings over it,
+    then ``section.key=value`` overrides (``spine-tf train --preset --config --set``).
+
+    Example:
+        config = preset("demo", assignments=["data.data_dir='out/tfds'"])
+
+    Raises:
+        KeyError: an unknown preset (naming the known ones) or setting.
+    """
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
+    config = override(ExperimentConfig(), PRESETS[name])
+    if config_path:
+        with open(config_path, encoding="utf-8") as f:
+            config = _merged(config, json.load(f))
+    return override(config, list(assignments))
+
+
 __all__ = ["AugmentConfig", "DataConfig", "ExperimentConfig", "ModelConfig", "PipelineConfig",
-           "STRATEGIES", "TrainConfig", "from_dict", "load", "override", "save", "to_dict"]
+           "PRESETS", "STRATEGIES", "TrainConfig", "from_dict", "load", "override", "preset",
+           "save", "to_dict"]

@@ -17,9 +17,9 @@ VERTEBRAE = tuple(level.split("-")[0] for level in LEVELS) + (LEVELS[-1].split("
 FIRST_DISC_LABEL = 201
 CANAL_LABEL = 100  # the spinal canal in SPIDER-convention masks
 
-# The model input: a disc volume of rows x cols x sagittal slices (SPEC "Disc volume").
+# The model input: a disc volume of rows x cols x sagittal slices (docs/design.md).
 VOLUME_SHAPE = (112, 224, 9)
-# Its name in the Keras model and the serving signatures (SPEC "Serving").
+# Its name in the Keras model and the serving signatures (docs/design.md, "Serving signatures").
 INPUT_NAME = "disc_volume"
 
 

@@ -1,4 +1,4 @@
-"""The 54-view test-time augmentation (SPEC "Test-time augmentation").
+"""The 54-view test-time augmentation (docs/design.md, "Test-time augmentation").
 
 Every disc is seen in 54 views and the softmax probabilities of the views are
 averaged: 9 in-plane positions (the centre and the 8 shifts of +-16 px along

@@ -13,7 +13,7 @@ from spine_tf import detection
 from spine_tf.detection import data, model, synth
 from spine_tf.detection.config import DetectorConfig
 from spine_tf.io.atomic import atomic_path, write_json
-from spine_tf.training.callbacks import BestModel
+from spine_tf.training.callbacks import BestModel, EpochLine
 
 DETECTOR_FILE = detection.DETECTOR_FILE
 MONITOR = "val_segmentation_disc_dice"
@@ -73,7 +73,7 @@ def compile_detector(detector, config, steps):
                      metrics=[[DiscDice()], []])
 
 
-def train_detector(out_dir, config=DetectorConfig(), verbose=1, workers=None):
+def train_detector(out_dir, config=DetectorConfig(), verbose="line", workers=None):
     """Trains a detector into ``out_dir`` (``detector.keras``, config, history, timing).
 
     ``detector.keras`` ends as the best model by validation disc Dice, saved
@@ -107,10 +107,14 @@ def train_detector(out_dir, config=DetectorConfig(), verbose=1, workers=None):
         detection.load(config.init)
     compile_detector(detector, config, config.epochs * config.steps_per_epoch)
     path = os.path.join(out_dir, DETECTOR_FILE)
+    line = [EpochLine(config.epochs, MONITOR[len("val_"):], "disc Dice")] \
+        if verbose == "line" else []
     detector.fit(train, validation_data=val, epochs=config.epochs,
-                 steps_per_epoch=config.steps_per_epoch, verbose=verbose, shuffle=False,
+                 steps_per_epoch=config.steps_per_epoch,
+                 verbose=0 if verbose == "line" else verbose, shuffle=False,
                  callbacks=[BestModel(path, MONITOR),
-                            keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv"))])
+                            keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv"))]
+                 + line)
     write_json(os.path.join(out_dir, "training_time.json"),
                {"seconds": time.perf_counter() - start, "data_seconds": prepared,
                 "training_slices": _count(train_examples), **counts})

@@ -1,4 +1,4 @@
-"""What ``spine-tf evaluate`` computes and writes (SPEC "Metrics").
+"""What ``spine-tf evaluate`` computes and writes (docs/design.md, "Metrics").
 
 ``evaluate`` runs a model over a spine_discs split once, with and without the
 54-view test-time augmentation, and measures per task the balanced accuracy

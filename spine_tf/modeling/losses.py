@@ -1,4 +1,4 @@
-"""The masked, class-balanced multi-task loss (SPEC "Loss").
+"""The masked, class-balanced multi-task loss (docs/design.md, "Loss").
 
 Per task, softmax cross-entropy over the labelled discs only: a label of -1
 contributes nothing. Class balance comes in as Keras' per-output

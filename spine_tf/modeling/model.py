@@ -1,7 +1,7 @@
 """SpineNet: a VGG-M trunk on 112 x 224 x 9 disc volumes, one head per task.
 
 The network is VGG-M "1024" with 9-channel input and no local response
-normalisation (SPEC "Model"). It branches into one tower per task at
+normalisation (docs/design.md, "Model"). It branches into one tower per task at
 ``branch_point``: every layer after it is duplicated per task, and each task
 ends in its own logits layer (``fc8``) named after the task. Outputs are a
 list in task-table order (``spine_tf.tasks.TASKS``): Keras 3 would sort a dict
@@ -9,12 +9,11 @@ alphabetically, and tf-keras-vis needs list outputs.
 
 Field of view: with "valid" conv1/conv2 and 2x2 pools, the 2 x 6 grid that
 fc6 reads is computed from a 97 x 209 window of the input; the other 15 rows
-and 15 columns never reach any output. Left to itself that window sits at the
-top left, so the bottom 15 rows (the far part of the lower vertebral body,
-about 4 mm) were invisible and the lower-body tasks were measurably worse
-than the upper ones. The model therefore crops the input to the centred
-97 x 209 window first (``CENTRE_CROP``): both bodies lose the same thin far
-margin, and the parameter count stays the paper's.
+and 15 columns never reach any output. Left to itself that window would sit at
+the top left and leave out the far part of the lower vertebral body (about 4
+mm), so the model crops the input to the centred 97 x 209 window first
+(``CENTRE_CROP``): both bodies lose the same thin far margin, and the parameter
+count stays the paper's.
 
 Example:
     model = build_model(width=0.125)          # a small model for tests

@@ -1,5 +1,8 @@
 """The callbacks of a training run (beside Keras' own), shared with the detector's training."""
 
+import sys
+import time
+
 import keras
 import numpy as np
 
@@ -124,3 +127,40 @@ class ResumedCallbackState(keras.callbacks.Callback):
                 stopper.wait += 1
                 if stopper._is_improvement(current, stopper.best):
                     stopper.best, stopper.best_epoch, stopper.wait = current, epoch, 0
+
+
+class EpochLine(keras.callbacks.Callback):
+    """Prints one short line per epoch: loss and ``metric`` (default the mean balanced
+    accuracy), each training / validation, the learning rate and the epoch's seconds.
+
+    The per-task figures stay in ``history.csv`` and TensorBoard. Placed after
+    ``EpochSummary``, whose mean and learning rate it prints.
+
+    Example output::
+
+        epoch  3/40  loss 4.213 / 4.380  balanced accuracy 0.412 / 0.388  lr 1.0e-02  12 s
+    """
+
+    def __init__(self, epochs, metric="mean_balanced_accuracy", label="balanced accuracy",
+                 stream=None):
+        super().__init__()
+        self.epochs, self.metric, self.label, self.stream = epochs, metric, label, stream
+        self._start = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+
+        def pair(key):
+            values = [logs.get(key), logs.get(f"val_{key}")]
+            return " / ".join("-" if v is None else f"{float(v):.3f}" for v in values)
+
+        width = len(str(self.epochs))
+        seconds = time.perf_counter() - (self._start or time.perf_counter())
+        rate = logs.get("learning_rate")
+        print(f"epoch {epoch + 1:>{width}}/{self.epochs}  loss {pair('loss')}  "
+              f"{self.label} {pair(self.metric)}  "
+              + (f"lr {float(rate):.1e}  " if rate is not None else "")
+              + f"{seconds:.0f} s", file=self.stream or sys.stdout, flush=True)

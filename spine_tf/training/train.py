@@ -28,8 +28,8 @@ from spine_tf.modeling import losses
 from spine_tf.modeling import metrics
 from spine_tf.modeling import model as model_lib
 from spine_tf.io.atomic import atomic_path, write_json
-from spine_tf.training.callbacks import (MONITOR, BestModel, EpochSeeds, EpochSummary,
-                                       ResumedCallbackState)
+from spine_tf.training.callbacks import (MONITOR, BestModel, EpochLine, EpochSeeds,
+                                       EpochSummary, ResumedCallbackState)
 from spine_tf.training.rundir import RunDir
 from spine_tf.errors import SpineTFError
 
@@ -172,14 +172,15 @@ def check_run_config(config, run_dir):
                              "settings to resume it")
 
 
-def train(config, run_dir, extra_callbacks=(), verbose="auto"):
+def train(config, run_dir, extra_callbacks=(), verbose="line"):
     """Trains a model as ``config`` says, in ``run_dir`` (resuming an unfinished run).
 
     Args:
         config: ExperimentConfig.
         run_dir: the run directory (created).
         extra_callbacks: more Keras callbacks (after the built-in ones).
-        verbose: ``model.fit`` verbosity.
+        verbose: ``"line"``: one short line per epoch (``callbacks.EpochLine``); else
+            ``model.fit``'s verbosity (0 silent, 1 progress bar, 2 Keras' full line).
 
     Returns:
         (model, history dict of per-epoch logs of this call).
@@ -207,8 +208,9 @@ def train(config, run_dir, extra_callbacks=(), verbose="auto"):
         train_data, validation_data=validation_data, epochs=config.train.epochs,
         steps_per_epoch=input_pipeline.steps_per_epoch(train_split, config.pipeline.batch_size),
         callbacks=callbacks(config, run_dir, trained, read_history(run_dir, initial_epoch))
-        + hotspot_images(config, run_dir, validation_split, trained) + list(extra_callbacks),
-        verbose=verbose)
+        + hotspot_images(config, run_dir, validation_split, trained) + list(extra_callbacks)
+        + ([EpochLine(config.train.epochs)] if verbose == "line" else []),
+        verbose=0 if verbose == "line" else verbose)
     with atomic_path(RunDir(run_dir).final_model) as tmp:
         model.save(tmp)
     write_json(RunDir(run_dir).training_time,

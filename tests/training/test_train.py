@@ -1,6 +1,7 @@
 """Training runs: run directory, resumption after a kill, single-task, configs."""
 
 import csv
+import io
 import json
 import os
 import time
@@ -233,3 +234,20 @@ def test_best_model_saves_improvements_only_and_atomically(tmp_path):
     assert open(path, encoding="utf-8").read() == "epoch 4"
     assert callback.best == 0.6
     assert os.listdir(tmp_path) == ["best.keras"]
+
+
+def test_epoch_line_prints_one_short_line_per_epoch():
+    stream = io.StringIO()
+    line = callbacks.EpochLine(40, stream=stream)
+    line.on_epoch_begin(2)
+    line.on_epoch_end(2, {"loss": 4.2134, "val_loss": 4.38, "mean_balanced_accuracy": 0.4121,
+                          "val_mean_balanced_accuracy": 0.3879, "learning_rate": 0.01,
+                          "pfirrmann_balanced_accuracy": 0.5})
+    text = stream.getvalue()
+    assert text.startswith("epoch  3/40  loss 4.213 / 4.380  balanced accuracy 0.412 / 0.388  "
+                           "lr 1.0e-02  ")
+    assert text.endswith(" s\n") and text.count("\n") == 1 and "pfirrmann" not in text
+    line.on_epoch_end(3, {"loss": 1.0})  # no validation, no rate: dashes, no lr
+    second = stream.getvalue().splitlines()[1]
+    assert second.startswith("epoch  4/40  loss 1.000 / -  balanced accuracy - / -  ")
+    assert "lr" not in second
