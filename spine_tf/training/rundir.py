@@ -34,6 +34,16 @@ TENSORBOARD = "tensorboard"
 HOTSPOT_IMAGES = "hotspots"  # inside tensorboard/
 
 
+class _File:
+    """A ``RunDir`` attribute: the path of one named file in the run folder."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __get__(self, run, owner=None):
+        return self if run is None else run.file(self.name)
+
+
 class RunDir:
     """Paths of the files in one run folder (which need not exist yet)."""
 
@@ -50,45 +60,18 @@ class RunDir:
         """``name`` inside the run folder (e.g. a model file given by name)."""
         return os.path.join(self.path, name)
 
-    @property
-    def config(self):
-        return self.file(CONFIG)
-
-    @property
-    def statistics(self):
-        return self.file(STATISTICS)
-
-    @property
-    def backup(self):
-        return self.file(BACKUP)
-
-    @property
-    def best_model(self):
-        return self.file(BEST_MODEL)
-
-    @property
-    def final_model(self):
-        return self.file(FINAL_MODEL)
-
-    @property
-    def history(self):
-        return self.file(HISTORY)
-
-    @property
-    def training_time(self):
-        return self.file(TRAINING_TIME)
-
-    @property
-    def tensorboard(self):
-        return self.file(TENSORBOARD)
+    config = _File(CONFIG)
+    statistics = _File(STATISTICS)
+    backup = _File(BACKUP)
+    best_model = _File(BEST_MODEL)
+    final_model = _File(FINAL_MODEL)
+    history = _File(HISTORY)
+    training_time = _File(TRAINING_TIME)
+    tensorboard = _File(TENSORBOARD)
 
     @property
     def hotspot_images(self):
         return os.path.join(self.tensorboard, HOTSPOT_IMAGES)
-
-    def is_run(self):
-        """Whether the folder holds a run (its config)."""
-        return os.path.exists(self.config)
 
     def evaluation(self, split, data=()):
         """The report folder of ``split``: ``evaluation_<split>``, with the ``key=value``
