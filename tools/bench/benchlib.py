@@ -1,5 +1,7 @@
-"""Shared helpers of the benchmark scripts: machine description, timing, docs table."""
+"""Shared helpers of tools.bench and tools.studies: machine description, timing, the
+documents they write (``DOCS``), Markdown tables and sections."""
 
+import argparse
 import datetime
 import os
 import platform
@@ -9,8 +11,28 @@ import statistics
 import sys
 import time
 
-DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs",
-                    "benchmarks.md")
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+DOCS = {
+    "benchmarks": ("docs/benchmarks.md", "Benchmarks",
+                   "Written by the scripts in tools/; medians of repeated runs, ratios "
+                   "measured side by side in one run."),
+    "grading": ("docs/results/grading.md", "Grading accuracy",
+                "Written by the scripts in tools/studies/."),
+    "detection": ("docs/results/detection.md", "Disc detection",
+                  "Written by the scripts in tools/studies/."),
+    "hotspots": ("docs/results/hotspots.md", "Hotspot localisation",
+                 "Written by the scripts in tools/studies/."),
+    "sweep": ("docs/results/sweep.md", "Branch-point sweep",
+              "Written by the scripts in tools/studies/."),
+}
+"""{topic: (file relative to the repository, its title, its first paragraph)}: where each
+tool writes its sections (see ``write_section``); title and paragraph start a new file."""
+
+
+def doc_path(topic):
+    """The absolute path of the document of ``topic`` (a key of ``DOCS``)."""
+    return os.path.join(REPO, *DOCS[topic][0].split("/"))
 
 
 def machine():
@@ -65,24 +87,41 @@ def table(header, rows):
     return "\n".join(lines)
 
 
+def module_command(script):
+    """'python -m tools.<package>.<name>': how to run the tool in file ``script``
+    (tools/<package>/<name>.py) from the repository root."""
+    package = os.path.basename(os.path.dirname(os.path.abspath(script)))
+    name = os.path.splitext(os.path.basename(script))[0]
+    return f"python -m tools.{package}.{name}"
+
+
+def argument_parser(script, doc):
+    """The ArgumentParser of the tool in file ``script``: usage names the module command,
+    the description is the first paragraph of ``doc``."""
+    return argparse.ArgumentParser(prog=module_command(script), description=doc.split("\n\n")[0])
+
+
 def reproduce_command(script, argv=None):
-    """'python tools/<script> ARGS': how a tool was called (``argv``; default sys.argv)."""
+    """'python -m tools.<package>.<name> ARGS': how the tool in file ``script`` was called
+    with ``argv`` (default: sys.argv[1:])."""
     args = argv if argv is not None else sys.argv[1:]
-    return f"python tools/{os.path.basename(script)} " + " ".join(shlex.quote(a) for a in args)
+    return " ".join([module_command(script)] + [shlex.quote(a) for a in args])
 
 
-def write_section(name, body, command, path=DOCS, title="Benchmarks", measured=None):
-    """Replaces (or appends) section ``name`` of ``path`` (docs/benchmarks.md) and prints it.
+def write_section(name, body, command, doc="benchmarks", path=None, measured=None):
+    """Replaces (or appends) section ``name`` of the document of topic ``doc`` (a key of
+    ``DOCS``; ``path``: another file instead) and prints it.
 
     ``measured``: (date, machine) of a measurement made elsewhere; default today, here.
     """
+    path = path or doc_path(doc)
+    _, title, intro = DOCS[doc]
     stamp, where = measured or (datetime.date.today().isoformat(), machine())
     section = (f"<!-- {name} -->\n## {name}\n\nMeasured {stamp} on: {where}.  \n"
                f"Reproduce: `{command}`\n\n{body}\n<!-- /{name} -->")
     print(section)
     text = open(path, encoding="utf-8").read() if os.path.exists(path) else (
-        f"# {title}\n\nWritten by the scripts in tools/; medians of repeated runs, "
-        "ratios measured side by side in one run.\n")
+        f"# {title}\n\n{intro}\n")
     pattern = re.compile(rf"<!-- {re.escape(name)} -->.*?<!-- /{re.escape(name)} -->", re.S)
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else \
         text.rstrip("\n") + "\n\n" + section + "\n"

@@ -1,25 +1,31 @@
-"""See tools/bench_data."""
+"""Benchmarks of the data foundation: phantom generation, scan reading, localisation +
+extraction per disc, dataset build per patient.
 
-import argparse
+Prints a table and writes it to docs/benchmarks.md ("Data foundation").
+
+Run: tools/bench_data [--patients 8] (or .venv/bin/python -m tools.bench.data)
+"""
+
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import benchlib  # noqa: E402
-
-from spine_tf import extraction, localisation, phantom  # noqa: E402
-from spine_tf.io import landmarks as landmarks_io  # noqa: E402
-from spine_tf.io import read_mask, read_scan  # noqa: E402
+from spine_tf import extraction, localisation, phantom
+from spine_tf.io import landmarks as landmarks_io
+from spine_tf.io import read_mask, read_scan
+from tools.bench import benchlib
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--patients", type=int, default=8, help="cohort size per measurement")
-    args = parser.parse_args()
+def parser():
+    out = benchlib.argument_parser(__file__, __doc__)
+    out.add_argument("--patients", type=int, default=8, help="cohort size per measurement")
+    return out
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
     n = args.patients
     rows = []
     work = tempfile.mkdtemp(prefix="bench_data_")
@@ -83,7 +89,8 @@ def main():
     finally:
         shutil.rmtree(work, ignore_errors=True)
     body = benchlib.table(("what", "median", "notes"), rows)
-    benchlib.write_section("Data foundation", body, "tools/bench_data --patients " + str(n))
+    benchlib.write_section("Data foundation", body,
+                           benchlib.reproduce_command(__file__, ["--patients", str(n)]))
 
 
 if __name__ == "__main__":

@@ -10,21 +10,18 @@ volumes (speed does not depend on them). The machine's load average is
 recorded before and after, since others may be using its cores. Prints a
 Markdown table and writes it to docs/benchmarks.md ("Evidence hotspots").
 
-Run: .venv/bin/python tools/bench_hotspots.py [--rounds 3]
+Run: .venv/bin/python -m tools.bench.hotspots [--rounds 3]
 """
 
-import argparse
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import benchlib  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 from spine_tf import hotspots, tasks  # noqa: E402
 from spine_tf.modeling.model import build_model  # noqa: E402
+from tools.bench import benchlib  # noqa: E402
 
 
 def _load():
@@ -58,11 +55,15 @@ def _breakdown(model, disc, n, rounds, task_index):
     return benchlib.alternated(measures, rounds)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3, help="timed runs of each (median)")
-    parser.add_argument("--augmentations", type=int, default=hotspots.AUGMENTATIONS)
-    args = parser.parse_args()
+def parser():
+    out = benchlib.argument_parser(__file__, __doc__)
+    out.add_argument("--rounds", type=int, default=3, help="timed runs of each (median)")
+    out.add_argument("--augmentations", type=int, default=hotspots.AUGMENTATIONS)
+    return out
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
     n = args.augmentations
     load_before = _load()
     model = build_model()  # 182,765,777 parameters, random weights
@@ -116,7 +117,7 @@ def main():
              + benchlib.table(("part", "median", "share of the batched hotspot"),
                               [(name, f"{t:.2f} s", f"{100 * t / s['batched']:.0f} %")
                                for name, t in breakdown]))
-    benchlib.write_section("Evidence hotspots", body, ".venv/bin/python tools/bench_hotspots.py")
+    benchlib.write_section("Evidence hotspots", body, benchlib.reproduce_command(__file__, argv))
 
 
 if __name__ == "__main__":

@@ -19,19 +19,16 @@ Prints a Markdown table and writes it to docs/benchmarks.md ("Model compute,
 <backend> on <accelerator>, batch <batch>"); ``--json FILE`` also saves the rows,
 and ``--from-json FILE`` writes the section from a file saved on another machine.
 
-Run: .venv/bin/python tools/bench_model.py [--backend jax] [--width 1]
+Run: .venv/bin/python -m tools.bench.model [--backend jax] [--width 1]
          [--branch-points conv5,none] [--batch 64] [--json FILE]
 """
 
-import argparse
 import datetime
 import json
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import benchlib  # noqa: E402
+from tools.bench import benchlib
 
 PRECISIONS = ("float32", "mixed_bfloat16")
 
@@ -131,20 +128,24 @@ def body(result):
                               "TTA ms/disc", "warm-up s"], rows))
 
 
+def parser():
+    out = benchlib.argument_parser(__file__, __doc__)
+    out.add_argument("--backend", help="KERAS_BACKEND to use (default: the environment's)")
+    out.add_argument("--width", type=float, default=1.0)
+    out.add_argument("--branch-points", default="conv5")
+    out.add_argument("--precisions", default=",".join(PRECISIONS))
+    out.add_argument("--batch", type=int, default=64)
+    out.add_argument("--tta-discs", type=int, default=8)
+    out.add_argument("--steps", type=int, default=10)
+    out.add_argument("--rounds", type=int, default=5)
+    out.add_argument("--json", help="also save the result here")
+    out.add_argument("--from-json", help="write the docs section from a saved result")
+    out.add_argument("--docs", default=benchlib.doc_path("benchmarks"))
+    return out
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backend", help="KERAS_BACKEND to use (default: the environment's)")
-    parser.add_argument("--width", type=float, default=1.0)
-    parser.add_argument("--branch-points", default="conv5")
-    parser.add_argument("--precisions", default=",".join(PRECISIONS))
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--tta-discs", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--json", help="also save the result here")
-    parser.add_argument("--from-json", help="write the docs section from a saved result")
-    parser.add_argument("--docs", default=benchlib.DOCS)
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     if args.from_json:
         with open(args.from_json, encoding="utf-8") as f:
             result = json.load(f)

@@ -9,33 +9,34 @@ compiled forward pass, alternated round by round. Random weights (speed does
 not depend on them). Prints a Markdown table and writes it to
 docs/benchmarks.md ("Prediction and serving").
 
-Run: .venv/bin/python tools/bench_predict.py [--rounds 3] [--hotspot-augmentations 150]
+Run: .venv/bin/python -m tools.bench.predict [--rounds 3] [--hotspot-augmentations 150]
 """
 
-import argparse
 import os
-import sys
 import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import benchlib  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from spine_tf.serving import export  # noqa: E402
-from spine_tf.app import predict
+from spine_tf.app import predict, predictors, scans  # noqa: E402
 from spine_tf.modeling.model import build_model, load_model, mean_subtraction  # noqa: E402
 from spine_tf.phantom import write_cohort  # noqa: E402
+from tools.bench import benchlib  # noqa: E402
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--hotspot-augmentations", type=int, default=150)
-    args = parser.parse_args()
+def parser():
+    out = benchlib.argument_parser(__file__, __doc__)
+    out.add_argument("--rounds", type=int, default=3)
+    out.add_argument("--hotspot-augmentations", type=int, default=150)
+    return out
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
     work = tempfile.mkdtemp(prefix="bench_predict_")
     start = time.perf_counter()
     model = build_model()
@@ -49,13 +50,13 @@ def main():
     size_mb = sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(exported)
                   for f in files) / 1e6
     write_cohort(os.path.join(work, "cohort"), 1, seed=3, workers=1)
-    job = predict.find_scans([os.path.join(work, "cohort")])[0]
-    discs = len(predict.extract_scan(job)[2])
+    job = scans.find_scans([os.path.join(work, "cohort")])[0]
+    discs = len(scans.extract_scan(job)[2])
 
     load = benchlib.alternated({"keras": lambda: load_model(keras_file),
                                 "saved": lambda: export.load(exported)}, args.rounds, warm_ups=0)
-    keras_predictor = predict.KerasPredictor(model, keras_file)
-    saved_predictor = predict.SavedModelPredictor(exported)
+    keras_predictor = predictors.KerasPredictor(model, keras_file)
+    saved_predictor = predictors.SavedModelPredictor(exported)
     out = os.path.join(work, "out")
     scan = benchlib.alternated(
         {name: lambda p=p: predict.predict_scan(job, p, out, hotspots=False)
@@ -99,7 +100,7 @@ def main():
              f"warm-up. Load average at the end: {os.getloadavg()[0]:.1f}. Whole run "
              f"{time.perf_counter() - start:.0f} s.")
     benchlib.write_section("Prediction and serving", body,
-                           "tools/bench_predict.py " + " ".join(sys.argv[1:]))
+                           benchlib.reproduce_command(__file__, argv))
 
 
 if __name__ == "__main__":

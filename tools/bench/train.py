@@ -24,9 +24,9 @@ Prints a Markdown table and writes it to docs/benchmarks.md ("Training
 throughput").
 
 Run: tools/bench_train [--batch 64] [--rounds 3] [--epochs 2] [--jit] [--dry-run]
+(or .venv/bin/python -m tools.bench.train ...)
 """
 
-import argparse
 import dataclasses
 import os
 import resource
@@ -38,16 +38,15 @@ import threading
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import benchlib  # noqa: E402
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from spine_tf import config as config_lib  # noqa: E402
 from spine_tf.training import input_pipeline  # noqa: E402
-from spine_tf.training import train
+from spine_tf.training import train  # noqa: E402
 from spine_tf.data import spine_discs  # noqa: E402
+from tools.bench import benchlib  # noqa: E402
 
 
 class PeakRSS:
@@ -213,25 +212,40 @@ def measure_jit(model, config, channel_mean, bare, rounds, steps, batch):
     return {key: statistics.median(values) for key, values in both.items()}, compile_s
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batch", type=int, default=64, help="discs per batch")
-    parser.add_argument("--patients", type=int, default=28, help="phantom cohort size")
-    parser.add_argument("--seed", type=int, default=5, help="phantom cohort seed")
-    parser.add_argument("--rounds", type=int, default=3, help="timed rounds (median)")
-    parser.add_argument("--epochs", type=int, default=2,
-                        help="epochs of the split per timed window (fit with the pipeline)")
-    parser.add_argument("--bare-steps", type=int, default=0,
-                        help="timed bare steps per round (default: as many as with the pipeline)")
-    parser.add_argument("--jit", action="store_true",
-                        help="also time the train step with jit_compile=True (XLA)")
-    parser.add_argument("--jit-steps", type=int, default=2,
-                        help="timed steps per round of each, with --jit")
-    parser.add_argument("--width", type=float, default=1.0,
-                        help="model width (1: the full model; smaller only to try the script)")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print the table without writing docs/benchmarks.md")
-    args = parser.parse_args()
+def parser():
+    out = benchlib.argument_parser(__file__, __doc__)
+    out.add_argument("--batch", type=int, default=64, help="discs per batch")
+    out.add_argument("--patients", type=int, default=28, help="phantom cohort size")
+    out.add_argument("--seed", type=int, default=5, help="phantom cohort seed")
+    out.add_argument("--rounds", type=int, default=3, help="timed rounds (median)")
+    out.add_argument("--epochs", type=int, default=2,
+                     help="epochs of the split per timed window (fit with the pipeline)")
+    out.add_argument("--bare-steps", type=int, default=0,
+                     help="timed bare steps per round (default: as many as with the pipeline)")
+    out.add_argument("--jit", action="store_true",
+                     help="also time the train step with jit_compile=True (XLA)")
+    out.add_argument("--jit-steps", type=int, default=2,
+                     help="timed steps per round of each, with --jit")
+    out.add_argument("--width", type=float, default=1.0,
+                     help="model width (1: the full model; smaller only to try the script)")
+    out.add_argument("--dry-run", action="store_true",
+                     help="print the table without writing docs/benchmarks.md")
+    return out
+
+
+def reproduce(args):
+    """The command that repeats a run with ``args``: the options that differ from the
+    defaults, then --jit (--dry-run left out)."""
+    defaults = parser()
+    argv = []
+    for name, value in vars(args).items():
+        if name not in ("jit", "dry_run") and value != defaults.get_default(name):
+            argv += [f"--{name.replace('_', '-')}", str(value)]
+    return benchlib.reproduce_command(__file__, argv + (["--jit"] if args.jit else []))
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
     batch = args.batch
     work = tempfile.mkdtemp(prefix="bench_train_")
     try:
@@ -308,13 +322,10 @@ def main():
     if others is not None:
         body += (f" Other processes kept {others:.2f} of the {os.cpu_count()} cores busy on "
                  "average during the rounds of 1-3.")
-    options = [f"--{name.replace('_', '-')} {value}" for name, value in vars(args).items()
-               if name not in ("jit", "dry_run") and value != parser.get_default(name)]
-    command = " ".join(["tools/bench_train"] + options + (["--jit"] if args.jit else []))
     if args.dry_run:
         print(body)
     else:
-        benchlib.write_section("Training throughput", body, command)
+        benchlib.write_section("Training throughput", body, reproduce(args))
 
 
 if __name__ == "__main__":

@@ -7,29 +7,30 @@ per disc. Also: making the views alone, the plain single-view prediction.
 Random weights and random volumes (speed does not depend on them). Prints a
 Markdown table and writes it to docs/benchmarks.md ("Test-time augmentation").
 
-Run: .venv/bin/python tools/bench_tta.py [--discs 4] [--rounds 5]
+Run: .venv/bin/python -m tools.bench.tta [--discs 4] [--rounds 5]
 """
 
-import argparse
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import benchlib  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from spine_tf import augment, tta  # noqa: E402
 from spine_tf.modeling.model import build_model  # noqa: E402
+from tools.bench import benchlib  # noqa: E402
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--discs", type=int, default=4, help="discs per timed run")
-    parser.add_argument("--rounds", type=int, default=5, help="timed runs of each (median)")
-    args = parser.parse_args()
+def parser():
+    out = benchlib.argument_parser(__file__, __doc__)
+    out.add_argument("--discs", type=int, default=4, help="discs per timed run")
+    out.add_argument("--rounds", type=int, default=5, help="timed runs of each (median)")
+    return out
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
     n = args.discs
     model = build_model()  # 182,765,777 parameters, random weights
     rng = np.random.default_rng(0)
@@ -93,7 +94,8 @@ def main():
             f"timed run, median of {args.rounds} runs, the first four rows alternated round "
             "by round after a warm-up. Target: TTA at >= 90 % of the bare forward throughput; "
             f"against the compiled forward on a resident tensor it runs at {strict:.1f} %.")
-    benchlib.write_section("Test-time augmentation", body, ".venv/bin/python tools/bench_tta.py")
+    benchlib.write_section("Test-time augmentation", body,
+                           benchlib.reproduce_command(__file__, argv))
 
 
 if __name__ == "__main__":

@@ -7,35 +7,32 @@ Two test sets:
   body masks, no pixel size: taken as 1 mm), truth from the masks, levels
   named upwards from the lowest annotated disc. The package's default
   detector was fine-tuned on them (all but 9.png), so for it they are a
-  training-set check; ``detector_real_folds.py`` gives the held-out estimate,
+  training-set check; ``tools.studies.detector_real_folds`` gives the held-out estimate,
   and ``--detector phantom`` scores the phantom-only detector, which never
   saw them.
 
 A disc is found when a detected centre lies within 3 mm (in the sagittal
 plane) of the true one. Writes the "Disc detection" section of
-docs/accuracy.md and the detection time per scan to docs/benchmarks.md.
+docs/results/detection.md and the detection time per scan ("Disc detection time") to
+docs/benchmarks.md.
 
-Run: .venv/bin/python tools/detector_accuracy.py [--detector PATH] [--phantoms 40]
+Run: .venv/bin/python -m tools.studies.detector_accuracy [--detector PATH] [--phantoms 40]
 """
 
-import argparse
 import os
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import benchlib  # noqa: E402
-from phantom_accuracy import ACCURACY_DOC  # noqa: E402
+from spine_tf import detection, localisation
+from spine_tf.detection import evaluate
+from spine_tf.io.scan import read_mask, read_scan, scan_from_array
+from spine_tf.phantom.cohort import make_patient
+from tools.bench import benchlib
 
-from spine_tf import detection, localisation  # noqa: E402
-from spine_tf.detection import evaluate  # noqa: E402
-from spine_tf.io.scan import read_mask, read_scan, scan_from_array  # noqa: E402
-from spine_tf.phantom.cohort import make_patient  # noqa: E402
-
-REAL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data",
-                    "real-lumbar-slices")
+DOC = "detection"  # the results document written (benchlib.DOCS); the timing: "benchmarks"
+REAL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared", "data",
+                    "real-lumbar-slices")  # beside the repository
 PHANTOM_SEED = 0
 FIRST_PHANTOM = 900  # beyond the patients the tests and the demo use
 
@@ -81,12 +78,16 @@ def _summary_row(name, scores):
             f"{scores['angle_deg_p95']:.1f}"]
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--detector", help="a detector file or folder, or 'phantom' (the "
-                        "package's phantom-only one); default: the package's default")
-    parser.add_argument("--phantoms", type=int, default=40)
-    args = parser.parse_args()
+def parser():
+    out = benchlib.argument_parser(__file__, __doc__)
+    out.add_argument("--detector", help="a detector file or folder, or 'phantom' (the "
+                     "package's phantom-only one); default: the package's default")
+    out.add_argument("--phantoms", type=int, default=40)
+    return out
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
     detector = detection.load(args.detector)
     phantom, phantom_times, _ = _run(detector, _phantom_cases(args.phantoms))
     real, real_times, real_rows = _run(detector, _real_cases())
@@ -116,9 +117,8 @@ def main():
              "level is named right only where the detector found the sacrum.")
     section = "Disc detection" + {None: "", "phantom": ", phantom-only detector"}.get(
         args.detector, f", {args.detector}")
-    benchlib.write_section(section, body,
-                           "python tools/detector_accuracy.py " + " ".join(sys.argv[1:]),
-                           path=ACCURACY_DOC, title="Accuracy on the phantom cohort")
+    command = benchlib.reproduce_command(__file__, argv)
+    benchlib.write_section(section, body, command, doc=DOC)
     timing = benchlib.table(
         ["scans", "median s per scan", "max s per scan"],
         [[f"phantom ({args.phantoms}; 9-20 slices, up to 512 x 512)",
@@ -129,8 +129,7 @@ def main():
     timing += ("\n\nDetection alone (U-Net on every slice, post-processing, localisation), "
                "the detector already loaded; a real slice runs once per pixel size tried (5). "
                f"Load average after the run: {one:.1f} (1 min), {five:.1f} (5 min) on 2 cores.")
-    benchlib.write_section("Disc detection time", timing,
-                           "python tools/detector_accuracy.py " + " ".join(sys.argv[1:]))
+    benchlib.write_section("Disc detection time", timing, command, doc="benchmarks")
     print(body)
     print(timing)
 

@@ -4,32 +4,27 @@ For every annotated real slice in ../shared/data/real-lumbar-slices: fine-tune
 the phantom-only detector (``spine-tf train-detector --init phantom
 --masks-dir``) on the other slices' masks together with randomised phantom
 slices, then score the held-out slice with the fine-tuned detector and with
-the phantom-only one, the same way ``detector_accuracy.py`` scores them. The
+the phantom-only one, the same way ``tools.studies.detector_accuracy`` scores them. The
 held-out slice never enters its fold's training or validation. (The package's
 default detector is fine-tuned on all of these slices, so it cannot be scored
 on them; this is the estimate of what that fine-tuning gives on unseen slices.)
 
 Writes the "Disc detection after training on real masks" section of
-docs/accuracy.md.
+docs/results/detection.md.
 
-Run: .venv/bin/python tools/detector_real_folds.py [--epochs 6] [--steps 40]
+Run: .venv/bin/python -m tools.studies.detector_real_folds [--epochs 6] [--steps 40]
 """
 
-import argparse
 import dataclasses
 import os
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import benchlib  # noqa: E402
-from detector_accuracy import REAL, _real_cases, _run, _summary_row  # noqa: E402
-from phantom_accuracy import ACCURACY_DOC  # noqa: E402
-
-from spine_tf import detection  # noqa: E402
-from spine_tf.detection import evaluate, train  # noqa: E402
-from spine_tf.detection.config import DetectorConfig  # noqa: E402
+from spine_tf import detection
+from spine_tf.detection import evaluate, train
+from spine_tf.detection.config import DetectorConfig
+from tools.bench import benchlib
+from tools.studies.detector_accuracy import DOC, REAL, _real_cases, _summary_row
 
 
 def _fold_folder(root, held_out):
@@ -40,18 +35,22 @@ def _fold_folder(root, held_out):
         stem, suffix = os.path.splitext(name)
         if suffix == ".npy" and stem != held_out:
             os.symlink(os.path.join(REAL, name), os.path.join(root, "masks", name))
-            os.symlink(os.path.join(REAL, stem + ".png"), os.path.join(root, "scans",
-                                                                      stem + ".png"))
+            os.symlink(os.path.join(REAL, stem + ".png"),
+                       os.path.join(root, "scans", stem + ".png"))
     return root
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--steps", type=int, default=40, help="batches per epoch")
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--patients", type=int, default=24, help="phantom patients per fold")
-    args = parser.parse_args()
+def parser():
+    out = benchlib.argument_parser(__file__, __doc__)
+    out.add_argument("--epochs", type=int, default=6)
+    out.add_argument("--steps", type=int, default=40, help="batches per epoch")
+    out.add_argument("--learning-rate", type=float, default=1e-3)
+    out.add_argument("--patients", type=int, default=24, help="phantom patients per fold")
+    return out
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
     config = DetectorConfig(init="phantom", patients=args.patients, val_patients=4,
                             epochs=args.epochs, steps_per_epoch=args.steps,
                             learning_rate=args.learning_rate)
@@ -105,8 +104,7 @@ def main():
              "192), so its level truth is shifted as well. 1.png (discs only) has no gradable "
              "disc and is not a fold.")
     benchlib.write_section("Disc detection after training on real masks", body,
-                           "python tools/detector_real_folds.py " + " ".join(sys.argv[1:]),
-                           path=ACCURACY_DOC, title="Accuracy on the phantom cohort")
+                           benchlib.reproduce_command(__file__, argv), doc=DOC)
     print(body)
 
 

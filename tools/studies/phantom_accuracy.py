@@ -2,35 +2,32 @@
 
 Trains one model (``spine-tf train`` settings; skipped when the run directory
 already holds a finished run), evaluates it on the test split with and without
-the 54-view TTA, and writes a section of docs/accuracy.md: per task the
+the 54-view TTA, and writes a section of docs/results/grading.md: per task the
 balanced accuracy with TTA and single view, the intra-rater agreement of the
 phantom's two readings on the same scored discs and on the whole cohort, and
 the gap to it; the training time and the command that reproduces it.
 
-Example (the run in docs/accuracy.md):
-    .venv/bin/python tools/phantom_accuracy.py --run-dir runs/accuracy \\
+Example (the runs in docs/results/grading.md):
+    .venv/bin/python -m tools.studies.phantom_accuracy --run-dir runs/accuracy \\
         --data-dir ~/tensorflow_datasets --set data.config=phantom_large \\
         --set model.width=0.25 --set train.epochs=60
 """
 
-import argparse
 import csv
 import os
 import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import benchlib  # noqa: E402
-
-from spine_tf import tasks  # noqa: E402
+from spine_tf import tasks
 from spine_tf.evaluation import evaluate as evaluation
 from spine_tf.evaluation import runs
 from spine_tf.modeling import metrics
 from spine_tf.training import callbacks, train
 from spine_tf.training.rundir import RunDir
+from tools.bench import benchlib
 
-ACCURACY_DOC = os.path.join(os.path.dirname(benchlib.DOCS), "accuracy.md")
+DOC = "grading"  # the results document written (benchlib.DOCS)
 TARGET_GAP = 0.05  # the issue's target: within 5 points of the second reader
 
 
@@ -129,31 +126,34 @@ def section_body(config, result, cohort_intra, seconds, history, command_dir, sc
     return text
 
 
+def parser():
+    out = benchlib.argument_parser(__file__, __doc__)
+    out.add_argument("--run-dir", required=True)
+    out.add_argument("--config", help="ExperimentConfig JSON")
+    out.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    out.add_argument("--data-dir", help="TFDS data dir")
+    out.add_argument("--section", default="Phantom accuracy",
+                     help=f"section name in {benchlib.DOCS[DOC][0]}")
+    out.add_argument("--eval-data", action="append", default=[], metavar="KEY=VALUE",
+                     help="score on another dataset (spine-tf evaluate --data), e.g. "
+                     "patients=500 and seed=1 with --eval-split all: a fresh cohort")
+    out.add_argument("--eval-split", help="split scored (default: the run's test split)")
+    return out
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run-dir", required=True)
-    parser.add_argument("--config", help="ExperimentConfig JSON")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--data-dir", help="TFDS data dir")
-    parser.add_argument("--section", default="Phantom accuracy",
-                        help="section name in docs/accuracy.md")
-    parser.add_argument("--eval-data", action="append", default=[], metavar="KEY=VALUE",
-                        help="score on another dataset (spine-tf evaluate --data), e.g. "
-                        "patients=500 and seed=1 with --eval-split all: a fresh cohort")
-    parser.add_argument("--eval-split", help="split scored (default: the run's test split)")
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     assignments = list(args.set) + ([f"data.data_dir={args.data_dir!r}"] if args.data_dir
                                     else [])
     config = train.resolved_config(args.config, assignments)
     seconds = train_timed(config, args.run_dir)
     result, out = runs.evaluate_run(args.run_dir, split=args.eval_split,
-                                           data=args.eval_data)
+                                    data=args.eval_data)
     scored = train.prepare_dataset(runs.run_data_config(args.run_dir, args.eval_data))
     body = section_body(config, result, cohort_intra_rater(scored), seconds,
                         history_summary(args.run_dir), args.run_dir, scored.builder_config.name)
     command = benchlib.reproduce_command(__file__, argv)
-    benchlib.write_section(args.section, body, command, path=ACCURACY_DOC,
-                           title="Accuracy on the phantom cohort")
+    benchlib.write_section(args.section, body, command, doc=DOC)
     print(f"evaluation report: {out}")
     return 0
 

@@ -15,29 +15,27 @@ predictions of an evaluated run (``spine-tf evaluate`` writes
 
 Intervals are Wilson 95 % intervals over discs (a patient's discs are counted
 as independent, so they are somewhat too narrow). Writes a section of
-docs/accuracy.md.
+docs/results/grading.md.
 
 Example:
-    .venv/bin/python tools/phantom_subgroups.py --run-dir /work/runs/acc_w025 \\
+    .venv/bin/python -m tools.studies.phantom_subgroups --run-dir /work/runs/acc_w025 \\
         --split train --section "Lesion subgroups, training split"
 """
 
-import argparse
 import csv
 import math
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import benchlib  # noqa: E402
-from phantom_accuracy import ACCURACY_DOC  # noqa: E402
-
-from spine_tf import phantom, tasks  # noqa: E402
+from spine_tf import phantom, tasks
 from spine_tf.evaluation import evaluate as evaluation
 from spine_tf.evaluation import runs
 from spine_tf.training.rundir import RunDir
 from spine_tf.training import train
-from spine_tf.phantom.anatomy import CLEAR_LESION_STRENGTH, SUBTLE_LESION_STRENGTH  # noqa: E402
+from spine_tf.phantom.anatomy import CLEAR_LESION_STRENGTH, SUBTLE_LESION_STRENGTH
+from tools.bench import benchlib
+
+DOC = "grading"  # the results document written (benchlib.DOCS)
 
 _CLEAR = CLEAR_LESION_STRENGTH[0]
 STRENGTH_BANDS = ((0.0, _CLEAR, f"strength < {_CLEAR} (read positive by noise)"),
@@ -160,14 +158,19 @@ def section_body(counts, run_dir, split, discs):
         "over discs.")
 
 
+def parser():
+    out = benchlib.argument_parser(__file__, __doc__)
+    out.add_argument("--run-dir", required=True)
+    out.add_argument("--split", help="evaluated split (default: the run's test split)")
+    out.add_argument("--data", action="append", default=[], metavar="KEY=VALUE",
+                     help="the evaluation's data overrides (spine-tf evaluate --data)")
+    out.add_argument("--section", default="Lesion subgroups",
+                     help=f"section name in {benchlib.DOCS[DOC][0]}")
+    return out
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run-dir", required=True)
-    parser.add_argument("--split", help="evaluated split (default: the run's test split)")
-    parser.add_argument("--data", action="append", default=[], metavar="KEY=VALUE",
-                        help="the evaluation's data overrides (spine-tf evaluate --data)")
-    parser.add_argument("--section", default="Lesion subgroups")
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     data_config = runs.run_data_config(args.run_dir, args.data)
     builder_config = train.prepare_dataset(data_config).builder_config
     if builder_config.source != "phantom":
@@ -193,8 +196,7 @@ def main(argv=None):
     body = (section_body(count(rows, anatomy_of), args.run_dir, where, len(rows))
             + "\n\n" + strength_curve(rows, anatomy_of))
     command = benchlib.reproduce_command(__file__, argv)
-    benchlib.write_section(args.section, body, command, path=ACCURACY_DOC,
-                           title="Accuracy on the phantom cohort")
+    benchlib.write_section(args.section, body, command, doc=DOC)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""A finished ``spine-tf sweep`` as a section of docs/accuracy.md.
+"""A finished ``spine-tf sweep`` as a section of docs/results/sweep.md.
 
 Reads the sweep folder's ``sweep.json`` and its runs, and writes the sweep's
 tables (``sweep.markdown``), the training time and length of every row,
@@ -11,11 +11,10 @@ minutes, the sweep folder's name, the date and machine) in one small JSON file,
 which ``--from-json`` turns into the same section again without the runs.
 
 Example:
-    .venv/bin/python tools/sweep_report.py --out runs/sweep --section "Branch-point sweep" \
+    .venv/bin/python -m tools.studies.sweep_report --out runs/sweep --section "Branch-point sweep" \
         --save docs/measurements/sweep.json
 """
 
-import argparse
 import csv
 import datetime
 import json
@@ -24,14 +23,13 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import benchlib  # noqa: E402
-from phantom_accuracy import ACCURACY_DOC  # noqa: E402
-
-from spine_tf import config as config_lib  # noqa: E402
+from spine_tf import config as config_lib
 from spine_tf.evaluation import sweep
 from spine_tf.training import train
-from spine_tf.io.atomic import write_json  # noqa: E402
+from spine_tf.io.atomic import write_json
+from tools.bench import benchlib
+
+DOC = "sweep"  # the results document written (benchlib.DOCS)
 
 
 def _flat(values, prefix=""):
@@ -85,15 +83,19 @@ def costs_markdown(rows):
           f"{np.median([m for _, m in runs]):.1f}"] for row, runs in rows.items()])
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    source = parser.add_mutually_exclusive_group(required=True)
+def parser():
+    out = benchlib.argument_parser(__file__, __doc__)
+    source = out.add_mutually_exclusive_group(required=True)
     source.add_argument("--out", help="the sweep folder (spine-tf sweep --out)")
     source.add_argument("--from-json", help="a file written by --save (no run folders needed)")
-    parser.add_argument("--section", default="Branch-point sweep",
-                        help="section name in docs/accuracy.md")
-    parser.add_argument("--save", help="also keep the section's data in this JSON file")
-    args = parser.parse_args(argv)
+    out.add_argument("--section", default="Branch-point sweep",
+                     help=f"section name in {benchlib.DOCS[DOC][0]}")
+    out.add_argument("--save", help="also keep the section's data in this JSON file")
+    return out
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
     if args.from_json:
         with open(args.from_json, encoding="utf-8") as f:
             saved = json.load(f)
@@ -110,8 +112,7 @@ def main(argv=None):
         "--out", saved["out"], "--section", args.section, "--save", args.from_json]
     command = (sweep_command(saved["out"], saved["sweep"]) + "`, then `"
                + benchlib.reproduce_command(__file__, made_by))
-    benchlib.write_section(args.section, body, command, path=ACCURACY_DOC,
-                           title="Accuracy on the phantom cohort",
+    benchlib.write_section(args.section, body, command, doc=DOC,
                            measured=(saved["date"], saved["machine"]))
     return 0
 

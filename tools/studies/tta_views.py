@@ -1,22 +1,21 @@
-"""Balanced accuracy per task under other TTA view sets than the SPEC's, on a run's discs.
+"""Balanced accuracy per task under other TTA view sets than the standard 54, on a run's discs.
 
 Runs a grid of views of every scored disc through a trained model once: in-plane
 positions with column and row shifts in {0, +-s for each ``--shifts`` s}, each in the 6
 slice arrangements of ``spine_tf.tta.SLICE_ORDERS`` (``--shifts 8,16``: 25 positions, 150
-views). From those probabilities it scores, per task, the single view, the SPEC's 54 views
+views). From those probabilities it scores, per task, the single view, the standard 54 views
 (``spine_tf.tta.VIEWS``, +-16 px) and the other view sets of ``VIEW_SETS``, each set's
-difference from the SPEC's with a 95 % patient-bootstrap interval (paired: the same
+difference from the standard set with a 95 % patient-bootstrap interval (paired: the same
 resampled patients for both), and the mean per-view balanced accuracy by row shift: which
 views help or hurt a task. ``--save`` keeps the per-view probabilities (npz);
 ``--load`` scores a saved file again without the model.
 
-Example (the figures in docs/accuracy.md, "TTA view sets"):
-    .venv/bin/python tools/tta_views.py --run-dir /work/runs/acc_w025 \\
+Example (the figures in docs/results/grading.md, "TTA view sets"):
+    .venv/bin/python -m tools.studies.tta_views --run-dir /work/runs/acc_w025 \\
         --data patients=500 --data seed=1 --split all --shifts 8,16 \\
         --save /work/runs/acc_w025/tta_views.npz --section "TTA view sets, width 0.25"
 """
 
-import argparse
 import itertools
 import os
 import sys
@@ -24,15 +23,18 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import benchlib  # noqa: E402
-from phantom_accuracy import ACCURACY_DOC  # noqa: E402
-
-from spine_tf import augment, tasks, tta  # noqa: E402
+from spine_tf import augment, tasks, tta
 from spine_tf.evaluation import evaluate as evaluation
 from spine_tf.evaluation import runs
 from spine_tf.modeling import metrics
-from spine_tf.io.codec import from_stored  # noqa: E402
+from spine_tf.io.codec import from_stored
+from tools.bench import benchlib
+
+DOC = "grading"  # the results document written (benchlib.DOCS)
+
+
+STANDARD = "standard: +-16 px, columns and rows"
+"""The name of ``tta.VIEWS`` (the 54 views ``tta.predict`` takes) among the view sets."""
 
 
 def _grid(cols, rows):
@@ -40,7 +42,7 @@ def _grid(cols, rows):
 
 
 VIEW_SETS = {
-    "SPEC: +-16 px, columns and rows": tta.POSITIONS,
+    STANDARD: tta.POSITIONS,
     "+-8 px, columns and rows": _grid((-8, 0, 8), (-8, 0, 8)),
     "columns +-16, rows +-8": _grid((-16, 0, 16), (-8, 0, 8)),
     "columns +-16, rows 0": _grid((-16, 0, 16), (0,)),
@@ -51,7 +53,7 @@ slice arrangements, so it has 6 x len(positions) views."""
 
 
 def grid_views(shifts):
-    """Every (shift_cols, shift_rows, flip, shift_slices) of the grid, SPEC's views first."""
+    """Every (shift_cols, shift_rows, flip, shift_slices) of the grid, the standard views first."""
     values = sorted({0} | {s for shift in shifts for s in (-shift, shift)})
     extra = [v for v in ((c, r, f, s) for f, s in tta.SLICE_ORDERS
                          for c, r in _grid(values, values)) if v not in tta.VIEWS]
@@ -84,12 +86,12 @@ def view_set_index(views, positions):
 
 
 def report(labels, patients, probabilities, views, resamples):
-    """Markdown: per task, BA of each view set and its difference from the SPEC's set."""
+    """Markdown: per task, BA of each view set and its difference from the standard set."""
     sets = {"single view": [0]}
     sets.update({name: index for name, positions in VIEW_SETS.items()
                  if (index := view_set_index(views, positions)) is not None})
     samples = metrics.patient_bootstrap(patients, resamples)
-    spec = sets["SPEC: +-16 px, columns and rows"]
+    spec = sets[STANDARD]
     shifts = sorted({v[1] for v in views})
     rows, shift_rows = [], []
     for k, task in enumerate(tasks.TASKS):
@@ -118,29 +120,34 @@ def report(labels, patients, probabilities, views, resamples):
             by_row.append(f"{100 * np.mean([ba(predicted([i])) for i in chosen]):.1f}")
         shift_rows.append([task.name] + by_row)
     return (f"{len(labels)} discs of {len(set(patients))} patients; differences from the "
-            f"SPEC's 54 views with 95 % intervals from {resamples} patient-bootstrap "
+            f"standard 54 views with 95 % intervals from {resamples} patient-bootstrap "
             "resamples (the same resampled patients for both sets).\n\n"
-            + benchlib.table(["task", "view set", "views", "BA %", "minus SPEC's, points"],
+            + benchlib.table(["task", "view set", "views", "BA %", "minus standard, points"],
                              rows)
             + "\n\nMean balanced accuracy of one view, by its row shift (px; + moves the "
               "content down):\n\n"
             + benchlib.table(["task"] + [f"rows {s:+d}" for s in shifts], shift_rows))
 
 
+def parser():
+    out = benchlib.argument_parser(__file__, __doc__)
+    out.add_argument("--run-dir")
+    out.add_argument("--split", help="split (default: the run's test split)")
+    out.add_argument("--data", action="append", default=[], metavar="KEY=VALUE")
+    out.add_argument("--model-file", default="best.keras")
+    out.add_argument("--shifts", default="8,16", help="in-plane shift sizes, px")
+    out.add_argument("--resamples", type=int, default=metrics.BOOTSTRAP_RESAMPLES)
+    out.add_argument("--limit", type=int, help="score only the first N discs")
+    out.add_argument("--save", help="write the per-view probabilities to this .npz")
+    out.add_argument("--load", help="score a file written by --save (no model run)")
+    out.add_argument("--section", help=f"also write the table as this "
+                                       f"{benchlib.DOCS[DOC][0]} section")
+    return out
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run-dir")
-    parser.add_argument("--split", help="split (default: the run's test split)")
-    parser.add_argument("--data", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--model-file", default="best.keras")
-    parser.add_argument("--shifts", default="8,16", help="in-plane shift sizes, px")
-    parser.add_argument("--resamples", type=int, default=metrics.BOOTSTRAP_RESAMPLES)
-    parser.add_argument("--limit", type=int, help="score only the first N discs")
-    parser.add_argument("--save", help="write the per-view probabilities to this .npz")
-    parser.add_argument("--load", help="score a file written by --save (no model run)")
-    parser.add_argument("--section", help="also write the table as this docs/accuracy.md "
-                                          "section")
-    args = parser.parse_args(argv)
+    options = parser()
+    args = options.parse_args(argv)
     if args.load:
         saved = np.load(args.load)
         views = [tuple(int(x) for x in v) for v in saved["views"]]
@@ -149,9 +156,9 @@ def main(argv=None):
         probabilities = [saved[t.name] for t in tasks.TASKS]
     else:
         if not args.run_dir:
-            parser.error("--run-dir is needed unless --load is given")
+            options.error("--run-dir is needed unless --load is given")
         model, dataset, _ = runs.run_model_and_split(args.run_dir, args.split,
-                                                            args.model_file, args.data)
+                                                     args.model_file, args.data)
         views = grid_views([int(s) for s in args.shifts.split(",")])
         if args.limit:
             dataset = dataset.take(args.limit)
@@ -165,7 +172,7 @@ def main(argv=None):
     body = report(labels, patients, probabilities, views, args.resamples)
     if args.section:
         benchlib.write_section(args.section, body, benchlib.reproduce_command(__file__, argv),
-                               path=ACCURACY_DOC, title="Accuracy on the phantom cohort")
+                               doc=DOC)
     else:
         print(body)
     return 0
