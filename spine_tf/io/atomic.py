@@ -1,9 +1,11 @@
-"""Atomic file writing: write to a temporary file beside the target, then rename."""
+"""Atomic writes: write a file or a folder under a temporary name beside the target, then
+rename it, so readers never see a half-written one."""
 
 import contextlib
 import csv
 import json
 import os
+import shutil
 import uuid
 
 
@@ -29,6 +31,41 @@ def atomic_path(path):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+@contextlib.contextmanager
+def atomic_folder(path, replace=True):
+    """Yields a new empty temporary folder beside ``path``; renames it to ``path`` on success.
+
+    On success an existing ``path`` is replaced whole (moved aside, the new
+    folder renamed in, the old one removed), so a reader sees the old folder
+    or the new one, never a mix; with ``replace=False`` an existing ``path``
+    is an error instead (FileExistsError). On an error the temporary folder
+    is removed and an existing ``path`` is left untouched. Parent folders are
+    created.
+
+    Example:
+        with atomic_folder("saved_models/spinenet/3") as tmp:
+            tf.saved_model.save(module, tmp)
+    """
+    path = os.fspath(path)
+    folder, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(folder, f".tmp-{uuid.uuid4().hex[:12]}-{name}")
+    os.makedirs(tmp)
+    try:
+        yield tmp
+        old = None
+        if os.path.exists(path):
+            if not replace:
+                raise FileExistsError(f"{path} exists already")
+            old = os.path.join(folder, f".old-{uuid.uuid4().hex[:12]}-{name}")
+            os.rename(path, old)
+        os.rename(tmp, path)
+        if old:
+            shutil.rmtree(old)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp)
 
 
 def write_text(path, text):

@@ -37,8 +37,6 @@ import datetime
 import json
 import os
 import re
-import shutil
-import uuid
 
 import numpy as np
 import tensorflow as tf
@@ -46,6 +44,8 @@ import tensorflow as tf
 import spine_tf
 from spine_tf import hotspots as hotspots_lib
 from spine_tf import tasks, tta
+from spine_tf.errors import SpineTFError
+from spine_tf.io.atomic import atomic_folder
 from spine_tf.modeling.model import mean_subtraction
 from spine_tf.tasks import VOLUME_SHAPE
 
@@ -54,6 +54,10 @@ INPUT_NAME = tasks.INPUT_NAME
 SIGNATURES = ("serving_default", "predict_tta", "hotspots")
 _ANY = tf.TensorSpec(None, tf.float32, name=INPUT_NAME)
 _SHAPE_TEXT = f"[batch, {', '.join(str(n) for n in VOLUME_SHAPE)}]"
+
+
+class ModelFileError(SpineTFError, FileNotFoundError):
+    """The model file to export does not exist."""
 
 
 def checked_volumes(volumes):
@@ -197,19 +201,13 @@ def export(model, base_dir, name, version=None, config=None,
     target = os.path.join(model_dir, str(version))
     if os.path.exists(target):
         raise FileExistsError(f"{target} exists already; pick another --version")
-    os.makedirs(model_dir, exist_ok=True)
-    tmp = os.path.join(model_dir, f".tmp-{uuid.uuid4().hex[:12]}-{version}")
-    try:
+    with atomic_folder(target, replace=False) as tmp:  # a version is never rewritten
         module = ServingModule(model, augmentations)
         tf.saved_model.save(module, tmp, signatures={
             name: getattr(module, name).get_concrete_function() for name in SIGNATURES})
         os.makedirs(os.path.join(tmp, "assets"), exist_ok=True)
         with open(os.path.join(tmp, "assets", METADATA_NAME), "w", encoding="utf-8") as f:
             json.dump(metadata(model, config, augmentations), f, indent=1)
-        os.rename(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp)
     return target
 
 
@@ -217,17 +215,20 @@ def export_run(source, base_dir, name, version=None, augmentations=hotspots_lib.
     """``export`` of a ``.keras`` file, or of a run directory's best model with its config.
 
     Raises:
-        FileNotFoundError: no such model file.
+        ModelFileError: no such model file (or run directory without its config).
     """
     from spine_tf.modeling.model import load_model
     from spine_tf.training.rundir import RunDir
     model_file, config = source, None
     if os.path.isdir(source):
         model_file = RunDir(source).best_model
-        with open(RunDir(source).config, encoding="utf-8") as f:
-            config = json.load(f)
+        try:
+            with open(RunDir(source).config, encoding="utf-8") as f:
+                config = json.load(f)
+        except FileNotFoundError as error:
+            raise ModelFileError(str(error)) from error
     if not os.path.isfile(model_file):
-        raise FileNotFoundError(f"{model_file}: no such model file")
+        raise ModelFileError(f"{model_file}: no such model file")
     return export(load_model(model_file), base_dir, name, version, config, augmentations)
 
 
@@ -251,6 +252,6 @@ def signature_probabilities(outputs):
     return [np.asarray(outputs[t.output_names[0]]) for t in tasks.TASKS]
 
 
-__all__ = ["INPUT_NAME", "METADATA_NAME", "SIGNATURES", "ServingModule", "checked_volumes",
-           "export", "export_run", "load", "metadata", "next_version", "read_metadata",
-           "signature_probabilities", "versions"]
+__all__ = ["INPUT_NAME", "METADATA_NAME", "ModelFileError", "SIGNATURES", "ServingModule",
+           "checked_volumes", "export", "export_run", "load", "metadata", "next_version",
+           "read_metadata", "signature_probabilities", "versions"]
