@@ -231,7 +231,10 @@ def _column(name):
     return re.sub(r"[^0-9A-Za-z]+", "_", name).strip("_")
 
 
-def _markdown(result, model_name):
+def summary_markdown(result, model_name="model"):
+    """The report's Markdown without its confusion matrices: the balanced accuracies (with
+    intervals), the Lootus protocol and the paper's figures; what ``spine-tf evaluate``
+    prints. ``result``: from ``evaluate``."""
     views = "54 views" if result["tta"] else "off"
     lines = [f"# Evaluation of {model_name}", "",
              f"{result['discs']} discs; test-time augmentation: {views}.", "",
@@ -272,8 +275,13 @@ def _markdown(result, model_name):
                      f"{f'{paper[1]:.1f} %' if paper else 'n/a'} |")
     lines += ["", "Lootus comparison in the paper (Genodisc): "
               + ", ".join(f"{_LOOTUS_NAMES[k]} {v:.1f} %" for k, v in PAPER_LOOTUS.items())
-              + ".", "", "## Confusion matrices", "",
-              f"Rows: truth; columns: predicted ({'TTA' if result['tta'] else 'single view'})."]
+              + "."]
+    return "\n".join(lines)
+
+
+def _markdown(result, model_name):
+    lines = [summary_markdown(result, model_name), "", "## Confusion matrices", "",
+             f"Rows: truth; columns: predicted ({'TTA' if result['tta'] else 'single view'})."]
     for task in tasks.TASKS:
         r = result["tasks"][task.name]
         lines += ["", f"### {task.name}", "",
