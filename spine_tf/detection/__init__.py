@@ -10,6 +10,8 @@ commands in ``weights/README.md``).
 
 import os
 
+from spine_tf.errors import SpineTFError
+
 WEIGHTS = os.path.join(os.path.dirname(__file__), "weights", "detector.keras")
 """The detector shipped with the package (phantom-trained, fine-tuned on real slices)."""
 PHANTOM_WEIGHTS = os.path.join(os.path.dirname(__file__), "weights", "detector_phantom.keras")
@@ -20,13 +22,18 @@ DETECTOR_FILE = "detector.keras"
 """Names ``load`` (and ``--detector``, ``--init``) accept for the package's detectors."""
 
 
+class DetectorError(SpineTFError, FileNotFoundError):
+    """No detector file at the path given, or one Keras cannot load."""
+
+
 def load(path=None):
     """A detector for inference: ``path`` (a ``.keras`` file, a training folder, or a name
     in ``SHIPPED``), or the package's default. Its ``source`` attribute says which
     (outputs record it).
 
     Raises:
-        FileNotFoundError: no such detector.
+        DetectorError: no such detector, or a file that is not one (the message
+            starts with "cannot load the detector").
     """
     import keras
     from spine_tf.detection import model as _layers  # noqa: F401 (registers its layers)
@@ -34,8 +41,11 @@ def load(path=None):
     if os.path.isdir(file):
         file = os.path.join(file, DETECTOR_FILE)
     if not os.path.isfile(file):
-        raise FileNotFoundError(f"{file}: no detector file")
-    detector = keras.saving.load_model(file, compile=False)
+        raise DetectorError(f"cannot load the detector: {file}: no detector file")
+    try:
+        detector = keras.saving.load_model(file, compile=False)
+    except ValueError as error:  # Keras' error for a file that is not a model
+        raise DetectorError(f"cannot load the detector: {error}") from error
     detector.source = os.fspath(path) if path else "shipped with spine_tf"
     return detector
 

@@ -11,7 +11,7 @@ import pytest
 
 from spine_tf import extraction, tasks, tta
 from spine_tf.serving import export
-from spine_tf.app import predict
+from spine_tf.app import predict, predictors, scans
 from spine_tf.modeling import model as model_lib
 from spine_tf.localisation import localise
 from spine_tf.io.scan import read_scan
@@ -39,35 +39,35 @@ def cohort(phantom_cohort_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def predicted(cohort, tiny_model_file, tmp_path_factory):
     out = tmp_path_factory.mktemp("predictions")
-    jobs = predict.find_scans([cohort])
-    predictor = predict.load_predictor(tiny_model_file)
+    jobs = scans.find_scans([cohort])
+    predictor = predictors.load_predictor(tiny_model_file)
     chosen = [j for j in jobs if j.name in ("broken", "ph1-00000", "ph1-00001", "unlocalised")]
     summary = predict.run(chosen, predictor, os.fspath(out), augmentations=3)
     return out, summary, predictor
 
 
 def test_find_scans_in_the_folder_layout(cohort):
-    jobs = {j.name: j for j in predict.find_scans([cohort])}
+    jobs = {j.name: j for j in scans.find_scans([cohort])}
     assert sorted(jobs) == ["broken", "ph1-00000", "ph1-00001", "ph1-00002", "ph1-00003",
                             "unlocalised"]
     assert jobs["ph1-00001"].mask == os.fspath(cohort / "masks" / "ph1-00001.nii.gz")
     assert jobs["ph1-00001"].landmarks == os.fspath(cohort / "landmarks" / "ph1-00001.json")
     assert jobs["unlocalised"].mask is None and jobs["unlocalised"].landmarks is None
-    one = predict.find_scans([cohort / "scans" / "ph1-00002.nii.gz"],
+    one = scans.find_scans([cohort / "scans" / "ph1-00002.nii.gz"],
                              landmarks=cohort / "landmarks" / "ph1-00002.json")
-    assert one == [predict.ScanJob("ph1-00002", os.fspath(cohort / "scans" / "ph1-00002.nii.gz"),
+    assert one == [scans.ScanJob("ph1-00002", os.fspath(cohort / "scans" / "ph1-00002.nii.gz"),
                                    None, os.fspath(cohort / "landmarks" / "ph1-00002.json"))]
 
 
 def test_find_scans_refuses_bad_inputs(cohort, tmp_path):
-    with pytest.raises(predict.PredictError, match="no such file or folder"):
-        predict.find_scans([tmp_path / "absent"])
-    with pytest.raises(predict.PredictError, match="no scan files"):
-        predict.find_scans([tmp_path])
-    with pytest.raises(predict.PredictError, match="one --masks file for 6 scans"):
-        predict.find_scans([cohort], masks=cohort / "masks" / "ph1-00000.nii.gz")
-    with pytest.raises(predict.PredictError, match="several scans are called ph1-00000"):
-        predict.find_scans([cohort, cohort / "scans" / "ph1-00000.nii.gz"])
+    with pytest.raises(scans.PredictError, match="no such file or folder"):
+        scans.find_scans([tmp_path / "absent"])
+    with pytest.raises(scans.PredictError, match="no scan files"):
+        scans.find_scans([tmp_path])
+    with pytest.raises(scans.PredictError, match="one --masks file for 6 scans"):
+        scans.find_scans([cohort], masks=cohort / "masks" / "ph1-00000.nii.gz")
+    with pytest.raises(scans.PredictError, match="several scans are called ph1-00000"):
+        scans.find_scans([cohort, cohort / "scans" / "ph1-00000.nii.gz"])
 
 
 def test_failures_are_reported_and_the_run_goes_on(predicted):
@@ -137,7 +137,7 @@ def test_html_report_names_levels_tasks_and_pictures(predicted):
 
 def test_a_rerun_replaces_a_scan_folder_whole(predicted, cohort):
     out, _, predictor = predicted
-    job = [j for j in predict.find_scans([cohort]) if j.name == "ph1-00000"][0]
+    job = [j for j in scans.find_scans([cohort]) if j.name == "ph1-00000"][0]
     (out / "ph1-00000" / "stale.txt").write_text("from an older run")
     predict.predict_scan(job, predictor, os.fspath(out), hotspots=False)
     assert not (out / "ph1-00000" / "stale.txt").exists()
@@ -148,7 +148,7 @@ def test_a_rerun_replaces_a_scan_folder_whole(predicted, cohort):
 def test_saved_model_predicts_what_the_keras_model_does(predicted, cohort, tmp_path):
     _, _, keras_predictor = predicted
     path = export.export(keras_predictor.model, os.fspath(tmp_path), "tiny", augmentations=2)
-    served = predict.load_predictor(tmp_path / "tiny")  # the base folder: newest version
+    served = predictors.load_predictor(tmp_path / "tiny")  # the base folder: newest version
     assert served.source == path
     scan = read_scan(cohort / "scans" / "ph1-00002.nii.gz")
     volumes, _ = extraction.extract(
@@ -171,14 +171,14 @@ def test_saved_model_predicts_what_the_keras_model_does(predicted, cohort, tmp_p
 
 
 def test_load_predictor_refuses_what_is_not_a_model(tmp_path):
-    with pytest.raises(predict.PredictError, match="no such model"):
-        predict.load_predictor(tmp_path / "absent.keras")
-    with pytest.raises(predict.PredictError, match="not a SavedModel"):
-        predict.load_predictor(tmp_path)
+    with pytest.raises(scans.PredictError, match="no such model"):
+        predictors.load_predictor(tmp_path / "absent.keras")
+    with pytest.raises(scans.PredictError, match="not a SavedModel"):
+        predictors.load_predictor(tmp_path)
     broken = tmp_path / "broken.keras"
     broken.write_bytes(b"zip? no")
-    with pytest.raises(predict.PredictError, match="broken.keras: cannot load the model"):
-        predict.load_predictor(broken)
+    with pytest.raises(scans.PredictError, match="broken.keras: cannot load the model"):
+        predictors.load_predictor(broken)
 
 
 def test_a_model_saved_by_training_loads_for_prediction_alone(tmp_path):
@@ -191,8 +191,8 @@ def test_a_model_saved_by_training_loads_for_prediction_alone(tmp_path):
     from spine_tf.training import train
     config = config_lib.override(config_lib.ExperimentConfig(), ["model.width=0.0625"])
     train.build_compiled_model(config, np.zeros(9)).save(tmp_path / "best.keras")
-    code = ("import sys; from spine_tf.app import predict; "
-            "p = predict.load_predictor(sys.argv[1]); "
+    code = ("import sys; from spine_tf.app import predictors; "
+            "p = predictors.load_predictor(sys.argv[1]); "
             "assert 'spine_tf.training.train' not in sys.modules; print(p.model.count_params())")
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
                           text=True, timeout=300)

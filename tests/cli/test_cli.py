@@ -1,5 +1,6 @@
 """The spine-tf command line: help texts, phantom, extract, errors."""
 
+import argparse
 import os
 
 import numpy as np
@@ -9,8 +10,14 @@ from PIL import Image
 from spine_tf import cli
 
 
-@pytest.mark.parametrize("command", ["demo", "phantom", "build-data", "extract", "train",
-                                     "evaluate", "sweep", "export", "predict", "client"])
+def test_commands_lists_every_command_of_the_parser():
+    from spine_tf.cli.parser import build_parser
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert tuple(commands.choices) == cli.COMMANDS
+
+
+@pytest.mark.parametrize("command", cli.COMMANDS)
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main([command, "--help"])
@@ -57,7 +64,9 @@ def test_extract_real_slice_with_binary_mask(real_slices_dir, tmp_path):
 def test_bad_input_is_a_clear_error(tmp_path, capsys):
     broken = tmp_path / "broken.nii.gz"
     broken.write_bytes(b"not a nifti file at all")
-    code = cli.main(["extract", str(broken), "--mask", str(broken), "--out", str(tmp_path)])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["extract", str(broken), "--mask", str(broken), "--out", str(tmp_path)])
+    code = exit_info.value.code
     assert code == 1
     error = capsys.readouterr().err
     assert "broken.nii.gz" in error and "error" in error

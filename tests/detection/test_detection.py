@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from spine_tf import cli, detection, localisation, tasks
-from spine_tf.app import predict
+from spine_tf.app import predict, predictors, scans
 from spine_tf.detection import data, evaluate, inference, model, synth, train
 from spine_tf.detection.config import DetectorConfig, SynthConfig
 from spine_tf.data import sources
@@ -347,9 +347,9 @@ def test_a_scan_without_a_spine_gives_no_discs_and_a_clear_failure(tmp_path):
     nib.save(nib.Nifti1Image(noise, np.diag([4.0, 1.0, 1.0, 1.0])), path)
     located = detection.detect(read_scan(path), detection.load())
     assert located.discs == []
-    job = predict.ScanJob("noise", os.fspath(path))
-    with pytest.raises(predict.PredictError, match="noise.nii.gz: no disc could be extracted"):
-        predict.extract_scan(job, detection.load())
+    job = scans.ScanJob("noise", os.fspath(path))
+    with pytest.raises(scans.PredictError, match="noise.nii.gz: no disc could be extracted"):
+        scans.extract_scan(job, detection.load())
 
 
 @needs_weights
@@ -373,9 +373,9 @@ def test_predict_grades_a_scan_without_mask_through_the_detector(phantom_cohort_
     tiny.save(path)
     detector = detection.load()
     detector.source = "shipped"
-    job = predict.ScanJob("ph1-00001", os.fspath(phantom_cohort_dir / "scans" /
+    job = scans.ScanJob("ph1-00001", os.fspath(phantom_cohort_dir / "scans" /
                                                  "ph1-00001.nii.gz"))
-    summary = predict.run([job], predict.load_predictor(os.fspath(path)),
+    summary = predict.run([job], predictors.load_predictor(os.fspath(path)),
                           os.fspath(tmp_path / "out"), hotspots=False, detector=detector)
     assert summary["scans"][0]["status"] == "done", summary
     record = json.loads((tmp_path / "out" / "ph1-00001" / "grades.json").read_text())

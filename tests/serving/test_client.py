@@ -172,14 +172,14 @@ def test_grpc_round_trip_matches_the_saved_model(served, volumes):
 def test_client_command_prints_the_served_grades(served, rest_server, phantom_cohort_dir,
                                                  capsys):
     from spine_tf import cli
-    from spine_tf.app import predict
+    from spine_tf.app import scans
     scan = phantom_cohort_dir / "scans" / "ph1-00003.nii.gz"
     landmarks = phantom_cohort_dir / "landmarks" / "ph1-00003.json"
     code = cli.main(["client", str(scan), "--landmarks", str(landmarks),
                      "--server", f"127.0.0.1:{rest_server}", "--signature", "serving_default"])
     assert code == 0
     lines = capsys.readouterr().out.splitlines()
-    _, _, volumes, _ = predict.extract_scan(predict.find_scans([scan], landmarks=landmarks)[0])
+    _, _, volumes, _ = scans.extract_scan(scans.find_scans([scan], landmarks=landmarks)[0])
     _, grades = _reference(served, np.stack([v.volume for v in volumes]), "serving_default")
     assert lines[0] == "ph1-00003:"
     for n, volume in enumerate(volumes):

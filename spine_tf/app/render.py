@@ -1,0 +1,123 @@
+"""What ``spine-tf predict`` writes for people to read: each scan's HTML report, the
+index page of a run and the rows of its ``grades.csv``; and the names of those files.
+
+The pages are self-contained (inline style, pictures beside them) and open
+offline.
+"""
+
+import html
+
+from spine_tf import tasks
+
+CSV_NAME, SUMMARY_NAME, INDEX_NAME = "grades.csv", "summary.json", "index.html"
+GRADES_NAME, REPORT_NAME, NIFTI_NAME = "grades.json", "report.html", "hotspots.nii.gz"
+DISCS_PICTURE = "discs.png"
+
+
+def hotspot_picture(task_name):
+    """The file name of a task's hotspot montage in a scan's folder."""
+    return f"hotspots_{task_name}.png"
+
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1400px; }
+table { border-collapse: collapse; margin: 1em 0; }
+th, td { border: 1px solid #bbb; padding: 0.3em 0.6em; text-align: center; }
+th { background: #eee; }
+td.flagged, span.flagged, p.flagged { color: #b00; font-weight: bold; }
+small { color: #666; }
+img { max-width: 100%; border: 1px solid #ccc; }
+.failed { color: #b00; }
+"""
+
+
+def _page(title, body):
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>\n"
+            f"<body>\n{body}\n</body></html>\n")
+
+
+def scan_page(record, pictures):
+    """The HTML report of one scan: grades table, montages, model (self-contained, offline)."""
+    e = html.escape
+    head = "".join(f"<th>{e(t.name.replace('_', ' '))}</th>" for t in tasks.TASKS)
+    rows = []
+    for disc in record["discs"]:
+        cells = []
+        for task in tasks.TASKS:
+            result = disc["tasks"][task.name]
+            shade = result["grade"] / (task.num_classes - 1)
+            cells.append(f"<td style=\"background: rgba(230, 120, 30, {0.5 * shade:.2f})\">"
+                         f"{e(result['class_name'])}<br>"
+                         f"<small>p = {result['probability']:.2f}</small></td>")
+        flag = (" <span class=\"flagged\">(low localisation confidence "
+                f"{disc['confidence']:.2f}: check it)</span>") if disc["flagged"] else ""
+        rows.append(f"<tr><th>{e(disc['level'])}{flag}</th>{''.join(cells)}</tr>")
+    parts = [f"<h1>{e(record['name'])}</h1>",
+             f"<p>Scan: <code>{e(record['scan'])}</code><br>Discs localised from: "
+             f"<code>{e(record['localisation'])}</code><br>Model: {e(record['model'])}<br>"
+             f"Test-time augmentation: {'54 views' if record['tta'] else 'off'}</p>",
+             *(f"<p class=\"flagged\">Detector: {e(note)}</p>"
+               for note in record.get("localisation_notes", [])),
+             f"<table><tr><th>level</th>{head}</tr>{''.join(rows)}</table>",
+             "<p><small>Each cell: the predicted class and its probability; the higher "
+             "the class, the darker the shade.</small></p>"]
+    if record["not_graded"]:
+        parts.append("<h2>Not graded</h2><ul>" + "".join(
+            f"<li>{e(d['level'])}: {e(d['reason'])}</li>" for d in record["not_graded"])
+            + "</ul>")
+    parts.append("<h2>Disc volumes</h2><p><small>Slices 1..9 of every disc, top to bottom."
+                 "</small></p>"
+                 f"<img src=\"{DISCS_PICTURE}\" alt=\"disc volumes\">")
+    if pictures:
+        parts.append("<h2>Evidence hotspots</h2><p><small>Where the evidence for each "
+                     "predicted class lies (brighter = more), from "
+                     f"{record['hotspots']['augmentations']} augmented copies per disc. The "
+                     f"same maps in the scan's grid: <code>{NIFTI_NAME}</code> (one volume per "
+                     "task, in table order).</small></p>")
+        for task in tasks.TASKS:
+            parts.append(f"<h3>{e(task.description)}</h3>"
+                         f"<img src=\"{e(pictures[task.name])}\" alt=\"{e(task.name)}\">")
+    parts.append(f"<p><small>spine_tf; written {e(record.get('written', ''))}</small></p>")
+    return _page(f"spine_tf: {record['name']}", "\n".join(parts))
+
+
+def index_page(summary):
+    """The HTML index of a run: one line per scan, links to the reports, failures."""
+    e = html.escape
+    items = []
+    for scan in summary["scans"]:
+        if scan["status"] == "done":
+            items.append(f"<li><a href=\"{e(scan['name'])}/{REPORT_NAME}\">{e(scan['name'])}"
+                         f"</a>: {scan['discs']} discs graded</li>")
+        else:
+            items.append(f"<li class=\"failed\">{e(scan['name'])}: failed: "
+                         f"{e(scan['reason'])}</li>")
+    done = sum(s["status"] == "done" for s in summary["scans"])
+    body = (f"<h1>spine_tf predictions</h1><p>Model: {e(summary['model'])}<br>"
+            f"{done} of {len(summary['scans'])} scans graded; all grades in "
+            f"<a href=\"{CSV_NAME}\">{CSV_NAME}</a>.</p><ul>{''.join(items)}</ul>")
+    return _page("spine_tf predictions", body)
+
+
+def csv_header():
+    header = ["scan", "level", "confidence", "flagged"]
+    for task in tasks.TASKS:
+        header += [f"{task.name}_grade", f"{task.name}_class", f"{task.name}_probability"]
+    return header
+
+
+def csv_rows(record):
+    rows = []
+    for disc in record["discs"]:
+        row = [record["name"], disc["level"], f"{disc['confidence']:.3f}", int(disc["flagged"])]
+        for task in tasks.TASKS:
+            result = disc["tasks"][task.name]
+            row += [result["grade"], result["class_name"], f"{result['probability']:.4f}"]
+        rows.append(row)
+    return rows
+
+
+__all__ = ["CSV_NAME", "DISCS_PICTURE", "GRADES_NAME", "INDEX_NAME", "NIFTI_NAME", "REPORT_NAME",
+           "SUMMARY_NAME", "csv_header", "csv_rows", "hotspot_picture", "index_page",
+           "scan_page"]

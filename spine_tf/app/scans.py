@@ -1,0 +1,146 @@
+"""Scan jobs: which scans to grade, and the one path from a scan to its disc volumes.
+
+``find_scans`` turns files and folders into ``ScanJob`` s (a scan with its
+label mask or landmarks file, if any); ``extract_scan`` reads a job's scan,
+localises its discs (mask, landmarks, else the disc detector) and cuts out
+the disc volumes. ``spine-tf predict``, ``client``, ``extract`` and
+``hotspots`` all go through it.
+
+Example:
+    job = find_scans(["cohort/"])[0]
+    scan, located, volumes, skipped = extract_scan(job)
+"""
+
+import dataclasses
+import functools
+import os
+import typing
+
+from spine_tf.errors import SpineTFError
+from spine_tf.io.formats import ITK_SUFFIXES, NIFTI_SUFFIXES
+from spine_tf.io.scan import scan_name
+
+SCAN_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
+
+
+class PredictError(SpineTFError, ValueError):
+    """A scan or model cannot be used; the message names the file and the reason."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ScanJob:
+    """One scan to grade and how its discs are localised.
+
+    Attributes:
+        name: names the scan's outputs (the file name without its suffix).
+        scan: the scan file (or DICOM folder, or 2D image).
+        mask: its label mask, or None.
+        landmarks: its landmarks JSON, or None (neither: the detector).
+        spacing_mm: only for a 2D image, which records none: its pixel
+            spacing, (rows, cols) or (slices, rows, cols); None: 1 mm.
+    """
+
+    name: str
+    scan: str
+    mask: str = None
+    landmarks: str = None
+    spacing_mm: typing.Optional[tuple] = None
+
+
+def _is_scan(path):
+    return os.path.isfile(path) and path.lower().endswith(SCAN_SUFFIXES)
+
+
+def _find(folder, name, suffixes):
+    if not folder:
+        return None
+    if os.path.isfile(folder):  # one file given for one scan
+        return folder
+    for suffix in suffixes:
+        path = os.path.join(folder, name + suffix)
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def find_scans(inputs, masks=None, landmarks=None):
+    """The scans of ``inputs`` (files or folders) with their masks or landmarks.
+
+    A folder contributes its scan files (NIfTI, .mha/.mhd/.nrrd), or, when
+    it has a ``scans/`` sub-folder (the folder layout of ``spine-tf
+    phantom``), those, with its ``masks/`` and ``landmarks/`` as defaults.
+    A scan's mask is ``<masks>/<name>.<suffix>`` and its landmarks
+    ``<landmarks>/<name>.json`` (``name`` the scan's file name without its
+    suffix); ``masks`` or ``landmarks`` may also be a single file when
+    there is one scan.
+
+    Raises:
+        PredictError: an input that does not exist or holds no scan, or one
+            file given as the mask or landmarks of several scans.
+    """
+    masks = os.fspath(masks) if masks else None
+    landmarks = os.fspath(landmarks) if landmarks else None
+    jobs = []
+    for path in inputs:
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            raise PredictError(f"{path}: no such file or folder")
+        folder_masks, folder_landmarks, files = None, None, [path]
+        if os.path.isdir(path):
+            if os.path.isdir(os.path.join(path, "scans")):
+                folder_masks = os.path.join(path, "masks")
+                folder_landmarks = os.path.join(path, "landmarks")
+                path = os.path.join(path, "scans")
+            files = sorted(os.path.join(path, f) for f in os.listdir(path))
+            files = [f for f in files if _is_scan(f)]
+            if not files:
+                raise PredictError(f"{path}: no scan files ({', '.join(SCAN_SUFFIXES)})")
+        for file in files:
+            name = scan_name(file)
+            jobs.append(ScanJob(
+                name=name, scan=file,
+                mask=_find(masks or folder_masks, name, SCAN_SUFFIXES),
+                landmarks=_find(landmarks or folder_landmarks, name, (".json",))))
+    for option, value in (("--masks", masks), ("--landmarks", landmarks)):
+        if value and os.path.isfile(value) and len(jobs) > 1:
+            raise PredictError(f"{value}: one {option} file for {len(jobs)} scans; give a "
+                               "folder of files named after the scans")
+    names = [j.name for j in jobs]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise PredictError(f"several scans are called {', '.join(twice)}: outputs are named "
+                           "after the scan, so the names must differ")
+    return jobs
+
+
+def extract_scan(job, detector=None):
+    """Reads a job's scan, localises and extracts its discs.
+
+    The job's mask or landmarks localise the discs; without either,
+    ``detector`` (``spine_tf.detection``) finds them.
+
+    Returns:
+        (scan, localisation, DiscVolumes top to bottom, skipped (level, reason)).
+
+    Raises:
+        ScanError, PredictError: unreadable files, nothing to localise with,
+            or no disc extracted.
+    """
+    from spine_tf import detection, extraction, localisation
+    from spine_tf.io.scan import read_scan
+    if not job.mask and not job.landmarks and detector is None:
+        raise PredictError(f"{job.scan}: no mask or landmarks file for this scan and no "
+                           "detector (give --masks, --landmarks or --detector)")
+    scan = read_scan(job.scan, spacing_mm=job.spacing_mm)
+    located = localisation.localise(
+        scan, mask_path=job.mask, landmarks_path=job.landmarks,
+        detect=None if detector is None else functools.partial(detection.detect,
+                                                               detector=detector))
+    volumes, skipped = extraction.extract(scan, located)
+    if not volumes:
+        reasons = "; ".join(f"{level}: {reason}" for level, reason in skipped) or "none found"
+        raise PredictError(f"{job.scan}: no disc could be extracted ({reasons})")
+    return scan, located, volumes, skipped
+
+
+__all__ = ["PredictError", "SCAN_SUFFIXES", "ScanJob", "extract_scan", "find_scans"]

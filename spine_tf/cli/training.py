@@ -1,0 +1,122 @@
+"""``spine-tf train``, ``evaluate`` and ``sweep``: training runs and their scores."""
+
+import os
+import time
+
+from spine_tf import config as config_lib
+from spine_tf.cli.options import at_least_one
+from spine_tf.training import rundir
+
+
+def add_parsers(commands):
+    tr = commands.add_parser("train", help="train a model with model.fit",
+                             description="Trains SpineNet on a spine_discs dataset. Settings: "
+                             "a named preset (--preset), then a JSON ExperimentConfig "
+                             "(--config), then --set overrides, then the shortcut flags. "
+                             "Re-running on an unfinished run directory resumes it.")
+    tr.add_argument("--run-dir", required=True, help="run directory (checkpoints, logs)")
+    tr.add_argument("--preset", default="paper", choices=tuple(config_lib.PRESETS),
+                    help="named settings to start from (default: %(default)s; "
+                    "spine_tf.config.PRESETS)")
+    tr.add_argument("--config", help="ExperimentConfig JSON (e.g. a run's config.json)")
+    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a setting, e.g. --set train.lr_patience=5 (repeatable)")
+    for flag, key, kind in (("--data", "data.config", str), ("--patients", "data.patients", int),
+                            ("--data-dir", "data.data_dir", str),
+                            ("--manual-dir", "data.manual_dir", str),
+                            ("--width", "model.width", float),
+                            ("--branch-point", "model.branch_point", str),
+                            ("--batch-size", "pipeline.batch_size", int),
+                            ("--epochs", "train.epochs", int),
+                            ("--strategy", "train.strategy", str)):
+        tr.add_argument(flag, type=kind, dest=key, help=f"shortcut for --set {key}=...")
+    add_keras_log(tr)
+    tr.set_defaults(run=_train)
+
+    ev = commands.add_parser("evaluate", help="evaluate a trained run with TTA",
+                             description="Scores a run's best model on its test split: "
+                             "balanced accuracy with and without the 54-view TTA, the "
+                             "second reader's agreement, the Lootus protocol, confusion "
+                             "matrices; writes JSON, Markdown, CSV and PNGs.")
+    ev.add_argument("--run-dir", required=True, help="a spine-tf train run directory")
+    ev.add_argument("--split", help="split to score: a TFDS split expression or 'all' "
+                    "(default: the run's test split)")
+    ev.add_argument("--model-file", default=rundir.BEST_MODEL,
+                    help="model in the run dir (default: %(default)s)")
+    ev.add_argument("--data", action="append", default=[], metavar="KEY=VALUE",
+                    help="override the run's data config to score another dataset, e.g. "
+                    "--data patients=500 --data seed=1 --split all (a fresh phantom "
+                    "cohort, every split)")
+    ev.add_argument("--no-tta", action="store_true", help="single view only")
+    ev.add_argument("--out", help="report folder (default: RUN_DIR/evaluation_<split>, "
+                    "with the --data overrides in the name)")
+    ev.set_defaults(run=_evaluate)
+
+    sw = commands.add_parser("sweep", help="the paper's branch-point sweep",
+                             description="Trains and evaluates one model per branch point, "
+                             "twice with validation and test swapped, and writes the table "
+                             "(mean +- std) in the form of the paper's Table 2; "
+                             "--single-task adds six single-task models. Resumable.")
+    sw.add_argument("--out", required=True, help="sweep folder")
+    sw.add_argument("--config", help="base ExperimentConfig JSON")
+    sw.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    sw.add_argument("--branch-points", nargs="+", help="default: conv1 .. fc7 and none")
+    sw.add_argument("--single-task", action="store_true",
+                    help="also train single-task models (multi-task vs single-task)")
+    sw.add_argument("--no-swap", dest="swap", action="store_false",
+                    help="train each row once, without the swapped run (half the compute, "
+                    "no spread)")
+    sw.add_argument("--repeats", type=int, default=1,
+                    help="train every row's runs this many times with other seeds (default 1: "
+                    "the paper's two runs; more runs narrow the spread)")
+    sw.add_argument("--also-data", action="append", default=[], metavar="KEY=VALUE",
+                    help="also score every run single view on every split of this dataset, "
+                    "e.g. --also-data patients=500 --also-data seed=1 (a fresh phantom cohort)")
+    sw.set_defaults(run=_sweep)
+
+
+def add_keras_log(parser):
+    parser.add_argument("--keras-log", action="store_true",
+                        help="Keras' full line per epoch (every task's numbers) instead of "
+                        "one short line; they are all in RUN_DIR/history.csv either way")
+
+
+def fit_verbosity(args):
+    """``train.train``'s ``verbose``: one short line per epoch, or Keras' full line."""
+    return "line" if not args.keras_log else 2
+
+
+def _train(args):
+    from spine_tf.training import train
+    shortcuts = [f"{key}={value!r}" for key, value in vars(args).items()
+                 if "." in key and value is not None]
+    config = config_lib.preset(args.preset, args.config, args.set + shortcuts)
+    start = time.perf_counter()
+    _, history = train.train(config, args.run_dir, verbose=fit_verbosity(args))
+    epochs = len(history.get("loss", []))
+    best = max(history.get(train.MONITOR, [float("nan")]))
+    print(f"trained {epochs} epochs in {time.perf_counter() - start:.0f} s; best "
+          f"{train.MONITOR} {best:.3f}; models in {args.run_dir}")
+    return 0
+
+
+def _evaluate(args):
+    from spine_tf.evaluation import evaluate as evaluation
+    from spine_tf.evaluation import runs
+    result, out = runs.evaluate_run(args.run_dir, split=args.split, tta=not args.no_tta,
+                                    out_dir=args.out, model_file=args.model_file,
+                                    data=args.data)
+    print(evaluation.summary_markdown(result, os.path.join(args.run_dir, args.model_file)))
+    print(f"\nreport (with confusion matrices and per-disc predictions): {out}")
+    return 0
+
+
+def _sweep(args):
+    at_least_one(args.repeats, "--repeats")
+    from spine_tf.evaluation import sweep
+    table = sweep.sweep(config_lib.preset(config_path=args.config, assignments=args.set),
+                        args.out, branch_points=args.branch_points,
+                        single_task=args.single_task, swap=args.swap,
+                        also_data=args.also_data, repeats=args.repeats)
+    print(sweep.markdown(table))
+    return 0
