@@ -1,9 +1,9 @@
 """All settings of an experiment, as nested frozen dataclasses.
 
 ``ExperimentConfig`` holds ``DataConfig``, ``ModelConfig``, ``PipelineConfig`` (with
-the ``AugmentConfig``) and ``TrainConfig``. This module imports no TensorFlow. A run writes its resolved config as JSON next to its
-checkpoints; ``load`` reads one back, ``override`` applies ``a.b=value``
-strings (as ``spine-tf train --set`` does).
+the ``AugmentConfig``) and ``TrainConfig``. This module imports no TensorFlow. A run
+writes its resolved config as JSON next to its checkpoints; ``load`` reads one back,
+``override`` applies ``a.b=value`` strings (as ``spine-tf train --set`` does).
 
 Example:
     config = override(ExperimentConfig(), ["model.width=0.125", "train.epochs=5"])
@@ -240,7 +240,7 @@ def override(config, assignments):
 
 PRESETS = {
     "paper": (),
-    "demo": ("data.config='folder'", "model.width=0.125", "pipeline.batch_size=32",
+    "demo": ("model.width=0.125", "pipeline.batch_size=32",
              "train.epochs=40", "train.learning_rate=0.01", "train.lr_patience=10",
              "train.early_stopping_patience=0"),
 }
@@ -249,7 +249,8 @@ PRESETS = {
 ``paper``: the paper's settings (the defaults). ``demo``: what ``spine-tf demo``
 trains: a width-0.125 model, batch 32, 40 epochs at 10x the paper's learning rate
 (the paper trains for ~1000 epochs), quicker learning-rate drops and no early
-stopping, on the ``folder`` dataset the demo builds (its folders come with the call).
+stopping. Its data is the default (``phantom_small``); the demo trains it on the
+``folder`` dataset it builds from its cohort.
 """
 
 

@@ -77,7 +77,7 @@ def voxel_to_scan_transform(disc, spacing_mm):
         transform[out, 0] = pixel_mm * down[d] / along_mm
         transform[out, 1] = pixel_mm * axis[d] / along_mm
         transform[out, 3] = (centre_mm[d] - pixel_mm * (centre_index[0] * down[d]
-                                                       + centre_index[1] * axis[d])) / along_mm
+                                                        + centre_index[1] * axis[d])) / along_mm
     transform[0, 2] = 1.0
     transform[0, 3] = round(float(disc.centre[0])) - (SLICES - 1) // 2
     transform[3, 3] = 1.0

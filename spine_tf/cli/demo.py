@@ -8,7 +8,7 @@ import time
 from spine_tf import config as config_lib
 from spine_tf import tasks
 from spine_tf.cli.data import download_config, print_build
-from spine_tf.cli.training import add_keras_log, fit_verbosity
+from spine_tf.cli.options import add_keras_log, fit_verbosity
 
 _PRESET = config_lib.preset("demo")
 
@@ -44,7 +44,7 @@ def add_parsers(commands):
 def demo_config(args, data_dir, cohort):
     """The ``demo`` preset on the demo's dataset, with its flags applied."""
     return config_lib.preset("demo", assignments=[
-        f"data.data_dir={data_dir!r}", f"data.manual_dir={cohort!r}",
+        "data.config='folder'", f"data.data_dir={data_dir!r}", f"data.manual_dir={cohort!r}",
         f"data.workers={args.workers!r}", f"model.width={args.width!r}",
         f"pipeline.batch_size={args.batch_size!r}", f"train.epochs={args.epochs!r}",
         f"train.learning_rate={args.learning_rate!r}"])

@@ -3,6 +3,8 @@
 import dataclasses
 import os
 
+from spine_tf.cli.options import add_keras_log, fit_verbosity
+
 
 def add_parsers(commands):
     td = commands.add_parser(
@@ -34,6 +36,7 @@ def add_parsers(commands):
              "random weights")):
         td.add_argument("--" + name.replace("_", "-"), type=kind, default=defaults[name],
                         help=f"{helptext} (default: %(default)s)")
+    add_keras_log(td)
     td.set_defaults(run=_train_detector)
 
 
@@ -47,6 +50,6 @@ def _train_detector(args):
     from spine_tf.detection.config import DetectorConfig
     config = DetectorConfig(**{
         name: getattr(args, name) for name in _detector_defaults() if hasattr(args, name)})
-    train.train_detector(args.out, config, verbose=2)
+    train.train_detector(args.out, config, verbose=fit_verbosity(args))
     print(f"detector -> {os.path.join(args.out, train.DETECTOR_FILE)}")
     return 0

@@ -37,3 +37,14 @@ def at_least_one(value, flag):
     """Raises UsageError unless ``value`` (of option ``flag``) is at least 1."""
     if value < 1:
         raise UsageError(f"{flag} must be at least 1")
+
+
+def add_keras_log(parser):
+    parser.add_argument("--keras-log", action="store_true",
+                        help="Keras' full line per epoch (every task's numbers) instead of "
+                        "one short line; history.csv holds them all either way")
+
+
+def fit_verbosity(args):
+    """``train.train``'s ``verbose``: one short line per epoch, or Keras' full line."""
+    return "line" if not args.keras_log else 2

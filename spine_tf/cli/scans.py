@@ -2,7 +2,6 @@
 evidence hotspots, and grades with a report. A scan goes through ``app.scans.extract_scan``."""
 
 import os
-import sys
 
 from spine_tf import tasks
 from spine_tf.cli.options import (add_detector, add_scan_inputs, at_least_one,
@@ -139,18 +138,23 @@ def _hotspots(args):
         print(hotspots.localisation_markdown(result))
         print(f"table: {out}")
         return 0
-    from spine_tf.modeling.model import load_model
-    model = load_model(args.model or RunDir(args.run_dir).best_model)
-    explainer = hotspots.Hotspots(model)
     if args.scan:
-        return _scan_hotspots(args, explainer)
-    return _split_hotspots(args, explainer)
+        return _scan_hotspots(args)
+    from spine_tf.evaluation import runs
+    paths, count, split = runs.explain_split(
+        args.run_dir, args.tasks, split=args.split, discs=args.discs,
+        augmentations=args.augmentations, seed=args.seed, out_dir=args.out,
+        model_file=os.path.abspath(args.model) if args.model else rundir.BEST_MODEL)
+    print(f"{count} discs of {split}: {', '.join(paths)}")
+    return 0
 
 
-def _scan_hotspots(args, explainer):
+def _scan_hotspots(args):
     import numpy as np
     from spine_tf import hotspots
     from spine_tf.io.scan import scan_name
+    from spine_tf.modeling.model import load_model
+    explainer = hotspots.Hotspots(load_model(args.model or RunDir(args.run_dir).best_model))
     scan, volumes = _scan_discs(args)
     stacked = np.stack([v.volume for v in volumes])
     transforms = np.stack([v.voxel_to_scan for v in volumes])
@@ -164,30 +168,6 @@ def _scan_hotspots(args, explainer):
     hotspots.save_scan_hotspots(nifti, scan, per_task, transforms)
     print(f"{len(volumes)} discs ({', '.join(levels)}); tasks {', '.join(per_task)} -> "
           f"{', '.join(paths + [nifti])}")
-    return 0
-
-
-def _split_hotspots(args, explainer):
-    import numpy as np
-    from spine_tf import config as config_lib
-    from spine_tf import hotspots
-    from spine_tf.io.codec import from_stored
-    from spine_tf.training import train
-    config = config_lib.load(RunDir(args.run_dir).config)
-    split = args.split or config.data.test_split
-    examples = list(train.prepare_dataset(config.data).as_dataset(split=split)
-                    .take(args.discs).as_numpy_iterator())
-    if not examples:
-        print(f"split {split} of {args.run_dir} has no discs", file=sys.stderr)
-        return 1
-    volumes = np.stack([from_stored(e["disc_volume"]).numpy() for e in examples])
-    levels = [f"{e['patient_id'].decode()} {tasks.LEVELS[e['level']]}" for e in examples]
-    per_task = explainer.explain(volumes, args.tasks, augmentations=args.augmentations,
-                                 seed=args.seed)
-    out = args.out or os.path.join(args.run_dir, f"hotspots_{split}")
-    paths = hotspots.save_outputs(out, split, volumes, per_task, levels,
-                                  np.stack([e["voxel_to_scan"] for e in examples]))
-    print(f"{len(examples)} discs of {split}: {', '.join(paths)}")
     return 0
 
 

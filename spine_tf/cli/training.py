@@ -4,7 +4,7 @@ import os
 import time
 
 from spine_tf import config as config_lib
-from spine_tf.cli.options import at_least_one
+from spine_tf.cli.options import add_keras_log, at_least_one, fit_verbosity
 from spine_tf.training import rundir
 
 
@@ -73,17 +73,6 @@ def add_parsers(commands):
                     help="also score every run single view on every split of this dataset, "
                     "e.g. --also-data patients=500 --also-data seed=1 (a fresh phantom cohort)")
     sw.set_defaults(run=_sweep)
-
-
-def add_keras_log(parser):
-    parser.add_argument("--keras-log", action="store_true",
-                        help="Keras' full line per epoch (every task's numbers) instead of "
-                        "one short line; they are all in RUN_DIR/history.csv either way")
-
-
-def fit_verbosity(args):
-    """``train.train``'s ``verbose``: one short line per epoch, or Keras' full line."""
-    return "line" if not args.keras_log else 2
 
 
 def _train(args):

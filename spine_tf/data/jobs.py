@@ -21,6 +21,7 @@ from spine_tf.io.codec import to_stored
 from spine_tf.io.scan import ScanError
 from spine_tf.phantom.cohort import worker_context
 
+
 @dataclasses.dataclass(frozen=True)
 class PatientJob:
     """One patient to extract.

@@ -85,7 +85,7 @@ def _collect(model, dataset_split, tta_on, discs_per_batch, batch_size):
             chunk.append(p)
         if tta_on:
             for chunk, p in zip(out["tta"], tta.predict(model, volumes, tta=True,
-                                                       discs_per_batch=discs_per_batch)):
+                                                        discs_per_batch=discs_per_batch)):
                 chunk.append(p)
         count = int(volumes.shape[0])
         for name in names:

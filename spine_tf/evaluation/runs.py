@@ -3,10 +3,14 @@ hotspots' localisation (``measure_hotspots``)."""
 
 import os
 
+import numpy as np
+
 from spine_tf import config as config_lib
-from spine_tf import hotspots
+from spine_tf import hotspots, tasks
+from spine_tf.errors import SpineTFError
 from spine_tf.evaluation import evaluate as evaluation
 from spine_tf.io.atomic import write_json, write_text
+from spine_tf.io.codec import from_stored
 from spine_tf.modeling import model as model_lib
 from spine_tf.training import rundir, train
 from spine_tf.training.rundir import RunDir
@@ -83,3 +87,32 @@ def measure_hotspots(run_dir, split=None, model_file=rundir.BEST_MODEL,
                f"# Hotspot localisation: {result['model']}, split {split}\n\n"
                + hotspots.localisation_markdown(result))
     return result, out_dir
+
+
+def explain_split(run_dir, task_names, split=None, discs=8, augmentations=hotspots.AUGMENTATIONS,
+                  seed=0, out_dir=None, model_file=rundir.BEST_MODEL):
+    """Hotspots of the first ``discs`` discs of a run's split (default: its test split),
+    written with ``hotspots.save_outputs`` into ``out_dir`` (default
+    ``RUN_DIR/hotspots_<split>``).
+
+    Returns:
+        (paths written, number of discs, split name).
+
+    Raises:
+        SpineTFError: the split has no discs.
+    """
+    config = config_lib.load(RunDir(run_dir).config)
+    split = split or config.data.test_split
+    examples = list(train.prepare_dataset(config.data).as_dataset(split=split)
+                    .take(discs).as_numpy_iterator())
+    if not examples:
+        raise SpineTFError(f"split {split} of {run_dir} has no discs")
+    volumes = np.stack([from_stored(e["disc_volume"]).numpy() for e in examples])
+    levels = [f"{e['patient_id'].decode()} {tasks.LEVELS[e['level']]}" for e in examples]
+    model = model_lib.load_model(RunDir(run_dir).file(model_file))
+    per_task = hotspots.Hotspots(model).explain(volumes, task_names,
+                                                augmentations=augmentations, seed=seed)
+    paths = hotspots.save_outputs(out_dir or RunDir(run_dir).hotspots(split), split, volumes,
+                                  per_task, levels,
+                                  np.stack([e["voxel_to_scan"] for e in examples]))
+    return paths, len(examples), split

@@ -212,7 +212,7 @@ def _row_differences_line(part, branch_points):
     return ("\nDo the branch points differ more than one branch point's runs do? Permutation "
             f"p-values ({metrics.PERMUTATIONS} random deals of the runs to the rows; a small "
             "p says they do): " + ", ".join(f"{n} {_p_text(p)}" for n, p in p_values.items()
-                                             if n != "mean")
+                                            if n != "mean")
             + f"; mean over the tasks {_p_text(p_values['mean'])}.\n")
 
 

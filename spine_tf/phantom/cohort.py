@@ -33,8 +33,6 @@ from spine_tf.phantom.anatomy import VERTEBRAE, PhantomConfig, sample_anatomy
 from spine_tf.phantom.render import render
 
 
-
-
 @dataclasses.dataclass
 class PhantomPatient:
     """One rendered phantom patient, in the internal (slices, rows, cols) frame."""

@@ -29,10 +29,9 @@ from spine_tf.modeling import metrics
 from spine_tf.modeling import model as model_lib
 from spine_tf.io.atomic import atomic_path, write_json
 from spine_tf.training.callbacks import (MONITOR, BestModel, EpochLine, EpochSeeds,
-                                       EpochSummary, ResumedCallbackState)
+                                         EpochSummary, ResumedCallbackState)
 from spine_tf.training.rundir import RunDir
 from spine_tf.errors import SpineTFError
-
 
 
 def make_strategy(name):

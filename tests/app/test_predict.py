@@ -54,9 +54,9 @@ def test_find_scans_in_the_folder_layout(cohort):
     assert jobs["ph1-00001"].landmarks == os.fspath(cohort / "landmarks" / "ph1-00001.json")
     assert jobs["unlocalised"].mask is None and jobs["unlocalised"].landmarks is None
     one = scans.find_scans([cohort / "scans" / "ph1-00002.nii.gz"],
-                             landmarks=cohort / "landmarks" / "ph1-00002.json")
+                           landmarks=cohort / "landmarks" / "ph1-00002.json")
     assert one == [scans.ScanJob("ph1-00002", os.fspath(cohort / "scans" / "ph1-00002.nii.gz"),
-                                   None, os.fspath(cohort / "landmarks" / "ph1-00002.json"))]
+                                 None, os.fspath(cohort / "landmarks" / "ph1-00002.json"))]
 
 
 def test_find_scans_refuses_bad_inputs(cohort, tmp_path):
@@ -207,7 +207,8 @@ def test_report_renders_in_a_headless_browser(predicted, tmp_path):
     if not shutil.which("chromium"):
         pytest.skip("chromium is not installed (apt install chromium)")
     out, _, _ = predicted
-    script = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "tools", "screenshot-report")
+    script = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "tools",
+                          "screenshot-report")
     png = tmp_path / "report.png"
     subprocess.run([script, str(out / "ph1-00000" / "report.html"), str(png), "1000,1400"],
                    check=True, capture_output=True, timeout=120)

@@ -24,7 +24,8 @@ def test_demo_preset_is_what_the_demo_trained_before():
     old = config_lib.override(config_lib.ExperimentConfig(), OLD_DEMO)
     args = build_parser().parse_args(["demo", "--out", "out"])
     assert demo.demo_config(args, "out/tfds", "out/cohort") == old
-    assert config_lib.preset("demo", assignments=["data.data_dir='out/tfds'",
+    assert config_lib.preset("demo", assignments=["data.config='folder'",
+                                                  "data.data_dir='out/tfds'",
                                                   "data.manual_dir='out/cohort'"]) == old
     # the demo's flags still change what they name
     args = build_parser().parse_args(["demo", "--width", "0.25", "--epochs", "2"])

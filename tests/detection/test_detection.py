@@ -374,7 +374,7 @@ def test_predict_grades_a_scan_without_mask_through_the_detector(phantom_cohort_
     detector = detection.load()
     detector.source = "shipped"
     job = scans.ScanJob("ph1-00001", os.fspath(phantom_cohort_dir / "scans" /
-                                                 "ph1-00001.nii.gz"))
+                                               "ph1-00001.nii.gz"))
     summary = predict.run([job], predictors.load_predictor(os.fspath(path)),
                           os.fspath(tmp_path / "out"), hotspots=False, detector=detector)
     assert summary["scans"][0]["status"] == "done", summary

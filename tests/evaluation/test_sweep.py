@@ -109,7 +109,7 @@ def test_sweep_tabulates_finished_runs_and_reads_each_reader_once(tmp_path):
             (folder / "evaluation.json").write_text(json.dumps(
                 {"tasks": {t.name: figures for t in tasks.TASKS}}))
     table = sweep.sweep(base, os.fspath(tmp_path), branch_points=["conv5", "fc7"],
-                              also_data=also, repeats=2)
+                        also_data=also, repeats=2)
     assert table["rows"]["conv5"]["pfirrmann"] == pytest.approx([0.0, 0.01, 0.02, 0.03])
     assert table["rows"]["fc7"]["narrowing"] == pytest.approx([0.04, 0.05, 0.06, 0.07])
     assert table["also"]["rows"]["fc7"]["pfirrmann"] == pytest.approx([0.54, 0.55, 0.56, 0.57])
@@ -122,11 +122,11 @@ def test_sweep_tabulates_finished_runs_and_reads_each_reader_once(tmp_path):
     # conv5_plain_2 of this sweep has seeds + 2; a sweep without swaps would give it + 1
     config_lib.save(runs[2][3], os.fspath(tmp_path / "conv5_plain_2" / "config.json"))
     assert sweep.sweep(base, os.fspath(tmp_path), branch_points=["conv5", "fc7"],
-                             also_data=also, repeats=2)["rows"] == table["rows"]
+                       also_data=also, repeats=2)["rows"] == table["rows"]
     with pytest.raises(ValueError, match=r"conv5_plain_2 holds a run with other settings "
                                          r"\(pipeline.seed: 2 -> 1; train.seed: 2 -> 1\)"):
         sweep.sweep(base, os.fspath(tmp_path), branch_points=["conv5"], swap=False,
-                          repeats=2)
+                    repeats=2)
     with pytest.raises(SystemExit, match=r"^spine-tf sweep: .*conv5_plain_2 holds a run with "
                                          r"other settings"):
         cli.main(["sweep", "--out", os.fspath(tmp_path), "--branch-points", "conv5",

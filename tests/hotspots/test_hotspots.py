@@ -406,7 +406,7 @@ def test_measure_run_tabulates_the_lesion_discs_of_a_trained_run(trained_run):
     run_dir, builder = trained_run
     examples = list(builder.as_dataset(split="train").as_numpy_iterator())
     result, out = runs.measure_hotspots(run_dir, split="train", model_file="final.keras",
-                                       augmentations=4, percentiles=(95.0, 99.0))
+                                        augmentations=4, percentiles=(95.0, 99.0))
     assert out == os.path.join(run_dir, "hotspots_train") and result["split"] == "train"
     for j, task in enumerate(tasks.LESION_TASKS):
         truth = [e["lesion_boxes"][j] for e in examples if (e["lesion_boxes"][j, :, 0] >= 0).any()]

@@ -1,7 +1,7 @@
 """The TF Serving client: requests and answers in TF Serving's REST and gRPC formats.
 
-TF Serving itself cannot run here (no tensorflow_model_server on PyPI or Debian), so the servers below are
-stand-ins that follow its documented formats and answer with the exported
+TF Serving itself cannot run here (no tensorflow_model_server on PyPI or Debian), so
+the servers below are stand-ins that follow its documented formats and answer with the exported
 SavedModel's own signatures: what the client sends is what TF Serving would
 feed the signature, and what it reads back is compared with the SavedModel.
 """
