@@ -52,7 +52,7 @@ NUM_VIEWS = len(VIEWS)
 PLAIN_BATCH = 64
 """Discs per forward batch without TTA."""
 
-_SPEC = tf.TensorSpec((None,) + tuple(VOLUME_SHAPE), tf.float32)
+_VOLUMES = tf.TensorSpec((None,) + tuple(VOLUME_SHAPE), tf.float32)
 
 
 def _draws(view_list):
@@ -180,7 +180,7 @@ def _compiled_tta(model):
     if function is None:
         ref = weakref.ref(model)
 
-        @tf.function(input_signature=[_SPEC])
+        @tf.function(input_signature=[_VOLUMES])
         def function(volumes):
             return tta_probabilities(lambda x: ref()(x, training=False), volumes)
 

@@ -1,8 +1,8 @@
 """SavedModel export for TensorFlow Serving, and loading an export back.
 
 ``export`` writes ``<base>/<name>/<version>/`` (TF Serving's layout; the next
-free integer version unless one is given) with the signatures of SPEC
-"Serving":
+free integer version unless one is given) with the signatures of
+docs/design.md, "Serving signatures":
 
 - ``serving_default``: ``disc_volume`` float32 [batch, 112, 224, 9] -> per
   task ``<task>_probabilities`` float32 [batch, classes] and ``<task>_grade``
@@ -23,8 +23,8 @@ with a message naming the expected shape (TF Serving returns it as the
 error of the request); another dtype is refused by the signature itself.
 
 The export is a ``tf.Module`` saved with ``tf.saved_model.save``
-(``model.export`` stores every weight twice: STACK.md). The version folder is
-written under a temporary name and renamed, so TF Serving, which polls the
+(``model.export`` and ``ExportArchive`` store every weight twice). The version
+folder is written under a temporary name and renamed, so TF Serving, which polls the
 base path for integer folders, never sees a half-written version.
 
 Example:
