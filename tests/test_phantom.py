@@ -243,8 +243,8 @@ def test_worker_processes_fork_only_while_tensorflow_is_not_loaded():
     code = ("import sys; from spine_tf.phantom.cohort import worker_context; "
             "import spine_tf.data.jobs, spine_tf.detection.data; "
             "print(worker_context().get_start_method(), 'tensorflow' in sys.modules)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                          encoding="utf-8", errors="replace", check=True)
     assert done.stdout.split() == ["fork", "False"]
     import tensorflow  # noqa: F401  (loaded by the test session anyway)
     assert worker_context().get_start_method() in ("forkserver", "spawn")

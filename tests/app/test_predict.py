@@ -195,7 +195,7 @@ def test_a_model_saved_by_training_loads_for_prediction_alone(tmp_path):
             "p = predictors.load_predictor(sys.argv[1]); "
             "assert 'spine_tf.training.train' not in sys.modules; print(p.model.count_params())")
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
-                          text=True, timeout=300)
+                          encoding="utf-8", errors="replace", timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert int(done.stdout.split()[-1]) > 0
 

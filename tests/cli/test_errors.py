@@ -16,7 +16,8 @@ def test_a_library_error_is_one_stderr_line_and_exit_status_1(tmp_path):
     code = ("import sys; from spine_tf import cli; "
             "sys.exit(cli.main(['predict', sys.argv[1], '--model', 'x', '--out', 'y']))")
     done = subprocess.run([sys.executable, "-c", code, missing], capture_output=True,
-                          text=True, timeout=300, cwd=tmp_path)
+                          encoding="utf-8", errors="replace", timeout=300,
+                          cwd=tmp_path)
     assert done.returncode == 1
     assert done.stdout == ""
     assert done.stderr == f"spine-tf predict: error: {missing}: no such file or folder\n"

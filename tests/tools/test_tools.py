@@ -22,7 +22,7 @@ MEASUREMENTS = REPO / "docs" / "measurements"
 def _run(args, **kwargs):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     return subprocess.run([sys.executable] + args, cwd=REPO, env=env, capture_output=True,
-                          text=True, check=False, **kwargs)
+                          encoding="utf-8", errors="replace", check=False, **kwargs)
 
 
 @pytest.fixture
