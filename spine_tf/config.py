@@ -15,9 +15,17 @@ import dataclasses
 import json
 import typing
 
+from spine_tf.errors import SpineTFError
 from spine_tf.io.atomic import write_json
 
 STRATEGIES = ("default", "mirrored", "multiworker")
+
+
+class ConfigError(SpineTFError, KeyError):
+    """An unknown setting, section or preset; the message names the known ones."""
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,14 +191,14 @@ def from_dict(cls, values):
     """Builds dataclass ``cls`` from a nested dict, checking the keys.
 
     Raises:
-        KeyError: naming an unknown key and the known ones.
+        ConfigError: naming an unknown key and the known ones.
     """
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in values.items():
         if key not in fields:
-            raise KeyError(f"unknown setting {cls.__name__}.{key}; known: {', '.join(fields)}")
+            raise ConfigError(f"unknown setting {cls.__name__}.{key}; known: {', '.join(fields)}")
         kind = hints[key]
         if dataclasses.is_dataclass(kind) and isinstance(value, dict):
             value = from_dict(kind, value)
@@ -220,7 +228,7 @@ def override(config, assignments):
     values = to_dict(config)
     for assignment in assignments:
         if "=" not in assignment:
-            raise ValueError(f"override {assignment!r} is not key=value")
+            raise ConfigError(f"override {assignment!r} is not section.key=value")
         path, text = assignment.split("=", 1)
         try:
             value = ast.literal_eval(text)
@@ -230,10 +238,10 @@ def override(config, assignments):
         keys = path.strip().split(".")
         for key in keys[:-1]:
             if not isinstance(node.get(key), dict):
-                raise KeyError(f"unknown setting section {path!r}")
+                raise ConfigError(f"unknown setting section {path!r}")
             node = node[key]
         if keys[-1] not in node:
-            raise KeyError(f"unknown setting {path!r}; known here: {', '.join(node)}")
+            raise ConfigError(f"unknown setting {path!r}; known here: {', '.join(node)}")
         node[keys[-1]] = value
     return from_dict(ExperimentConfig, values)
 
@@ -260,8 +268,8 @@ def _merged(config, values):
     changes = {}
     for key, value in values.items():
         if key not in fields:
-            raise KeyError(f"unknown setting {type(config).__name__}.{key}; known: "
-                           f"{', '.join(fields)}")
+            raise ConfigError(f"unknown setting {type(config).__name__}.{key}; known: "
+                              f"{', '.join(fields)}")
         current = getattr(config, key)
         if dataclasses.is_dataclass(current) and isinstance(value, dict):
             value = _merged(current, value)
@@ -279,10 +287,10 @@ def preset(name="paper", config_path=None, assignments=()):
         config = preset("demo", assignments=["data.data_dir='out/tfds'"])
 
     Raises:
-        KeyError: an unknown preset (naming the known ones) or setting.
+        ConfigError: an unknown preset (naming the known ones) or setting.
     """
     if name not in PRESETS:
-        raise KeyError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
     config = override(ExperimentConfig(), PRESETS[name])
     if config_path:
         with open(config_path, encoding="utf-8") as f:
@@ -290,6 +298,7 @@ def preset(name="paper", config_path=None, assignments=()):
     return override(config, list(assignments))
 
 
-__all__ = ["AugmentConfig", "DataConfig", "ExperimentConfig", "ModelConfig", "PipelineConfig",
+__all__ = ["AugmentConfig", "ConfigError", "DataConfig", "ExperimentConfig", "ModelConfig",
+           "PipelineConfig",
            "PRESETS", "STRATEGIES", "TrainConfig", "from_dict", "load", "override", "preset",
            "save", "to_dict"]

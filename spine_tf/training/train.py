@@ -229,12 +229,6 @@ def training_seconds(run_dir):
         return float(json.load(f)["seconds"])
 
 
-def resolved_config(config_path=None, assignments=()):
-    """ExperimentConfig from an optional JSON file plus ``key=value`` overrides."""
-    config = config_lib.load(config_path) if config_path else config_lib.ExperimentConfig()
-    return config_lib.override(config, list(assignments))
-
-
 __all__ = ["MONITOR", "RunConfigError", "build_compiled_model", "callbacks", "hotspot_images",
            "make_strategy",
-           "prepare_dataset", "read_history", "resolved_config", "train", "training_seconds"]
+           "prepare_dataset", "read_history", "train", "training_seconds"]

@@ -50,6 +50,22 @@ def test_argument_problems_are_usage_errors(argv, message, capsys):
     assert capsys.readouterr().err == f"spine-tf {argv[0]}: error: {exit_info.value.__cause__}\n"
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--set", "model.wdith=0.5"],
+     "unknown setting 'model.wdith'; known here: branch_point, width, dropout"),
+    (["--set", "width"], "override 'width' is not section.key=value"),
+    (["--preset", "demo", "--set", "nonsense.key=1"], "unknown setting section 'nonsense.key'"),
+])
+def test_a_bad_setting_is_one_line(argv, message, tmp_path, capsys):
+    from spine_tf.config import ConfigError
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", "--run-dir", os.fspath(tmp_path / "run")] + argv)
+    assert exit_info.value.code == 1
+    assert isinstance(exit_info.value.__cause__, ConfigError)
+    assert capsys.readouterr().err == f"spine-tf train: error: {message}\n"
+    assert not (tmp_path / "run").exists()  # refused before anything is written
+
+
 def test_a_missing_detector_is_a_library_error(phantom_cohort_dir, tmp_path, capsys):
     from spine_tf import detection
     with pytest.raises(detection.DetectorError) as error:

@@ -19,6 +19,7 @@ import sys
 
 import numpy as np
 
+from spine_tf import config as config_lib
 from spine_tf import tasks
 from spine_tf.evaluation import evaluate as evaluation
 from spine_tf.evaluation import runs
@@ -145,7 +146,7 @@ def main(argv=None):
     args = parser().parse_args(argv)
     assignments = list(args.set) + ([f"data.data_dir={args.data_dir!r}"] if args.data_dir
                                     else [])
-    config = train.resolved_config(args.config, assignments)
+    config = config_lib.preset(config_path=args.config, assignments=assignments)
     seconds = train_timed(config, args.run_dir)
     result, out = runs.evaluate_run(args.run_dir, split=args.eval_split,
                                     data=args.eval_data)
