@@ -7,8 +7,9 @@ import pytest
 
 from spine_tf import phantom
 
-REAL_SLICES = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / \
-    "real-lumbar-slices"
+SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REAL_SLICES = SHARED_DATA / "real-lumbar-slices"
+SPIDER_SLICES = SHARED_DATA / "spider-t2-slices"
 
 
 @pytest.fixture(scope="session")
@@ -32,3 +33,11 @@ def real_slices_dir():
     if not REAL_SLICES.is_dir():
         pytest.skip(f"real slices not found at {REAL_SLICES}")
     return REAL_SLICES
+
+
+@pytest.fixture(scope="session")
+def spider_slices_dir():
+    """The real SPIDER T2 slices with gradings and disc boxes (skips when shared/ is absent)."""
+    if not SPIDER_SLICES.is_dir():
+        pytest.skip(f"SPIDER slices not found at {SPIDER_SLICES}")
+    return SPIDER_SLICES

@@ -95,6 +95,7 @@ def predict_scan(job, predictor, out_dir, tta=True, hotspots=True,
     record = {"scan": os.path.abspath(job.scan), "name": job.name,
               "localisation": _localisation_source(job, detector),
               "localisation_notes": list(located.notes),
+              **({"pixel_size_mm": located.pixel_size_mm} if located.pixel_size_mm else {}),
               "model": predictor.description, "tta": bool(tta),
               "written": datetime.datetime.now().isoformat(timespec="seconds"),
               **_disc_records(volumes, located, probabilities, skipped)}

@@ -14,6 +14,7 @@ Commands (each has ``--help``), one module per group:
   serving.py     export          export a model for TF Serving
                  client          grade scans through a TF Serving server
   detection.py   train-detector  train the disc detector
+                 evaluate-detector  measure it on annotated images (boxes or masks)
 
 ``parser.py`` builds the parser from the groups' ``add_parsers``. Handlers
 import heavy modules (TensorFlow, TFDS) inside, so ``spine-tf --help``,
@@ -28,7 +29,7 @@ from spine_tf.cli.parser import build_parser
 from spine_tf.errors import SpineTFError
 
 COMMANDS = ("demo", "phantom", "build-data", "train", "evaluate", "sweep", "extract",
-            "hotspots", "predict", "export", "client", "train-detector")
+            "hotspots", "predict", "export", "client", "train-detector", "evaluate-detector")
 """Every command, in the order ``spine-tf --help`` lists them."""
 
 

@@ -1,9 +1,13 @@
-"""``spine-tf train-detector``: train the disc detector."""
+"""``spine-tf train-detector`` and ``evaluate-detector``: train the disc detector, and
+measure it on annotated real images."""
 
 import dataclasses
 import os
 
-from spine_tf.cli.options import add_keras_log, fit_verbosity
+from spine_tf import tasks
+from spine_tf.cli.options import add_detector, add_keras_log, fit_verbosity, load_detector
+
+EVALUATION_JSON = "detector_evaluation.json"
 
 
 def add_parsers(commands):
@@ -39,6 +43,21 @@ def add_parsers(commands):
     add_keras_log(td)
     td.set_defaults(run=_train_detector)
 
+    ev = commands.add_parser(
+        "evaluate-detector", help="measure the disc detector on annotated images",
+        description="Runs the disc detector over a folder in the SPIDER slices layout (images/, "
+        "series.csv and boxes.csv: a disc is found when a detected centre lies in the central "
+        "half of its box) or a folder of scans with label masks (scans/ + masks/), and "
+        "prints and writes OUT/detector_evaluation.json: recall, precision, levels named "
+        "right and centre error, overall and per image.")
+    ev.add_argument("--manual-dir", required=True, help="the annotated folder")
+    add_detector(ev)
+    ev.add_argument("--pixel-size", choices=("listed", "estimate"), default="listed",
+                    help="SPIDER slices: use series.csv's pixel spacing, or read the images "
+                    "without one so the detector estimates it (default: %(default)s)")
+    ev.add_argument("--out", required=True, help="output folder")
+    ev.set_defaults(run=_evaluate_detector)
+
 
 def _detector_defaults():
     from spine_tf.detection.config import DetectorConfig
@@ -52,4 +71,25 @@ def _train_detector(args):
         name: getattr(args, name) for name in _detector_defaults() if hasattr(args, name)})
     train.train_detector(args.out, config, verbose=fit_verbosity(args))
     print(f"detector -> {os.path.join(args.out, train.DETECTOR_FILE)}")
+    return 0
+
+
+def _evaluate_detector(args):
+    from spine_tf.detection import evaluate
+    from spine_tf.io.atomic import write_json
+    detector = load_detector(args.detector)
+    result = evaluate.evaluate_folder(args.manual_dir, detector, args.pixel_size)
+    result["detector"] = detector.source
+    path = os.path.join(args.out, EVALUATION_JSON)
+    write_json(path, result)
+    print(f"{len(result['images'])} images; detector: {detector.source}; pixel size: "
+          f"{args.pixel_size}")
+    for part in ("overall", "lumbar"):
+        figures = result[part]
+        print(f"  {part:<8} {figures['true_discs']:>5} discs  recall "
+              f"{100 * figures['recall']:.1f} %  precision {100 * figures['precision']:.1f} %  "
+              f"levels named right {100 * figures['level_accuracy']:.1f} %  centre error "
+              f"{figures['distance_mm_median']:.1f} mm (median)")
+    missed = [i for i in result["images"] if set(i["missed"]) & set(tasks.LEVELS)]
+    print(f"  {len(missed)} images with a lumbar disc missed; per image: {path}")
     return 0

@@ -1,4 +1,4 @@
-"""How well detected discs match the truth of a mask.
+"""How well detected discs match the truth of a mask or of disc boxes.
 
 A true disc counts as found when a detected disc's centre lies within
 ``TOLERANCE_MM`` of its centre in the sagittal plane (the slice coordinate of
@@ -6,10 +6,15 @@ a centre is reported separately: with 3-6 mm slices it is not a point
 measurement). Truth comes from ``localisation.from_mask`` of the reference
 mask, so a disc counts only where the mask itself makes it gradable (both
 bodies in view); a detection is a false positive only when it lies near no
-disc of the mask at all.
+disc of the mask at all. With disc boxes (the SPIDER slices layout) a disc
+counts as found when a detected centre lies in the central half of its box.
+
+``evaluate_folder`` runs a detector over a folder (boxes or masks) and gives
+the figures overall and per image (``spine-tf evaluate-detector``).
 """
 
 import dataclasses
+import os
 
 import numpy as np
 from scipy import ndimage
@@ -87,7 +92,8 @@ def match(detected, mask, spacing_mm, convention=localisation.SPIDER,
 def summarise(matches, detections, false_positives):
     """Recall, precision, level-naming accuracy and orientation error of many matches."""
     hits = [m for m in matches if m.found]
-    angles = np.array([m.angle_deg for m in hits])
+    named = [m.level_correct for m in hits if m.level_correct is not None]
+    angles = np.array([m.angle_deg for m in hits if m.angle_deg is not None])
     distances = np.array([m.distance_mm for m in hits])
     return {
         "true_discs": len(matches),
@@ -95,9 +101,109 @@ def summarise(matches, detections, false_positives):
         "recall": len(hits) / len(matches) if matches else float("nan"),
         "precision": (detections - false_positives) / detections if detections
         else float("nan"),
-        "level_accuracy": (float(np.mean([m.level_correct for m in hits])) if hits
-                           else float("nan")),
+        "level_accuracy": (float(np.mean(named)) if named else float("nan")),
         "distance_mm_median": float(np.median(distances)) if hits else float("nan"),
-        "angle_deg_median": float(np.median(angles)) if hits else float("nan"),
-        "angle_deg_p95": float(np.percentile(angles, 95)) if hits else float("nan"),
+        "angle_deg_median": float(np.median(angles)) if len(angles) else float("nan"),
+        "angle_deg_p95": float(np.percentile(angles, 95)) if len(angles) else float("nan"),
     }
+
+
+def box_level(from_bottom):
+    """The lumbar level of the ``from_bottom``-th disc (1: L5-S1), or None above T12-L1."""
+    return tasks.LEVELS[-from_bottom] if 1 <= from_bottom <= len(tasks.LEVELS) else None
+
+
+def match_boxes(detected, boxes, spacing_mm):
+    """Matches a detection on a one-slice scan to its disc boxes (``DiscBox``).
+
+    A box's disc is found by the nearest detected centre in the box's central
+    half; its level is right when the detection's level counts as many discs
+    from the bottom (not judged above T12-L1, which the detector does not
+    name). A detection in no box's central half is a false positive.
+
+    Returns:
+        (list of DiscMatch per box, number of detections, false positives).
+    """
+    plane = np.asarray(spacing_mm, np.float64)[-2:]
+    centres = [np.asarray(d.centre[1:], np.float64) for d in detected.discs]
+    used, matches = set(), []
+    for box in boxes:
+        inside = [i for i, c in enumerate(centres) if i not in used and box.holds(*c)]
+        level = box_level(box.from_bottom)
+        if not inside:
+            matches.append(DiscMatch(level or f"disc {box.from_bottom} from the bottom", False))
+            continue
+        best = min(inside, key=lambda i: np.linalg.norm(centres[i] - box.centre))
+        used.add(best)
+        disc = detected.discs[best]
+        matches.append(DiscMatch(
+            level or f"disc {box.from_bottom} from the bottom", True,
+            distance_mm=float(np.linalg.norm((centres[best] - box.centre) * plane)),
+            level_correct=None if level is None else disc.level == level,
+            confidence=float(disc.confidence)))
+    false = sum(not any(b.holds(*c) for b in boxes) for c in centres)
+    return matches, len(centres), false
+
+
+def _slice_results(manual_dir, detector, pixel_size):
+    from spine_tf import detection
+    from spine_tf.data import spider_slices
+    from spine_tf.io.scan import read_scan
+    for item in spider_slices.read_slices(manual_dir):
+        if not item.boxes:
+            continue
+        listed = pixel_size == "listed"
+        scan = read_scan(item.path, spacing_mm=item.spacing_mm if listed else None)
+        located = detection.detect(scan, detector)
+        yield item.series, located, match_boxes(located, item.boxes, item.spacing_mm)
+
+
+def _mask_results(manual_dir, detector):
+    from spine_tf import detection
+    from spine_tf.data import sources
+    from spine_tf.io.scan import read_mask, read_scan
+    for name, scan_path, mask_path in sources.annotated_scans(manual_dir):
+        scan = read_scan(scan_path)
+        mask = read_mask(mask_path, scan)
+        located = detection.detect(scan, detector)
+        yield name, located, match(located, mask, scan.spacing_mm,
+                                   localisation.guess_convention(mask))
+
+
+def evaluate_folder(manual_dir, detector, pixel_size="listed"):
+    """Recall, precision, level accuracy and centre error of ``detector`` on a folder.
+
+    Args:
+        manual_dir: the SPIDER slices layout (images with ``boxes.csv``; images
+            without boxes are left out) or a folder of scans with label masks
+            (``data.sources.annotated_scans``).
+        detector: a loaded detector (``spine_tf.detection.load``).
+        pixel_size: for the slices layout, ``"listed"`` (series.csv's spacing)
+            or ``"estimate"`` (read without one: the detector estimates it).
+
+    Returns:
+        {"overall": ``summarise`` of every image, "lumbar": the same for the
+        discs T12-L1 .. L5-S1 only (boxes may count thoracic discs, which the
+        detector does not name), "images": per image its
+        name, ``summarise`` figures, the levels found and missed, the
+        detector's pixel size and notes}.
+    """
+    if pixel_size not in ("listed", "estimate"):
+        raise ValueError(f"pixel_size must be 'listed' or 'estimate', not {pixel_size!r}")
+    from spine_tf.data import spider_slices
+    boxed = os.path.exists(os.path.join(manual_dir, spider_slices.SERIES_CSV))
+    results = (_slice_results(manual_dir, detector, pixel_size) if boxed
+               else _mask_results(manual_dir, detector))
+    every, detections, false, images = [], 0, 0, []
+    for name, located, (matches, found, wrong) in results:
+        every += matches
+        detections += found
+        false += wrong
+        images.append({"image": name, **summarise(matches, found, wrong),
+                       "missed": [m.level for m in matches if not m.found],
+                       "levels_wrong": [m.level for m in matches if m.level_correct is False],
+                       "pixel_size_mm": located.pixel_size_mm, "notes": list(located.notes)})
+    lumbar = [m for m in every if m.level in tasks.LEVELS]
+    return {"layout": "boxes" if boxed else "masks", "pixel_size": pixel_size,
+            "overall": summarise(every, detections, false),
+            "lumbar": summarise(lumbar, detections, false), "images": images}

@@ -253,13 +253,34 @@ def from_outputs(probabilities, heat, factors, spacing_mm):
                                      located.skipped, located.notes)
 
 
-PIXEL_SEARCH_MM = (1.0, 1.15, 1.3, 1.5, 1.7)
-"""In-plane pixel sizes tried on a 2D image, which records none."""
+PIXEL_SEARCH_MM = tuple(float(f"{s:.3g}") for s in np.geomspace(0.25, 2.0, 8))
+"""In-plane pixel sizes tried on a picture that records none: 0.25 to 2 mm, each about 1.35x
+the last, so the true size is within 16 % of one of them (the detector's training covers
+about +-30 %)."""
+MIN_ESTIMATE_DISCS = 3
+"""Named discs needed to estimate the pixel size from their spacing."""
 
 
-def _records_no_pixel_size(scan):
-    from spine_tf.io.scan import IMAGE_2D_SUFFIXES
-    return scan.path.lower().endswith(IMAGE_2D_SUFFIXES)
+def _located_at(scan, detector, size):
+    spacing = np.array([scan.spacing_mm[0], size, size], np.float64)
+    probabilities, heat, factors = segment(dataclasses.replace(scan, spacing_mm=spacing),
+                                           detector)
+    return from_outputs(probabilities, heat, factors, spacing)
+
+
+def anatomical_pixel_size(located):
+    """The in-plane pixel size (mm) at which the named discs of ``located`` lie as far apart
+    as in a typical spine (``phantom.anatomy.DISC_SPACING_MM``): the median over pairs of
+    neighbouring levels of typical millimetres / pixels found; None with fewer than
+    ``MIN_ESTIMATE_DISCS`` named discs."""
+    from spine_tf.phantom.anatomy import DISC_SPACING_MM
+    centres = {d.level: np.asarray(d.centre[1:], np.float64) for d in located.discs}
+    if len(centres) < MIN_ESTIMATE_DISCS:
+        return None
+    ratios = [DISC_SPACING_MM[i] / np.linalg.norm(centres[upper] - centres[lower])
+              for i, (upper, lower) in enumerate(zip(tasks.LEVELS, tasks.LEVELS[1:]))
+              if upper in centres and lower in centres]
+    return float(np.median(ratios)) if ratios else None
 
 
 def detect(scan, detector, pixel_sizes=None):
@@ -269,33 +290,40 @@ def detect(scan, detector, pixel_sizes=None):
         scan: the scan.
         detector: a loaded detector (``spine_tf.detection.load``).
         pixel_sizes: in-plane pixel sizes (mm) to try instead of the scan's
-            own; the detection with the largest total disc confidence wins
-            (no truth involved). Default: ``PIXEL_SEARCH_MM`` for a 2D image
-            file (PNG, JPEG, TIFF record no pixel size, and the detector's
-            training covers about +-30 % of the true one), else the scan's
-            spacing alone.
+            own. Default: ``PIXEL_SEARCH_MM`` for a picture read without a
+            pixel size (``scan.pixel_size_known`` False), else the scan's
+            spacing alone: a pixel size that is given is used.
+
+    With sizes to try, the detection with the largest total disc confidence
+    wins; the pixel size at which its discs lie as far apart as in a typical
+    spine (``anatomical_pixel_size``) is then tried as well and kept if it
+    finds at least as many discs. The notes say what was tried and chosen.
 
     Returns:
         Localisation in the scan's voxel coordinates, each disc with the
         detector's confidence, and notes on what was ignored or assumed.
     """
-    if pixel_sizes is None and _records_no_pixel_size(scan):
+    if pixel_sizes is None and not scan.pixel_size_known:
         pixel_sizes = PIXEL_SEARCH_MM
     if not pixel_sizes:
         probabilities, heat, factors = segment(scan, detector)
         return from_outputs(probabilities, heat, factors, scan.spacing_mm)
-    best, best_score, best_size = None, -1.0, None
-    for size in pixel_sizes:
-        spacing = np.array([scan.spacing_mm[0], size, size], np.float64)
-        resized = dataclasses.replace(scan, spacing_mm=spacing)
-        probabilities, heat, factors = segment(resized, detector)
-        located = from_outputs(probabilities, heat, factors, spacing)
-        score = sum(d.confidence for d in located.discs)
-        if score > best_score:
-            best, best_score, best_size = located, score, size
+    tried = {size: _located_at(scan, detector, size) for size in pixel_sizes}
+    best_size = max(tried, key=lambda s: sum(d.confidence for d in tried[s].discs))
+    note = (f"pixel size unknown: tried {pixel_sizes[0]:g}-{pixel_sizes[-1]:g} mm "
+            f"({len(pixel_sizes)} sizes), most confident at {best_size:g} mm")
+    estimate = anatomical_pixel_size(tried[best_size])
+    if estimate is not None:
+        estimate = float(f"{estimate:.3g}")
+        located = tried.get(estimate) or _located_at(scan, detector, estimate)
+        keep = len(located.discs) >= len(tried[best_size].discs)
+        note += (f"; {estimate:g} mm from the spacing of its discs"
+                 + (", used" if keep else ", not used (fewer discs found there)"))
+        if keep:
+            tried[estimate], best_size = located, estimate
+    best = tried[best_size]
     # back to the scan's own (assumed) millimetres; voxel coordinates need no change
     scale = float(scan.spacing_mm[1]) / best_size
     discs = [dataclasses.replace(d, height_mm=d.height_mm * scale) for d in best.discs]
-    note = (f"pixel size unknown: tried {', '.join(f'{s:g}' for s in pixel_sizes)} mm, "
-            f"detected at {best_size:g} mm")
-    return localisation.Localisation(discs, best.skipped, best.notes + [note])
+    return localisation.Localisation(discs, best.skipped, best.notes + [note],
+                                     pixel_size_mm=best_size)

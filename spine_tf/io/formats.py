@@ -19,7 +19,7 @@ from spine_tf.errors import SpineTFError
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 ITK_SUFFIXES = (".mha", ".mhd", ".nrrd")
-IMAGE_2D_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+IMAGE_2D_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 MASK_2D_SUFFIXES = (".npy", ".png")
 
 _SITK_HINT = "needs SimpleITK: pip install 'spine-tf[mha]'"
@@ -31,6 +31,18 @@ class ScanError(SpineTFError, ValueError):
 
 def scan_error(path, reason: str) -> ScanError:
     return ScanError(f"{path or '<in-memory array>'}: {reason}")
+
+
+def scan_name(path) -> str:
+    """A scan's name: its file (or DICOM folder) name without the suffix.
+
+    Double suffixes count as one: ``case.01.nii.gz`` -> ``case.01``.
+    """
+    name = os.path.basename(os.path.normpath(os.fspath(path)))
+    for suffix in NIFTI_SUFFIXES + ITK_SUFFIXES + IMAGE_2D_SUFFIXES:
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def suffix_of(path: str) -> str:

@@ -31,7 +31,7 @@ Readers, chosen by suffix (case-insensitive):
   array ``(x, y, z)`` is converted to RAS:
   ``affine[:3, :3] = diag(-1, -1, 1) @ direction @ diag(spacing)`` and
   ``affine[:3, 3] = diag(-1, -1, 1) @ origin``.
-- ``.png``, ``.jpg``, ``.jpeg``, ``.tif``, ``.tiff``: one greyscale 2D
+- ``.png``, ``.jpg``, ``.jpeg``, ``.tif``, ``.tiff``, ``.bmp``: one greyscale 2D
   sagittal image, read as a one-slice scan (rows top to bottom = superior to
   inferior, columns left to right = anterior to posterior); it records no
   geometry, so the spacing comes from the ``spacing_mm`` argument (default
@@ -58,7 +58,7 @@ from nibabel import orientations
 from spine_tf.io.formats import (IMAGE_2D_SUFFIXES, ITK_SUFFIXES, MASK_2D_SUFFIXES,  # noqa: F401
                                  NIFTI_SUFFIXES, ScanError, check_dtype, file_kind, open_picture,
                                  read_itk, read_mask_2d, read_nifti, read_volume, save_nifti,
-                                 scan_error, squeeze_to_3d, suffix_of, to_labels)
+                                 scan_error, scan_name, squeeze_to_3d, suffix_of, to_labels)
 
 INTERNAL_AXCODES = ("L", "I", "P")
 """Axis codes of the internal frame (slices, rows, cols)."""
@@ -89,6 +89,8 @@ class Scan:
         original_affine: float64 (4, 4), the affine of the file's own voxel
             array, for writing overlays in the file's grid.
         original_shape: spatial shape of the file's own voxel array.
+        pixel_size_known: False for a 2D picture read without a pixel size
+            (its 1 mm is a placeholder; the disc detector then estimates it).
     """
 
     image: np.ndarray
@@ -97,6 +99,7 @@ class Scan:
     path: str
     original_affine: np.ndarray
     original_shape: Tuple[int, ...]
+    pixel_size_known: bool = True
 
     @property
     def num_slices(self) -> int:
@@ -241,25 +244,13 @@ def scan_from_array(image, spacing_mm=None, affine=None, path: str = "") -> Scan
     return _finish(path, image, affine, check_reorientation=True)
 
 
-def scan_name(path) -> str:
-    """A scan's name: its file (or DICOM folder) name without the suffix.
-
-    Double suffixes count as one: ``case.01.nii.gz`` -> ``case.01``.
-    """
-    name = os.path.basename(os.path.normpath(os.fspath(path)))
-    for suffix in NIFTI_SUFFIXES + ITK_SUFFIXES + IMAGE_2D_SUFFIXES:
-        if name.lower().endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
 def read_scan(path, *, spacing_mm: Optional[Sequence[float]] = None) -> Scan:
     """Reads a scan file (or DICOM series folder) into the internal frame.
 
     Args:
         path: ``.nii``/``.nii.gz`` (nibabel), ``.mha``/``.mhd``/``.nrrd`` or a
             folder holding one DICOM series (SimpleITK), or a 2D
-            ``.png``/``.jpg``/``.jpeg``/``.tif`` sagittal image.
+            ``.png``/``.jpg``/``.jpeg``/``.tif``/``.bmp`` sagittal image.
         spacing_mm: only for 2D images, which record no spacing: the pixel
             spacing as (rows, cols) or (slices, rows, cols); default 1 mm.
 
@@ -446,4 +437,5 @@ def _read_image_2d(path: str, spacing_mm) -> Scan:
         raise scan_error(path, f"wrong number of dimensions: expected a 2D greyscale image, "
                          f"got shape {pixels.shape}")
     spacing = _as_spacing(path, (1.0, 1.0, 1.0) if spacing_mm is None else spacing_mm)
-    return scan_from_array(pixels[None], spacing_mm=spacing, path=path)
+    scan = scan_from_array(pixels[None], spacing_mm=spacing, path=path)
+    return dataclasses.replace(scan, pixel_size_known=spacing_mm is not None)

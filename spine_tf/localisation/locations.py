@@ -54,11 +54,14 @@ class Localisation:
     """The discs found in a scan (top to bottom) and those that were not usable.
 
     ``notes``: sentences about what a detector ignored or assumed.
+    ``pixel_size_mm``: the in-plane pixel size the detector chose for a
+    picture that recorded none (None: the scan's own was used).
     """
 
     discs: list
     skipped: list  # (level or description, reason)
     notes: list = dataclasses.field(default_factory=list)
+    pixel_size_mm: float = None
 
     def by_level(self):
         return {disc.level: disc for disc in self.discs}

@@ -179,7 +179,10 @@ class _Shape:
         middle = (along.min() + along.max()) / 2
         # pixel centres span the length less about one pixel
         length = along.max() - along.min() + float(np.abs(self.axis) @ pixel_mm)
-        band = np.abs(along - middle) <= max(0.1 * length, float(pixel_mm.max()))
+        off = np.abs(along - middle)
+        # a region with a gap at its middle (two blobs joined at the tips): the pixels
+        # nearest the middle instead
+        band = off <= max(0.1 * length, float(pixel_mm.max()), off.min())
         centre_mm = self.centre_mm + middle * self.axis + across[band].mean() * self.normal_up
         height = len(along) * pixel_mm[0] * pixel_mm[1] / max(length, 1e-6)
         centre = np.array([self.mid_slice, *(centre_mm / pixel_mm)])

@@ -28,6 +28,10 @@ VERTEBRA_LABELS = {name: len(VERTEBRAE) - i for i, name in enumerate(VERTEBRAE)}
 _BODY_HEIGHT_MM = (22.0, 24.0, 25.5, 26.5, 27.0, 27.0, 28.0)
 _BODY_DEPTH_MM = (30.0, 32.0, 33.0, 35.0, 36.0, 37.0, 40.0)
 _DISC_HEIGHT_MM = (6.5, 8.0, 9.0, 10.0, 11.0, 10.5)
+DISC_SPACING_MM = tuple(_DISC_HEIGHT_MM[i] / 2 + _BODY_HEIGHT_MM[i + 1] + _DISC_HEIGHT_MM[i + 1] / 2
+                        for i in range(len(_DISC_HEIGHT_MM) - 1))
+"""Typical distance between the centres of neighbouring discs (T12-L1/L1-L2 .. L4-L5/L5-S1),
+from the body and disc heights above: about 31-38 mm."""
 # Reading noise (latent units) of the lesion tasks: endplate defects are read
 # less consistently than marrow changes, as in the paper's intra-rater figures.
 _LESION_READING_NOISE = {"endplate": 0.16, "marrow": 0.1}

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from spine_tf.io import (Scan, ScanError, read_mask, read_scan, reorient_to_internal,
-                         save_nifti, scan_from_array)
+                         save_nifti, scan_from_array, scan_name)
 
 REAL_SLICES = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
                / "real-lumbar-slices")
@@ -530,3 +530,16 @@ def test_two_d_sagittal_nifti_is_one_slice(tmp_path):
     np.testing.assert_array_equal(scan.image[0], plane.T)
     np.testing.assert_allclose(scan.spacing_mm, (4.0, 0.7, 0.6), rtol=1e-6)
     assert scan.original_shape == (24, 30, 1)
+
+
+def test_a_picture_knows_whether_its_pixel_size_was_given(tmp_path):
+    pixels = (np.arange(40 * 30).reshape(40, 30) % 251).astype(np.uint8)
+    for suffix in (".png", ".bmp"):
+        Image.fromarray(pixels).save(tmp_path / f"slice{suffix}")
+        guessed = read_scan(tmp_path / f"slice{suffix}")
+        given = read_scan(tmp_path / f"slice{suffix}", spacing_mm=(0.5, 0.6))
+        np.testing.assert_array_equal(guessed.image[0], pixels)
+        assert not guessed.pixel_size_known and given.pixel_size_known
+        np.testing.assert_allclose(given.spacing_mm, [1.0, 0.5, 0.6])
+        assert scan_name(tmp_path / f"slice{suffix}") == "slice"
+    assert scan_from_array(pixels).pixel_size_known  # an array's spacing is the caller's word

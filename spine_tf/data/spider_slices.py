@@ -1,0 +1,110 @@
+"""The SPIDER slices layout: single real sagittal T2 slices with SPIDER's gradings.
+
+A folder in this layout holds::
+
+    images/<series>.png          one upright slice (top: head, left: anterior)
+    series.csv                   series, patient, sequence, rows, columns,
+                                 row_spacing_mm, column_spacing_mm, ...
+    radiological_gradings.csv    SPIDER's gradings (Patient, IVD label, ...)
+    boxes.csv                    optional: series, from_bottom, x0, y0, x1, y1
+                                 (pixels, x = column; from_bottom 1 = the lowest disc)
+
+``read_slices`` reads the images' list with their listed pixel spacing and
+disc boxes. The listed spacing is the DICOM one of the original series and is
+wrong for some images that were resampled before export: callers decide
+whether to use it (``SpiderSlice.spacing_mm``) or let the detector estimate it.
+"""
+
+import csv
+import dataclasses
+import os
+
+import numpy as np
+
+from spine_tf.io.formats import ScanError
+
+SERIES_CSV = "series.csv"
+BOXES_CSV = "boxes.csv"
+IMAGES = "images"
+
+
+@dataclasses.dataclass(frozen=True)
+class DiscBox:
+    """A disc's box on a slice: ``from_bottom`` 1 is the lowest disc (L5-S1 in a spine
+    without a transitional vertebra); pixel edges, x along columns."""
+
+    from_bottom: int
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+
+    @property
+    def centre(self):
+        """(row, col) of the box's centre, pixels."""
+        return np.array([(self.y0 + self.y1) / 2, (self.x0 + self.x1) / 2])
+
+    def holds(self, row, col):
+        """Whether (row, col) lies in the central half of the box (a quarter of its height
+        and width either side of its centre)."""
+        centre = self.centre
+        return (abs(row - centre[0]) <= (self.y1 - self.y0) / 4
+                and abs(col - centre[1]) <= (self.x1 - self.x0) / 4)
+
+
+@dataclasses.dataclass(frozen=True)
+class SpiderSlice:
+    """One image of the layout: its series, patient, file, listed (row, col) pixel spacing
+    and disc boxes (lowest first; empty where boxes.csv has none)."""
+
+    series: str
+    patient: str
+    path: str
+    spacing_mm: tuple
+    boxes: tuple = ()
+
+
+def _rows(path):
+    if not os.path.isfile(path):
+        raise ScanError(f"{path}: missing (the SPIDER slices layout needs it)")
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def read_slices(manual_dir):
+    """Every image of a folder in the SPIDER slices layout, in series.csv's order.
+
+    Raises:
+        ScanError: series.csv missing or without its columns, an image missing, or a
+            box row that names no listed series; each message names the file.
+    """
+    series_csv = os.path.join(manual_dir, SERIES_CSV)
+    rows = _rows(series_csv)
+    boxes = {}
+    boxes_csv = os.path.join(manual_dir, BOXES_CSV)
+    if os.path.exists(boxes_csv):
+        for n, row in enumerate(_rows(boxes_csv), start=2):
+            try:
+                box = DiscBox(int(row["from_bottom"]),
+                              *(float(row[k]) for k in ("x0", "y0", "x1", "y1")))
+            except (KeyError, TypeError, ValueError) as error:
+                raise ScanError(f"{boxes_csv}, line {n}: not a box "
+                                f"(series, from_bottom, x0, y0, x1, y1): {error}") from error
+            boxes.setdefault(row["series"], []).append(box)
+    slices = []
+    for n, row in enumerate(rows, start=2):
+        try:
+            series, patient = row["series"], row["patient"]
+            spacing = (float(row["row_spacing_mm"]), float(row["column_spacing_mm"]))
+        except (KeyError, TypeError, ValueError) as error:
+            raise ScanError(f"{series_csv}, line {n}: needs series, patient, row_spacing_mm "
+                            f"and column_spacing_mm: {error}") from error
+        path = os.path.join(manual_dir, IMAGES, f"{series}.png")
+        if not os.path.isfile(path):
+            raise ScanError(f"{path}: missing (listed in {series_csv}, line {n})")
+        slices.append(SpiderSlice(series, patient, path, spacing, tuple(
+            sorted(boxes.pop(series, []), key=lambda b: b.from_bottom))))
+    if boxes:
+        raise ScanError(f"{boxes_csv}: boxes for series not in {SERIES_CSV}: "
+                        f"{', '.join(sorted(boxes))}")
+    return slices

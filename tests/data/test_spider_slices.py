@@ -1,0 +1,44 @@
+"""The SPIDER slices layout: images, listed pixel spacing, disc boxes."""
+
+import shutil
+
+import numpy as np
+import pytest
+
+from spine_tf.data import spider_slices
+from spine_tf.io.scan import ScanError
+
+
+def test_reads_every_listed_image_with_its_spacing_and_boxes(spider_slices_dir):
+    slices = spider_slices.read_slices(spider_slices_dir)
+    assert len(slices) == 199 and len({s.patient for s in slices}) == 165
+    boxed = [s for s in slices if s.boxes]
+    assert len(boxed) == 81 and sum(len(s.boxes) for s in boxed) == 555
+    first = next(s for s in slices if s.series == "104_t2")
+    assert first.patient == "104" and first.spacing_mm == (0.72916668653488, 0.72916668653488)
+    assert [b.from_bottom for b in first.boxes] == list(range(1, 8))
+    lowest = first.boxes[0]  # boxes.csv: 104_t2,1,197,302,273,351
+    np.testing.assert_allclose(lowest.centre, [326.5, 235.0])
+    assert lowest.holds(326.5 + 12.0, 235.0 - 19.0) and not lowest.holds(326.5 + 12.5, 235.0)
+
+
+def test_layout_errors_name_the_file(spider_slices_dir, tmp_path):
+    with pytest.raises(ScanError, match="series.csv: missing"):
+        spider_slices.read_slices(tmp_path)
+    (tmp_path / "images").mkdir()
+    shutil.copy(spider_slices_dir / "images" / "104_t2.png", tmp_path / "images")
+    header = "series,patient,sequence,rows,columns,row_spacing_mm,column_spacing_mm\n"
+    (tmp_path / "series.csv").write_text(header + "104_t2,104,t2,384,384,0.73,0.73\n"
+                                         "105_t2,105,t2,427,448,0.625,0.625\n")
+    with pytest.raises(ScanError, match=r"105_t2.png: missing \(listed in .*series.csv, line 3"):
+        spider_slices.read_slices(tmp_path)
+    (tmp_path / "series.csv").write_text(header + "104_t2,104,t2,384,384,0.73,wide\n")
+    with pytest.raises(ScanError, match="series.csv, line 2: needs series"):
+        spider_slices.read_slices(tmp_path)
+    (tmp_path / "series.csv").write_text(header + "104_t2,104,t2,384,384,0.73,0.73\n")
+    (tmp_path / "boxes.csv").write_text("series,from_bottom,x0,y0,x1,y1\n9_t2,1,1,2,3,4\n")
+    with pytest.raises(ScanError, match="boxes.csv: boxes for series not in series.csv: 9_t2"):
+        spider_slices.read_slices(tmp_path)
+    (tmp_path / "boxes.csv").write_text("series,from_bottom,x0,y0,x1,y1\n104_t2,one,1,2,3,4\n")
+    with pytest.raises(ScanError, match="boxes.csv, line 2: not a box"):
+        spider_slices.read_slices(tmp_path)
