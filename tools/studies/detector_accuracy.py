@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 from spine_tf import detection, localisation
-from spine_tf.detection import evaluate
+from spine_tf.detection import evaluate, inference
 from spine_tf.io.scan import read_mask, read_scan, scan_from_array
 from spine_tf.phantom.cohort import make_patient
 from tools.bench import benchlib
@@ -108,11 +108,13 @@ def main(argv=None):
               "phantom": "the package's phantom-only detector (spine_tf/detection/weights/"
                          "detector_phantom.keras), which never saw a real scan"}.get(
                              args.detector, args.detector)
+    sizes = inference.PIXEL_SEARCH_MM
     body += (f"\n\nDetector: {source}. A disc is found when a detected centre lies within "
              f"{evaluate.TOLERANCE_MM:g} mm of the true centre in the sagittal plane. Real "
-             "slices record no pixel size: they are read as 1 mm and the detector tries "
-             "1.0-1.7 mm pixels, keeping its most confident detection (their anatomy says "
-             "1.05-1.4 mm). They show the thoracic spine above T12-L1 (only six levels are "
+             "slices record no pixel size: they are read without one and the detector tries "
+             f"{sizes[0]:g}-{sizes[-1]:g} mm pixels, then the size its discs' spacing gives "
+             "(spine_tf.detection.inference.detect; the notes say which it kept). "
+             "They show the thoracic spine above T12-L1 (only six levels are "
              "named), and their level truth assumes the lowest annotated disc is L5-S1; a "
              "level is named right only where the detector found the sacrum.")
     section = "Disc detection" + {None: "", "phantom": ", phantom-only detector"}.get(
@@ -127,7 +129,8 @@ def main(argv=None):
           f"{np.median(real_times):.2f}", f"{np.max(real_times):.2f}"]])
     one, five, _ = os.getloadavg()
     timing += ("\n\nDetection alone (U-Net on every slice, post-processing, localisation), "
-               "the detector already loaded; a real slice runs once per pixel size tried (5). "
+               "the detector already loaded; a real slice runs once per pixel size tried "
+               f"({len(sizes)}, and once more at the size its discs' spacing gives). "
                f"Load average after the run: {one:.1f} (1 min), {five:.1f} (5 min) on 2 cores.")
     benchlib.write_section("Disc detection time", timing, command, doc="benchmarks")
     print(body)
