@@ -60,7 +60,12 @@ def atomic_folder(path, replace=True):
                 raise FileExistsError(f"{path} exists already")
             old = os.path.join(folder, f".old-{uuid.uuid4().hex[:12]}-{name}")
             os.rename(path, old)
-        os.rename(tmp, path)
+        try:
+            os.rename(tmp, path)
+        except OSError:
+            if old:  # put the previous folder back
+                os.rename(old, path)
+            raise
         if old:
             shutil.rmtree(old)
     finally:
