@@ -54,3 +54,22 @@ def test_without_replace_an_existing_folder_is_an_error_and_kept(tmp_path):
         with atomic_folder(target, replace=False) as tmp:
             open(os.path.join(tmp, "second.txt"), "w").close()
     assert _names(target) == ["first.txt"] and _names(tmp_path) == ["1"]
+
+
+def test_a_failed_rename_puts_the_previous_folder_back(tmp_path, monkeypatch):
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    rename = os.rename
+
+    def failing(source, destination):
+        if os.path.basename(source).startswith(".tmp-"):
+            raise OSError("disk full")
+        rename(source, destination)
+
+    monkeypatch.setattr(os, "rename", failing)
+    with pytest.raises(OSError, match="disk full"):
+        with atomic_folder(target) as tmp:
+            with open(os.path.join(tmp, "new.txt"), "w") as f:
+                f.write("new")
+    assert _names(tmp_path) == ["out"] and _names(target) == ["old.txt"]
