@@ -188,24 +188,30 @@ def to_dict(config):
 
 
 def from_dict(cls, values):
-    """Builds dataclass ``cls`` from a nested dict, checking the keys.
+    """Builds dataclass ``cls`` from a nested dict, checking the keys; what the dict leaves
+    out keeps its default.
 
     Raises:
         ConfigError: naming an unknown key and the known ones.
     """
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs = {}
+    return _merged(cls(), values)
+
+
+def _merged(config, values):
+    """``config`` with the settings of a nested dict (e.g. a JSON file's) put over it."""
+    fields = {f.name for f in dataclasses.fields(config)}
+    changes = {}
     for key, value in values.items():
         if key not in fields:
-            raise ConfigError(f"unknown setting {cls.__name__}.{key}; known: {', '.join(fields)}")
-        kind = hints[key]
-        if dataclasses.is_dataclass(kind) and isinstance(value, dict):
-            value = from_dict(kind, value)
+            raise ConfigError(f"unknown setting {type(config).__name__}.{key}; known: "
+                              f"{', '.join(fields)}")
+        current = getattr(config, key)
+        if dataclasses.is_dataclass(current) and isinstance(value, dict):
+            value = _merged(current, value)
         elif isinstance(value, list):
             value = tuple(value)
-        kwargs[key] = value
-    return cls(**kwargs)
+        changes[key] = value
+    return dataclasses.replace(config, **changes)
 
 
 def save(config, path):
@@ -260,23 +266,6 @@ trains: a width-0.125 model, batch 32, 40 epochs at 10x the paper's learning rat
 stopping. Its data is the default (``phantom_small``); the demo trains it on the
 ``folder`` dataset it builds from its cohort.
 """
-
-
-def _merged(config, values):
-    """``config`` with the settings of a nested dict (e.g. a JSON file's) put over it."""
-    fields = {f.name for f in dataclasses.fields(config)}
-    changes = {}
-    for key, value in values.items():
-        if key not in fields:
-            raise ConfigError(f"unknown setting {type(config).__name__}.{key}; known: "
-                              f"{', '.join(fields)}")
-        current = getattr(config, key)
-        if dataclasses.is_dataclass(current) and isinstance(value, dict):
-            value = _merged(current, value)
-        elif isinstance(value, list):
-            value = tuple(value)
-        changes[key] = value
-    return dataclasses.replace(config, **changes)
 
 
 def preset(name="paper", config_path=None, assignments=()):
