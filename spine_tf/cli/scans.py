@@ -128,23 +128,22 @@ def _hotspots(args):
         raise UsageError("--model or --run-dir is needed")
     if args.measure and (args.scan or not args.run_dir):
         raise UsageError("--measure works on a run's split (--run-dir), not on a scan")
-    from spine_tf import hotspots
-    if args.measure:
-        from spine_tf.evaluation import runs
-        result, out = runs.measure_hotspots(
-            args.run_dir, split=args.split, augmentations=args.augmentations, seed=args.seed,
-            limit=args.discs, out_dir=args.out,
-            model_file=os.path.abspath(args.model) if args.model else rundir.BEST_MODEL)
-        print(hotspots.localisation_markdown(result))
-        print(f"table: {out}")
-        return 0
     if args.scan:
         return _scan_hotspots(args)
     from spine_tf.evaluation import runs
+    model_file = os.path.abspath(args.model) if args.model else rundir.BEST_MODEL
+    if args.measure:
+        from spine_tf import hotspots
+        result, out = runs.measure_hotspots(
+            args.run_dir, split=args.split, augmentations=args.augmentations, seed=args.seed,
+            limit=args.discs, out_dir=args.out, model_file=model_file)
+        print(hotspots.localisation_markdown(result))
+        print(f"table: {out}")
+        return 0
     paths, count, split = runs.explain_split(
         args.run_dir, args.tasks, split=args.split, discs=args.discs,
         augmentations=args.augmentations, seed=args.seed, out_dir=args.out,
-        model_file=os.path.abspath(args.model) if args.model else rundir.BEST_MODEL)
+        model_file=model_file)
     print(f"{count} discs of {split}: {', '.join(paths)}")
     return 0
 

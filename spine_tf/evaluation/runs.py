@@ -101,15 +101,12 @@ def explain_split(run_dir, task_names, split=None, discs=8, augmentations=hotspo
     Raises:
         SpineTFError: the split has no discs.
     """
-    config = config_lib.load(RunDir(run_dir).config)
-    split = split or config.data.test_split
-    examples = list(train.prepare_dataset(config.data).as_dataset(split=split)
-                    .take(discs).as_numpy_iterator())
+    model, data, split = run_model_and_split(run_dir, split, model_file)
+    examples = list(data.take(discs).as_numpy_iterator())
     if not examples:
         raise SpineTFError(f"split {split} of {run_dir} has no discs")
     volumes = np.stack([from_stored(e["disc_volume"]).numpy() for e in examples])
     levels = [f"{e['patient_id'].decode()} {tasks.LEVELS[e['level']]}" for e in examples]
-    model = model_lib.load_model(RunDir(run_dir).file(model_file))
     per_task = hotspots.Hotspots(model).explain(volumes, task_names,
                                                 augmentations=augmentations, seed=seed)
     paths = hotspots.save_outputs(out_dir or RunDir(run_dir).hotspots(split), split, volumes,
