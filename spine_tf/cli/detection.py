@@ -86,10 +86,18 @@ def _evaluate_detector(args):
           f"{args.pixel_size}")
     for part in ("overall", "lumbar"):
         figures = result[part]
-        print(f"  {part:<8} {figures['true_discs']:>5} discs  recall "
-              f"{100 * figures['recall']:.1f} %  precision {100 * figures['precision']:.1f} %  "
-              f"levels named right {100 * figures['level_accuracy']:.1f} %  centre error "
-              f"{figures['distance_mm_median']:.1f} mm (median)")
+        print(f"  {part:<8} {figures['true_discs']:>5} discs  "
+              + "  ".join(f"{label} {_percent(figures, key)}" for key, label in (
+                  ("recall", "recall"), ("precision", "precision"),
+                  ("level_accuracy", "levels named right")))
+              + f"  centre error {figures['distance_mm_median']:.1f} mm (median)")
     missed = [i for i in result["images"] if set(i["missed"]) & set(tasks.LEVELS)]
     print(f"  {len(missed)} images with a lumbar disc missed; per image: {path}")
     return 0
+
+
+def _percent(figures, key):
+    """'81.2 % (74.3-87.1)': a figure with its interval, in percent."""
+    interval = figures.get(f"{key}_interval")
+    return f"{100 * figures[key]:.1f} %" + (
+        f" ({100 * interval[0]:.1f}-{100 * interval[1]:.1f})" if interval else "")

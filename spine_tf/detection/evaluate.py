@@ -155,7 +155,8 @@ def _slice_results(manual_dir, detector, pixel_size):
         listed = pixel_size == "listed"
         scan = read_scan(item.path, spacing_mm=item.spacing_mm if listed else None)
         located = detection.detect(scan, detector)
-        yield item.series, located, match_boxes(located, item.boxes, item.spacing_mm)
+        yield item.series, item.patient, located, match_boxes(located, item.boxes,
+                                                              item.spacing_mm)
 
 
 def _mask_results(manual_dir, detector):
@@ -166,8 +167,8 @@ def _mask_results(manual_dir, detector):
         scan = read_scan(scan_path)
         mask = read_mask(mask_path, scan)
         located = detection.detect(scan, detector)
-        yield name, located, match(located, mask, scan.spacing_mm,
-                                   localisation.guess_convention(mask))
+        yield name, name, located, match(located, mask, scan.spacing_mm,
+                                         localisation.guess_convention(mask))
 
 
 def evaluate_folder(manual_dir, detector, pixel_size="listed"):
@@ -182,9 +183,10 @@ def evaluate_folder(manual_dir, detector, pixel_size="listed"):
             or ``"estimate"`` (read without one: the detector estimates it).
 
     Returns:
-        {"overall": ``summarise`` of every image, "lumbar": the same for the
-        discs T12-L1 .. L5-S1 only (boxes may count thoracic discs, which the
-        detector does not name), "images": per image its
+        {"overall": ``summarise`` of every image, with 95 % patient-bootstrap
+        intervals of recall, precision and level accuracy, "lumbar": the same
+        for the discs T12-L1 .. L5-S1 only (boxes may count thoracic discs,
+        which the detector does not name), "images": per image its
         name, ``summarise`` figures, the levels found and missed, the
         detector's pixel size and notes}.
     """
@@ -194,16 +196,32 @@ def evaluate_folder(manual_dir, detector, pixel_size="listed"):
     boxed = os.path.exists(os.path.join(manual_dir, spider_slices.SERIES_CSV))
     results = (_slice_results(manual_dir, detector, pixel_size) if boxed
                else _mask_results(manual_dir, detector))
-    every, detections, false, images = [], 0, 0, []
-    for name, located, (matches, found, wrong) in results:
-        every += matches
-        detections += found
-        false += wrong
+    per_image, images = [], []
+    for name, patient, located, (matches, found, wrong) in results:
+        per_image.append((patient, matches, found, wrong))
         images.append({"image": name, **summarise(matches, found, wrong),
                        "missed": [m.level for m in matches if not m.found],
                        "levels_wrong": [m.level for m in matches if m.level_correct is False],
                        "pixel_size_mm": located.pixel_size_mm, "notes": list(located.notes)})
-    lumbar = [m for m in every if m.level in tasks.LEVELS]
     return {"layout": "boxes" if boxed else "masks", "pixel_size": pixel_size,
-            "overall": summarise(every, detections, false),
-            "lumbar": summarise(lumbar, detections, false), "images": images}
+            "overall": _with_intervals(per_image, lambda m: True),
+            "lumbar": _with_intervals(per_image, lambda m: m.level in tasks.LEVELS),
+            "images": images}
+
+
+def _with_intervals(per_image, counted):
+    """``summarise`` of the ``counted`` matches of every image, with 95 % patient-bootstrap
+    intervals (``<figure>_interval``) of recall, precision and level accuracy."""
+    from spine_tf.modeling import metrics
+
+    def figures(items):
+        matches = [m for _, image, _, _ in items for m in image if counted(m)]
+        return summarise(matches, sum(item[2] for item in items),
+                         sum(item[3] for item in items))
+
+    result = figures(per_image)
+    samples = [figures([per_image[i] for i in draw]) for draw in
+               metrics.patient_bootstrap([patient for patient, *_ in per_image])]
+    for key in ("recall", "precision", "level_accuracy"):
+        result[f"{key}_interval"] = metrics.percentile_interval([s[key] for s in samples])
+    return result

@@ -128,4 +128,12 @@ def test_evaluate_detector_command_on_a_spider_folder(spider_slices_dir, tmp_pat
     # both images: the six lumbar discs found and named (the detector names no thoracic disc)
     assert result["lumbar"]["recall"] == 1.0 and result["lumbar"]["level_accuracy"] == 1.0
     assert result["images"][0]["missed"] == ["disc 7 from the bottom", "disc 8 from the bottom"]
-    assert "lumbar      12 discs  recall 100.0 %" in out
+    assert "lumbar      12 discs  recall 100.0 % (100.0-100.0)" in out
+    for part in ("overall", "lumbar"):  # 95 % patient-bootstrap intervals around each figure
+        for key in ("recall", "precision", "level_accuracy"):
+            low, high = result[part][f"{key}_interval"]
+            assert low <= result[part][key] <= high
+    # overall recall 12 of 15 (6 of 8 on 127_t2, 6 of 7 on 7_t2); resampling the two
+    # patients gives 12/16 (127 twice) to 12/14 (7 twice)
+    assert result["overall"]["recall"] == pytest.approx(12 / 15)
+    assert result["overall"]["recall_interval"] == pytest.approx((0.75, 6 / 7))
