@@ -2,9 +2,12 @@
 
 import time
 
+from spine_tf.cli.options import add_detector, dataset_detector
 from spine_tf.errors import UsageError
 
-BUILD_CONFIGS = ("phantom_small", "phantom", "phantom_large", "folder", "spider")
+BUILD_CONFIGS = ("phantom_small", "phantom", "phantom_large", "folder", "spider",
+                 "spider_slices")
+SOURCE_CONFIGS = ("folder", "spider", "spider_slices")
 
 
 def add_parsers(commands):
@@ -23,16 +26,20 @@ def add_parsers(commands):
 
     build = commands.add_parser("build-data", help="build the spine_discs TFDS dataset",
                                 description="Builds spine_discs (TFDS). Configs: phantom_small, "
-                                "phantom, phantom_large, folder, spider; --patients makes a "
-                                "phantom cohort of any size.")
+                                "phantom, phantom_large, folder, spider, spider_slices; "
+                                "--patients makes a phantom cohort of any size.")
     build.add_argument("--config", default="phantom_small", choices=BUILD_CONFIGS)
     build.add_argument("--patients", type=int, help="phantom cohort of this size instead")
     build.add_argument("--seed", type=int, default=0, help="phantom seed (with --patients)")
-    build.add_argument("--manual-dir", help="source folder for the folder and spider configs")
+    build.add_argument("--manual-dir",
+                       help="source folder for the folder, spider and spider_slices configs")
     build.add_argument("--data-dir", default=None, help="TFDS data dir (default: TFDS's)")
     build.add_argument("--workers", type=int, default=None)
     build.add_argument("--strict", action="store_true",
                        help="stop at the first unusable scan instead of skipping it")
+    add_detector(build)
+    build.add_argument("--no-detector", action="store_true",
+                       help="spider_slices: only the images whose boxes place their discs")
     build.set_defaults(run=_build_data)
 
 
@@ -55,10 +62,11 @@ def _build_data(args):
     config = spine_discs.phantom_config(args.patients, args.seed) if args.patients \
         else args.config
     source = config.source if args.patients else args.config
-    if source in ("folder", "spider") and not args.manual_dir:
+    if source in SOURCE_CONFIGS and not args.manual_dir:
         raise UsageError(f"--manual-dir is needed for {source}")
-    builder = spine_discs.builder(config, data_dir=args.data_dir, workers=args.workers,
-                                  strict=args.strict)
+    builder = spine_discs.builder(
+        config, data_dir=args.data_dir, workers=args.workers, strict=args.strict,
+        detect=dataset_detector(source, args.detector, use=not args.no_detector))
     builder.download_and_prepare(download_config=download_config(args.manual_dir))
     print_build(builder)
     return 0
@@ -80,6 +88,8 @@ def print_build(builder):
         content = builder.build_report()
     except FileNotFoundError:
         return
+    for source, count in content.get("examples_by_position", {}).items():
+        print(f"  {count:>6} discs placed from {source}")
     for item in content.get("skipped_scans", []):
         print(f"  skipped scan {item.get('patient')}: {item.get('reason')}")
     skipped = content.get("skipped_discs", [])

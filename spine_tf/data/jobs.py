@@ -17,6 +17,7 @@ from etils import epath
 
 from spine_tf import tasks
 from spine_tf.data.sources import disc_examples, folder_record, phantom_record, spider_record
+from spine_tf.data.spider_slices import slice_record
 from spine_tf.io.codec import to_stored
 from spine_tf.io.scan import ScanError
 from spine_tf.phantom.cohort import worker_context
@@ -27,11 +28,13 @@ class PatientJob:
     """One patient to extract.
 
     Attributes:
-        source: ``"phantom"``, ``"folder"`` or ``"spider"``.
+        source: ``"phantom"``, ``"folder"``, ``"spider"`` or ``"spider_slices"``.
         patient_id: the patient.
         file: its scan file (the patient id for phantoms), for the report.
-        args: ``(seed, index, PhantomConfig)`` for phantoms; ``(manual_dir,
-            labels)`` otherwise, ``labels`` holding this patient's rows only.
+        args: ``(seed, index, PhantomConfig)`` for phantoms; ``(image, labels,
+            Localisation or None)`` for spider_slices (``slice_record``);
+            ``(manual_dir, labels)`` otherwise, ``labels`` holding this
+            patient's rows only.
     """
 
     source: str
@@ -54,6 +57,8 @@ def patient_examples(job):
             record = folder_record(job.args[0], job.patient_id, job.args[1])
         elif job.source == "spider":
             record = spider_record(job.args[0], job.patient_id, job.args[1])
+        elif job.source == "spider_slices":
+            record = slice_record(*job.args)
         else:
             raise ValueError(f"unknown source {job.source!r}")
         return job.patient_id, disc_examples(record)
@@ -84,6 +89,8 @@ def extract_to_cache(item):
 def write_cache(path, examples):
     arrays = {
         "patient_id": np.array([e["patient_id"] for e in examples]),
+        "series": np.array([e["series"] for e in examples]),
+        "position_source": np.array([e["position_source"] for e in examples]),
         "level": np.array([e["level"] for e in examples]),
         "disc_volume": np.stack([to_stored(e["disc_volume"]) for e in examples]),
         "voxel_to_scan": np.stack([e["voxel_to_scan"] for e in examples]).astype(np.float64),
@@ -99,18 +106,19 @@ def write_cache(path, examples):
 
 
 def read_cache(path):
-    """Yields ``(key, example)`` for the discs cached in ``path``; key = patient/level."""
+    """Yields ``(key, example)`` for the discs cached in ``path``; key = series/level
+    (the patient id where a patient has one scan)."""
     with epath.Path(path).open("rb") as f:
         with np.load(f) as cached:
             arrays = {key: cached[key] for key in cached.files}
     for n in range(len(arrays["level"])):
         example = {key: arrays[key][n] for key in
                    ("disc_volume", "voxel_to_scan", "spacing_mm", "confidence", "lesion_boxes")}
-        example["patient_id"] = str(arrays["patient_id"][n])
-        example["level"] = str(arrays["level"][n])
+        for key in ("patient_id", "series", "position_source", "level"):
+            example[key] = str(arrays[key][n])
         for key in ("labels", "labels_reread"):
             example[key] = dict(zip(tasks.TASK_NAMES, arrays[key][n]))
-        yield f"{example['patient_id']}/{example['level']}", example
+        yield f"{example['series']}/{example['level']}", example
 
 
 def run_jobs(items, workers):

@@ -64,14 +64,20 @@ class PatientRecord:
     labels: dict  # level -> {task: int}
     reread: dict  # level -> {task: int}
     lesions: np.ndarray = None  # (slices, rows, cols, lesion tasks), internal frame
+    series: str = None  # the scan's own name where a patient has several; None: patient_id
+
+    @property
+    def scan_id(self):
+        return self.series or self.patient_id
 
 
-def split_of(patient_id):
-    """The split of a patient: 80/10/10 by a hash of its id (stable, order-free)."""
+def split_of(patient_id, percent=SPLIT_PERCENT):
+    """The split of a patient: ``percent`` (train, validation, test; default 80/10/10) by a
+    hash of its id (stable, order-free)."""
     bucket = int(hashlib.sha256(patient_id.encode()).hexdigest()[:8], 16) % 100
-    if bucket < SPLIT_PERCENT[0]:
+    if bucket < percent[0]:
         return SPLITS[0]
-    if bucket < SPLIT_PERCENT[0] + SPLIT_PERCENT[1]:
+    if bucket < percent[0] + percent[1]:
         return SPLITS[1]
     return SPLITS[2]
 
@@ -81,9 +87,10 @@ def disc_examples(record):
 
     Returns:
         (examples, skipped): ``examples`` is a list of dicts with keys
-        ``patient_id``, ``level``, ``disc_volume`` (float32), ``labels``,
-        ``labels_reread``, ``voxel_to_scan``, ``spacing_mm``, ``confidence``,
-        ``lesion_boxes``; ``skipped`` lists (level, reason) for discs that have
+        ``patient_id``, ``series`` (the scan), ``level``, ``disc_volume``
+        (float32), ``labels``, ``labels_reread``, ``voxel_to_scan``,
+        ``spacing_mm``, ``confidence``, ``position_source`` (the
+        Localisation's ``source``), ``lesion_boxes``; ``skipped`` lists (level, reason) for discs that have
         labels but could not be extracted.
     """
     volumes, skipped = extract(record.scan, record.localisation)
@@ -99,6 +106,7 @@ def disc_examples(record):
             boxes = -np.ones((len(tasks.LESION_TASKS), volume.volume.shape[-1], 4), np.float32)
         examples.append({
             "patient_id": record.patient_id,
+            "series": record.scan_id,
             "level": volume.level,
             "disc_volume": volume.volume,
             "labels": record.labels[volume.level],
@@ -106,6 +114,7 @@ def disc_examples(record):
             "voxel_to_scan": volume.voxel_to_scan,
             "spacing_mm": np.asarray(record.scan.spacing_mm, np.float32),
             "confidence": np.float32(volume.confidence),
+            "position_source": record.localisation.source,
             "lesion_boxes": boxes,
         })
     skipped = [(level, reason) for level, reason in skipped if level in record.labels]

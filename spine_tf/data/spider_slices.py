@@ -13,6 +13,17 @@ A folder in this layout holds::
 disc boxes. The listed spacing is the DICOM one of the original series and is
 wrong for some images that were resampled before export: callers decide
 whether to use it (``SpiderSlice.spacing_mm``) or let the detector estimate it.
+
+How the ``spider_slices`` dataset places and names each image's discs
+(``positions``): from its boxes where they are as many as the patient's graded
+discs (every IVD label from 1 up graded, so box N from the bottom is IVD label
+N), else from the disc detector, which names the lowest disc it finds above the
+sacrum L5-S1; without a detector such an image is skipped. Each disc records
+which (``position_source``). Thoracic discs (IVD label 7 and up) have no level
+in ``tasks.LEVELS``: their boxes shape their neighbours' bodies but they are
+not examples (docs/data.md). Extraction sizes the region from the disc and its
+bodies, so only the ratio of row to column spacing shapes a volume, not the
+pixel size itself.
 """
 
 import csv
@@ -21,11 +32,18 @@ import os
 
 import numpy as np
 
+from spine_tf import localisation
+from spine_tf.data.sources import PatientRecord
 from spine_tf.io.formats import ScanError
+from spine_tf.io.scan import read_scan
 
 SERIES_CSV = "series.csv"
 BOXES_CSV = "boxes.csv"
+GRADINGS_CSV = "radiological_gradings.csv"
 IMAGES = "images"
+SPLIT_PERCENT = (60, 20, 20)
+"""Train / validation / test shares of the patients: 165 patients hold too few discs for
+the usual 10 % to measure a grade with a useful interval."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,3 +126,53 @@ def read_slices(manual_dir):
         raise ScanError(f"{boxes_csv}: boxes for series not in {SERIES_CSV}: "
                         f"{', '.join(sorted(boxes))}")
     return slices
+
+
+def graded_numbers(gradings_path):
+    """{patient: sorted IVD labels graded} of SPIDER's gradings, thoracic discs included.
+
+    Raises:
+        ScanError: the file is missing or a row lacks Patient / IVD label.
+    """
+    graded = {}
+    for n, row in enumerate(_rows(gradings_path), start=2):
+        try:
+            graded.setdefault(row["Patient"].strip(), []).append(int(row["IVD label"]))
+        except (KeyError, AttributeError, ValueError) as error:
+            raise ScanError(f"{gradings_path}, line {n}: needs Patient and an integer "
+                            f"IVD label: {error}") from error
+    return {patient: sorted(numbers) for patient, numbers in graded.items()}
+
+
+def boxes_name_levels(image, numbers):
+    """Whether an image's boxes are the patient's graded discs, one each: as many boxes as
+    graded discs, graded 1 upwards with no gap."""
+    return bool(image.boxes) and numbers == list(range(1, len(image.boxes) + 1))
+
+
+def positions(image, numbers, detect=None):
+    """Where an image's discs are: a Localisation from its boxes (``boxes_name_levels``),
+    else ``detect(scan)`` (run where it is given: the detector needs TensorFlow, the
+    build's workers do not load it), else None."""
+    if boxes_name_levels(image, numbers):
+        return None  # from the boxes, in the worker (``slice_record``)
+    if detect is None:
+        return None
+    return detect(read_scan(image.path, spacing_mm=image.spacing_mm))
+
+
+def slice_record(image, labels, located=None):
+    """PatientRecord of one image: ``labels`` {level: labels} of its patient, its discs
+    from ``located`` or, where that is None, from its boxes.
+
+    Raises:
+        ScanError: the image cannot be read, or it has no boxes and no Localisation.
+    """
+    scan = read_scan(image.path, spacing_mm=image.spacing_mm)
+    if located is None:
+        if not image.boxes:
+            raise ScanError(f"{image.path}: no disc boxes and no detector to place its discs")
+        located = localisation.from_boxes(
+            [(box.from_bottom, (box.y0, box.x0, box.y1, box.x1)) for box in image.boxes],
+            scan.spacing_mm)
+    return PatientRecord(image.patient, scan, located, labels, reread={}, series=image.series)

@@ -7,11 +7,15 @@ Configs:
 - ``folder``: a folder of NIfTI scans with masks or landmarks and a labels
   CSV, given as ``manual_dir`` (layout in ``spine_tf.data.sources``).
 - ``spider``: the SPIDER set in ``manual_dir`` (needs ``spine-tf[mha]``).
+- ``spider_slices``: single real T2 slices with SPIDER's gradings in
+  ``manual_dir`` (``spine_tf.data.spider_slices``); discs placed from the boxes
+  or, given ``detect``, by the disc detector.
 
-Splits are by patient, 80/10/10 from a hash of the patient id
-(``sources.split_of``); a split without any usable patient is left out.
-Example keys are ``<patient>/<level>``, so TFDS's own check for duplicate keys
-across a split also catches a patient appearing twice. A scan that cannot be
+Splits are by patient, 80/10/10 (spider_slices: 60/20/20) from a hash of the
+patient id (``sources.split_of``); a split without any usable patient is left
+out. Example keys are ``<series>/<level>`` (series: the scan; the patient id
+where a patient has one), so TFDS's own check for duplicate keys across a
+split also catches a scan appearing twice. A scan that cannot be
 read or localised is skipped (``strict=True`` raises instead); skipped scans
 and labelled discs that could not be extracted are listed, with reasons, in
 ``build_report.json`` in the dataset folder (``builder.data_dir``;
@@ -32,7 +36,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from spine_tf import tasks
-from spine_tf.data import sources
+from spine_tf.data import sources, spider_slices
 from spine_tf.data.jobs import PatientJob, read_cache, run_jobs
 from spine_tf.tasks import VOLUME_SHAPE
 from spine_tf.io import labels as labels_io
@@ -47,21 +51,24 @@ class SpineDiscsConfig(tfds.core.BuilderConfig):
     """A source of patients for ``spine_discs``.
 
     Args:
-        source: ``"phantom"``, ``"folder"`` or ``"spider"``.
+        source: ``"phantom"``, ``"folder"``, ``"spider"`` or ``"spider_slices"``.
         patients: phantom cohort size.
         seed: phantom cohort seed.
         phantom: PhantomConfig of the phantom cohort.
+        split_percent: train / validation / test shares of the patients.
 
     How a build runs (worker processes, strictness) is not part of the
     dataset's identity: those are ``SpineDiscs`` arguments.
     """
 
-    def __init__(self, *, source, patients=0, seed=0, phantom=PhantomConfig(), **kwargs):
+    def __init__(self, *, source, patients=0, seed=0, phantom=PhantomConfig(),
+                 split_percent=sources.SPLIT_PERCENT, **kwargs):
         super().__init__(**kwargs)
         self.source = source
         self.patients = patients
         self.seed = seed
         self.phantom = phantom
+        self.split_percent = split_percent
 
 
 def phantom_config(patients, seed=0, phantom=PhantomConfig(), **kwargs):
@@ -78,16 +85,22 @@ class SpineDiscs(tfds.core.GeneratorBasedBuilder):
     Args:
         workers: processes for generation and extraction (default: all cores).
         strict: raise on the first unusable scan instead of skipping it.
+        detect: a function scan -> Localisation (the disc detector) for the
+            spider_slices images whose boxes do not place their discs; it runs
+            in this process.
         **kwargs: for ``tfds.core.GeneratorBasedBuilder`` (config, data_dir, ...).
     """
 
-    def __init__(self, *, workers=None, strict=False, **kwargs):
+    def __init__(self, *, workers=None, strict=False, detect=None, **kwargs):
         self.workers = workers
         self.strict = strict
+        self.detect = detect
         super().__init__(**kwargs)
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.0.0": "First release.",
+                     "1.1.0": "Examples name their scan (series) and where their position "
+                              "came from (position_source); the spider_slices config."}
     BUILDER_CONFIGS = [
         SpineDiscsConfig(name="phantom_small", source="phantom", patients=24,
                          description="Phantom cohort, 24 patients (tests, demos)."),
@@ -99,12 +112,17 @@ class SpineDiscs(tfds.core.GeneratorBasedBuilder):
                          description="NIfTI scans + masks or landmarks + labels CSV."),
         SpineDiscsConfig(name="spider", source="spider",
                          description="SPIDER lumbar MRI (manual download; mapping in README)."),
+        SpineDiscsConfig(name="spider_slices", source="spider_slices",
+                         split_percent=spider_slices.SPLIT_PERCENT,
+                         description="Single real T2 slices with SPIDER's gradings."),
     ]
     MANUAL_DOWNLOAD_INSTRUCTIONS = """\
     folder: put scans/<patient>.nii.gz, masks/<patient>.nii.gz or
     landmarks/<patient>.json, and labels.csv in manual_dir (README, "Folder layout").
     spider: download SPIDER (https://zenodo.org/records/10159290) and unpack it so that
     manual_dir holds images/<id>_t2.mha, masks/<id>_t2.mha and radiological_gradings.csv.
+    spider_slices: manual_dir holds images/<series>.png, series.csv,
+    radiological_gradings.csv and optionally boxes.csv (docs/data.md).
     """
 
     def _info(self):
@@ -126,6 +144,12 @@ class SpineDiscs(tfds.core.GeneratorBasedBuilder):
                 "labels": label("The labels"),
                 "labels_reread": label("A second reading (phantoms), all -1 otherwise"),
                 "patient_id": tfds.features.Text(doc="Patient id (the split comes from it)."),
+                "series": tfds.features.Text(
+                    doc="The scan the disc was cut from (the patient id where a patient has "
+                        "one)."),
+                "position_source": tfds.features.Text(
+                    doc="Where the disc's position and level came from: mask, landmarks, "
+                        "boxes or detector."),
                 "level": tfds.features.ClassLabel(names=tasks.LEVELS,
                                                   doc="Disc level, T12-L1 (0) .. L5-S1 (5)."),
                 "voxel_to_scan": tfds.features.Tensor(
@@ -162,6 +186,7 @@ class SpineDiscs(tfds.core.GeneratorBasedBuilder):
         cache.mkdir(parents=True, exist_ok=True)
         by_split = {split: [] for split in sources.SPLITS}
         examples = {split: 0 for split in sources.SPLITS}
+        by_position = {}
         items = [(job, os.fspath(cache / f"{n:06d}.npz")) for n, job in enumerate(jobs)]
         with contextlib.closing(run_jobs(items, self.workers)) as results:
             for job, (pid, outcome) in zip(jobs, tfds.core.utils.tqdm(
@@ -177,12 +202,17 @@ class SpineDiscs(tfds.core.GeneratorBasedBuilder):
                 report["skipped_discs"].extend({"patient": pid, "level": level, "reason": reason}
                                                for level, reason in skipped)
                 if count:
-                    split = sources.split_of(pid)
+                    split = sources.split_of(pid, self.builder_config.split_percent)
                     by_split[split].append(cache_path)
                     examples[split] += count
+                if job.source == "spider_slices":
+                    position = job.args[2].source if job.args[2] is not None else "boxes"
+                    by_position[position] = by_position.get(position, 0) + count
         report["patients"] = len({job.patient_id for job in jobs}
                                  | {item["patient"] for item in report["skipped_scans"]})
         report["examples"] = {split: n for split, n in examples.items() if n}
+        if by_position:
+            report["examples_by_position"] = by_position
         self._write_report(report)
         if not any(by_split.values()):
             reasons = "; ".join(item["reason"] for item in report["skipped_scans"][:3])
@@ -216,6 +246,8 @@ class SpineDiscs(tfds.core.GeneratorBasedBuilder):
                     for i in range(config.patients)]
             return jobs, report
         manual_dir = os.fspath(dl_manager.manual_dir)
+        if config.source == "spider_slices":
+            return self._slice_jobs(manual_dir, report)
         if config.source == "folder":
             ids = sources.folder_patients(manual_dir)  # checks the layout first
             table = labels_io.read_labels(os.path.join(manual_dir, "labels.csv"))
@@ -251,6 +283,55 @@ class SpineDiscs(tfds.core.GeneratorBasedBuilder):
             jobs.append(PatientJob(config.source, pid, files[pid], (manual_dir, rows[pid])))
         return jobs, report
 
+    def _slice_jobs(self, manual_dir, report):
+        """One job per image of a spider_slices folder; the detector runs here for the
+        images whose boxes do not place their discs. Report: ``positions`` counts the
+        images by where their discs' positions came from."""
+        images = spider_slices.read_slices(manual_dir)  # checks the layout first
+        gradings = os.path.join(manual_dir, spider_slices.GRADINGS_CSV)
+        table = sources.read_spider_gradings(gradings)
+        numbers = spider_slices.graded_numbers(gradings)
+        rows = {}
+        for (pid, level), value in table.items():
+            rows.setdefault(pid, {})[level] = value
+        jobs, counts = [], {}
+        for image in tfds.core.utils.tqdm(images, desc="Placing discs", unit=" images",
+                                          leave=False):
+            if image.patient not in rows:
+                report["skipped_scans"].append({
+                    "patient": image.patient, "file": image.path,
+                    "reason": f"{image.path}: no lumbar disc of patient {image.patient} is "
+                              f"graded in {spider_slices.GRADINGS_CSV}"})
+                continue
+            patient_numbers = numbers.get(image.patient, [])
+            try:
+                located = spider_slices.positions(image, patient_numbers, self.detect)
+            except ScanError as error:
+                if self.strict:
+                    raise
+                report["skipped_scans"].append({"patient": image.patient, "file": image.path,
+                                                 "reason": str(error)})
+                continue
+            if located is None and not spider_slices.boxes_name_levels(image, patient_numbers):
+                reason = (f"{image.path}: its {len(image.boxes)} boxes are not the patient's "
+                          f"{len(patient_numbers)} graded discs" if image.boxes
+                          else f"{image.path}: no disc boxes")
+                report["skipped_scans"].append({
+                    "patient": image.patient, "file": image.path,
+                    "reason": reason + "; a detector places such discs (spine-tf build-data "
+                                       "passes the shipped one)"})
+                continue
+            source = located.source if located is not None else "boxes"
+            counts[source] = counts.get(source, 0) + 1
+            if located is not None:
+                report.setdefault("placed_by_detector", []).append({
+                    "file": image.path, "levels": [disc.level for disc in located.discs],
+                    "pixel_size_mm": located.pixel_size_mm, "notes": list(located.notes)})
+            jobs.append(PatientJob("spider_slices", image.patient, image.path,
+                                   (image, rows[image.patient], located)))
+        report["positions"] = counts
+        return jobs, report
+
     def _source_name(self, dl_manager):
         if self.builder_config.source == "phantom":
             return f"phantom cohort (seed {self.builder_config.seed})"
@@ -265,14 +346,19 @@ class SpineDiscs(tfds.core.GeneratorBasedBuilder):
         """The build report of the prepared dataset (``build_report.json``) as a dict.
 
         Keys: ``skipped_scans`` (patient, file, reason), ``skipped_discs``
-        (patient, level, reason), ``patients`` and ``examples`` per split.
+        (patient, level, reason), ``patients`` and ``examples`` per split;
+        spider_slices also ``positions`` (images per position source),
+        ``examples_by_position`` (discs per position source) and
+        ``placed_by_detector`` (file, levels found, pixel size, notes).
         """
         return json.loads((epath.Path(self.data_dir) / REPORT_NAME).read_text())
 
 
-def builder(config="phantom_small", data_dir=None, workers=None, strict=False, **kwargs):
+def builder(config="phantom_small", data_dir=None, workers=None, strict=False, detect=None,
+            **kwargs):
     """A SpineDiscs builder by config name or SpineDiscsConfig (see SpineDiscs)."""
-    return SpineDiscs(config=config, data_dir=data_dir, workers=workers, strict=strict, **kwargs)
+    return SpineDiscs(config=config, data_dir=data_dir, workers=workers, strict=strict,
+                      detect=detect, **kwargs)
 
 
 __all__ = ["SpineDiscs", "SpineDiscsConfig", "builder", "phantom_config"]

@@ -198,7 +198,8 @@ def locate(probabilities, heat, spacing):
     if not candidates:
         return localisation.Localisation([], [("scan", "the detector found no disc between "
                                                        "two vertebral bodies (no lumbar spine "
-                                                       "in view?)")], notes)
+                                                       "in view?)")], notes,
+                                          source="detector")
     if len(candidates) > len(line):
         notes.append(f"{len(candidates) - len(line)} disc-like detection(s) off the spine's "
                      "line (or above T12-L1) ignored")
@@ -218,7 +219,7 @@ def locate(probabilities, heat, spacing):
              for d in located.discs]
     skipped = [(level, "not found by the detector" if "not in the mask" in reason else reason)
                for level, reason in located.skipped]
-    return localisation.Localisation(discs, skipped, notes)
+    return localisation.Localisation(discs, skipped, notes, source="detector")
 
 
 def _to_scan(location, factors):
@@ -250,7 +251,7 @@ def from_outputs(probabilities, heat, factors, spacing_mm):
     spacing = np.array([spacing_mm[0], *(spacing_mm[1:] / np.asarray(factors))])
     located = locate(probabilities, heat, spacing)
     return localisation.Localisation([_to_scan(d, factors) for d in located.discs],
-                                     located.skipped, located.notes)
+                                     located.skipped, located.notes, source="detector")
 
 
 PIXEL_SEARCH_MM = tuple(float(f"{s:.3g}") for s in np.geomspace(0.25, 2.0, 8))
@@ -326,4 +327,4 @@ def detect(scan, detector, pixel_sizes=None):
     scale = float(scan.spacing_mm[1]) / best_size
     discs = [dataclasses.replace(d, height_mm=d.height_mm * scale) for d in best.discs]
     return localisation.Localisation(discs, best.skipped, best.notes + [note],
-                                     pixel_size_mm=best_size)
+                                     pixel_size_mm=best_size, source="detector")

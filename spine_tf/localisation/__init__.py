@@ -17,7 +17,7 @@ from spine_tf.io import landmarks as landmarks_io
 from spine_tf.io.scan import ScanError, read_mask
 from spine_tf.localisation.boxes import from_boxes, level_from_bottom
 from spine_tf.localisation.landmarks import disc_between, from_landmarks
-from spine_tf.localisation.locations import (BodyLocation, DiscLocation, Localisation,
+from spine_tf.localisation.locations import (SOURCES, BodyLocation, DiscLocation, Localisation,
                                              body_height_mm, normal_up)
 from spine_tf.localisation.masks import (BINARY, SPIDER, disc_geometry, from_mask,
                                          guess_convention)
@@ -47,7 +47,7 @@ def localise(scan, mask_path=None, landmarks_path=None, detect=None):
     return detect(scan)
 
 
-__all__ = ["BINARY", "SPIDER", "BodyLocation", "DiscLocation", "Localisation", "body_height_mm",
+__all__ = ["BINARY", "SOURCES", "SPIDER", "BodyLocation", "DiscLocation", "Localisation", "body_height_mm",
            "disc_between", "disc_geometry", "from_boxes", "from_landmarks", "from_mask",
            "guess_convention",
            "level_from_bottom", "localise", "normal_up"]

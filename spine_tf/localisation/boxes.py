@@ -71,7 +71,7 @@ def from_boxes(boxes, spacing_mm, mid_slice=0.0):
     if len(ordered) < 2:
         return Localisation([], [(level_from_bottom(n) or f"disc {n} from the bottom",
                                   "a single disc box gives no spine line to orient it by")
-                                 for n, _ in ordered])
+                                 for n, _ in ordered], source="boxes")
     edges = np.array([box for _, box in ordered], np.float64)
     centres = (edges[:, :2] + edges[:, 2:]) / 2 * scale  # (row, col) mm
     extents = np.abs(edges[:, 2:] - edges[:, :2]) * scale
@@ -114,4 +114,4 @@ def from_boxes(boxes, spacing_mm, mid_slice=0.0):
         found.append(DiscLocation(
             level=level, centre=np.array([float(mid_slice), *(centres[k] / scale)]),
             axis=axes[k], height_mm=heights[k], upper=bodies[k], lower=bodies[k + 1]))
-    return Localisation(found, skipped)
+    return Localisation(found, skipped, source="boxes")

@@ -49,7 +49,7 @@ def from_landmarks(vertebrae, scan):
                                              for n in names if n in outside)))
         else:
             found.append(disc_between(level, bodies[names[0]], bodies[names[1]], spacing))
-    return Localisation(found, skipped)
+    return Localisation(found, skipped, source="landmarks")
 
 
 def disc_between(level, upper, lower, spacing_mm):

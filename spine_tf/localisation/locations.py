@@ -49,6 +49,10 @@ class DiscLocation:
     confidence: float = 1.0
 
 
+SOURCES = ("mask", "landmarks", "boxes", "detector")
+"""What a Localisation's positions can come from, surest first."""
+
+
 @dataclasses.dataclass
 class Localisation:
     """The discs found in a scan (top to bottom) and those that were not usable.
@@ -56,12 +60,15 @@ class Localisation:
     ``notes``: sentences about what a detector ignored or assumed.
     ``pixel_size_mm``: the in-plane pixel size the detector chose for a
     picture that recorded none (None: the scan's own was used).
+    ``source``: where the positions and level names came from: ``"mask"``,
+    ``"landmarks"``, ``"boxes"`` or ``"detector"`` (SOURCES).
     """
 
     discs: list
     skipped: list  # (level or description, reason)
     notes: list = dataclasses.field(default_factory=list)
     pixel_size_mm: float = None
+    source: str = ""
 
     def by_level(self):
         return {disc.level: disc for disc in self.discs}

@@ -86,7 +86,7 @@ def from_mask(mask, spacing_mm, convention=SPIDER):
     order = {level: i for i, level in enumerate(tasks.LEVELS)}
     found.sort(key=lambda d: order[d.level])
     skipped.sort(key=lambda item: order.get(item[0], -1))
-    return Localisation(found, skipped)
+    return Localisation(found, skipped, source="mask")
 
 
 def disc_geometry(binary, spacing_mm):

@@ -1,0 +1,132 @@
+"""The spider_slices config of spine_discs, built through ``spine-tf build-data`` from a few
+real SPIDER images: discs placed from boxes or by the detector, split by patient, keys and
+labels per image."""
+
+import csv
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from spine_tf.cli import main
+from spine_tf.data import sources, spider_slices, spine_discs
+
+SERIES = ("104_t2", "127_t2", "127_t2_SPACE", "151_t2", "100_t2")
+"""104: 7 boxes, 7 graded discs; 127: two images of one patient, 8 boxes each; 151: 7 boxes
+but 6 graded discs (the detector places them); 100: no boxes."""
+
+
+def _subset(source, target, series):
+    """A spider_slices folder holding only ``series`` (and their patients' gradings)."""
+    (target / "images").mkdir(parents=True)
+    for name in series:
+        shutil.copy(source / "images" / f"{name}.png", target / "images")
+    patients = set()
+    for name, key, column in (("series.csv", "series", "series"),
+                              ("boxes.csv", "series", "series"),
+                              ("radiological_gradings.csv", "patient", "Patient")):
+        with open(source / name, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            rows = [row for row in reader
+                    if (row[column] in series if key == "series" else row[column] in patients)]
+            fields = reader.fieldnames
+        if name == "series.csv":
+            patients = {row["patient"] for row in rows}
+        with open(target / name, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fields)
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+def _build(manual_dir, data_dir, *flags):
+    main(["build-data", "--config", "spider_slices", "--manual-dir", str(manual_dir),
+          "--data-dir", str(data_dir), "--workers", "1", *flags])
+    return spine_discs.builder("spider_slices", data_dir=str(data_dir))
+
+
+def _examples(builder):
+    out = []
+    for split in builder.info.splits:
+        for example in tfds.as_numpy(builder.as_dataset(split=split)):
+            out.append((split, example))
+    return out
+
+
+@pytest.fixture(scope="module")
+def built(spider_slices_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("spider-subset")
+    _subset(spider_slices_dir, folder, SERIES)
+    builder = _build(folder, tmp_path_factory.mktemp("data"))
+    return folder, builder, _examples(builder)
+
+
+def test_discs_come_from_boxes_where_they_name_the_graded_discs(built):
+    _, builder, examples = built
+    by_series = {}
+    for _, example in examples:
+        by_series.setdefault(example["series"].decode(), set()).add(
+            example["position_source"].decode())
+    assert by_series["104_t2"] == {"boxes"}
+    assert by_series["127_t2"] == by_series["127_t2_SPACE"] == {"boxes"}
+    assert by_series["151_t2"] == {"detector"} and by_series["100_t2"] == {"detector"}
+    report = builder.build_report()
+    assert report["positions"] == {"boxes": 3, "detector": 2}
+    placed = {item["file"].rsplit("/", 1)[-1]: item for item in report["placed_by_detector"]}
+    assert set(placed) == {"151_t2.png", "100_t2.png"}
+    assert all(0.25 <= item["pixel_size_mm"] <= 2.0 for item in placed.values())
+    boxed = sum(1 for _, e in examples if e["position_source"] == b"boxes")
+    assert report["examples_by_position"]["boxes"] == boxed
+    assert boxed == 6 + 6 + 6  # the six lumbar discs of 104 and of both images of 127
+
+
+def test_labels_levels_and_splits_follow_the_patient(built, spider_slices_dir):
+    _, builder, examples = built
+    gradings = sources.read_spider_gradings(spider_slices_dir / "radiological_gradings.csv")
+    levels = builder.info.features["level"].names
+    keys = set()
+    for split, example in examples:
+        patient = example["patient_id"].decode()
+        assert split == sources.split_of(patient, spider_slices.SPLIT_PERCENT)
+        level = levels[example["level"]]
+        expected = gradings[(patient, level)]
+        assert {k: int(v) for k, v in example["labels"].items()} == expected
+        volume = example["disc_volume"]
+        assert volume[..., 4].max() > 0 and not volume[..., [0, 1, 2, 3, 5, 6, 7, 8]].any()
+        keys.add((example["series"].decode(), level))
+    assert len(keys) == len(examples)  # one example per image and level
+    patient_127 = {split for split, e in examples if e["patient_id"] == b"127"}
+    assert len(patient_127) == 1 and {("127_t2", "L5-S1"), ("127_t2_SPACE", "L5-S1")} <= keys
+
+
+def test_without_a_detector_unplaced_images_are_skipped_with_the_reason(built, tmp_path):
+    folder, _, _ = built
+    builder = _build(folder, tmp_path, "--no-detector")
+    report = builder.build_report()
+    reasons = {item["file"].rsplit("/", 1)[-1]: item["reason"] for item in report["skipped_scans"]}
+    assert set(reasons) == {"151_t2.png", "100_t2.png"}
+    assert "its 7 boxes are not the patient's 6 graded discs" in reasons["151_t2.png"]
+    assert "no disc boxes; a detector places such discs" in reasons["100_t2.png"]
+    assert report["positions"] == {"boxes": 3}
+    assert sum(info.num_examples for info in builder.info.splits.values()) == 18
+
+
+def test_graded_numbers_and_box_matching(spider_slices_dir):
+    numbers = spider_slices.graded_numbers(spider_slices_dir / "radiological_gradings.csv")
+    images = {i.series: i for i in spider_slices.read_slices(spider_slices_dir)}
+    assert numbers["104"] == [1, 2, 3, 4, 5, 6, 7]
+    assert spider_slices.boxes_name_levels(images["104_t2"], numbers["104"])
+    assert not spider_slices.boxes_name_levels(images["151_t2"], numbers["151"])
+    assert not spider_slices.boxes_name_levels(images["100_t2"], numbers["100"])
+    matched = [i for i in images.values()
+               if spider_slices.boxes_name_levels(i, numbers.get(i.patient, []))]
+    assert len(matched) == 73  # as the data's README counts
+
+
+def test_split_percent_is_a_config_fact():
+    assert spine_discs.SpineDiscs.builder_configs["spider_slices"].split_percent == (60, 20, 20)
+    assert spine_discs.SpineDiscs.builder_configs["phantom"].split_percent == (80, 10, 10)
+    ids = [str(n) for n in range(2000)]
+    shares = [np.mean([sources.split_of(i, (60, 20, 20)) == s for i in ids])
+              for s in sources.SPLITS]
+    np.testing.assert_allclose(shares, (0.6, 0.2, 0.2), atol=0.03)
