@@ -19,6 +19,8 @@ from spine_tf.errors import SpineTFError
 from spine_tf.io.atomic import write_json
 
 STRATEGIES = ("default", "mirrored", "multiworker")
+INPUT_SLICES = (9, 1)
+"""The model input modes: the whole 9-slice disc volume, or its centre slice only."""
 
 
 class ConfigError(SpineTFError, KeyError):
@@ -38,11 +40,28 @@ class ModelConfig:
         width: multiplies every layer's filters and units (1 = the paper's
             size, 182,765,777 parameters at conv5); e.g. 0.125 for tests.
         dropout: dropout rate after fc6 and fc7.
+        input_slices: what of the 112 x 224 x 9 disc volume the model sees:
+            9, the whole volume (the paper's, default), or 1, the centre
+            (mid-sagittal) slice only, for data with one sagittal slice per
+            disc (2D pictures, whose 8 neighbour slices extraction
+            zero-pads). Either way the model's input is the whole volume.
+            A 1-slice model's slice window never moves: its training
+            augmentation has ``shift_slices`` 0 and ``flip_probability`` 0
+            whatever the config file says (``AugmentConfig.for_input_slices``,
+            applied when an ExperimentConfig is made), since a shift puts a
+            zero-padded neighbour in the centre and a flip leaves the centre
+            slice where it is. Any other value is a ConfigError.
     """
 
     branch_point: str = "conv5"
     width: float = 1.0
     dropout: float = 0.5
+    input_slices: int = 9
+
+    def __post_init__(self):
+        if type(self.input_slices) is not int or self.input_slices not in INPUT_SLICES:
+            raise ConfigError(f"model.input_slices must be 9 (the disc volume) or 1 (its "
+                              f"centre slice only), not {self.input_slices!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +92,17 @@ class AugmentConfig:
     intensity: float = 0.1
     flip_probability: float = 0.5
     mirror_probability: float = 0.0
+
+    def for_input_slices(self, input_slices):
+        """The ranges a model of ``input_slices`` (``ModelConfig``) is augmented with.
+
+        9: these ranges as they are. 1: no slice shift and no slice flip (a
+        centre-slice model sees only slice 4; a shift would show it a
+        zero-padded neighbour, a flip shows it the same slice again).
+        """
+        if input_slices == 1:
+            return dataclasses.replace(self, shift_slices=0, flip_probability=0.0)
+        return self
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,12 +204,25 @@ class TrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
-    """Everything a training run needs."""
+    """Everything a training run needs.
+
+    The pipeline's augmentation is the one the model's input mode allows
+    (``AugmentConfig.for_input_slices``): made with ``model.input_slices=1``,
+    the config holds (and a run saves) ``shift_slices`` 0 and
+    ``flip_probability`` 0.
+    """
 
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     pipeline: PipelineConfig = PipelineConfig()
     train: TrainConfig = TrainConfig()
+
+    def __post_init__(self):
+        augmentation = self.pipeline.augmentation.for_input_slices(self.model.input_slices)
+        if augmentation != self.pipeline.augmentation:
+            # frozen: the one place the input mode's augmentation rule is applied
+            object.__setattr__(self, "pipeline", dataclasses.replace(
+                self.pipeline, augmentation=augmentation))
 
 
 def to_dict(config):
@@ -287,7 +330,7 @@ def preset(name="paper", config_path=None, assignments=()):
     return override(config, list(assignments))
 
 
-__all__ = ["AugmentConfig", "ConfigError", "DataConfig", "ExperimentConfig", "ModelConfig",
-           "PipelineConfig",
+__all__ = ["AugmentConfig", "ConfigError", "DataConfig", "ExperimentConfig", "INPUT_SLICES",
+           "ModelConfig", "PipelineConfig",
            "PRESETS", "STRATEGIES", "TrainConfig", "from_dict", "load", "override", "preset",
            "save", "to_dict"]

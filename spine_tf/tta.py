@@ -9,6 +9,11 @@ shifts (0, -1, +1). The views are ``spine_tf.augment.apply`` with fixed draws
 once; ``views`` makes them faster by gathering the voxels that ``augment``
 says each view reads.
 
+A 1-slice model (``ModelConfig.input_slices``) sees the centre slice only,
+so it gets the 9 in-plane positions of the unmoved slice window
+(``CENTRE_VIEWS``; ``views_for``): a slice shift would put a zero-padded
+neighbour in the centre, and a reversed window has the same centre slice.
+
 ``views`` and ``tta_probabilities`` are pure TF (they run inside a
 ``tf.function`` or a SavedModel signature); ``predict`` runs a Keras model
 over arrays or a ``tf.data.Dataset`` through compiled functions and returns
@@ -28,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from spine_tf import augment, tasks
+from spine_tf.modeling.model import input_slices
 from spine_tf.tasks import VOLUME_SHAPE
 
 SHIFT_PX = 16
@@ -49,6 +55,9 @@ VIEWS = tuple((cols, rows, flip, slices) for flip, slices in SLICE_ORDERS
 in-plane position-minor; ``VIEWS[0]`` is the identity view."""
 
 NUM_VIEWS = len(VIEWS)
+CENTRE_VIEWS = tuple(view for view in VIEWS if view[2:] == (False, 0))
+"""The 9 views of a 1-slice model: the in-plane positions of the unflipped, unshifted
+window (``VIEWS[:9]``)."""
 PLAIN_BATCH = 64
 """Discs per forward batch without TTA."""
 
@@ -90,6 +99,23 @@ def view_draws(batch, view_list=VIEWS):
     return {k: tf.tile(v, multiples) for k, v in _draws(view_list).items()}
 
 
+def views_for(model):
+    """The views the TTA of ``model`` averages: ``VIEWS`` (54) for a 9-slice model,
+    ``CENTRE_VIEWS`` (9) for a 1-slice model (``modeling.model.input_slices``)."""
+    return CENTRE_VIEWS if input_slices(model) == 1 else VIEWS
+
+
+def _arrangements(view_list):
+    """The ``SLICE_ORDERS`` indices of a view list made of whole slice arrangements x the 9
+    positions, in ``VIEWS`` order (as ``VIEWS`` and ``CENTRE_VIEWS`` are); ValueError if not."""
+    orders = tuple(dict.fromkeys(tuple(view[2:]) for view in view_list))
+    whole = tuple((cols, rows) + order for order in orders for cols, rows in POSITIONS)
+    if tuple(map(tuple, view_list)) != whole or not set(orders) <= set(SLICE_ORDERS):
+        raise ValueError("a view list must be whole slice arrangements of SLICE_ORDERS, each "
+                         "with the 9 POSITIONS, in VIEWS order")
+    return [SLICE_ORDERS.index(order) for order in orders]
+
+
 @functools.lru_cache(maxsize=None)
 def _source_indices():
     """Where each view reads, found by ``augment.apply`` on volumes of voxel numbers.
@@ -116,29 +142,33 @@ def _source_indices():
                 np.where(slices.numpy() < 0, depth, slices.numpy()).astype(np.int32))
 
 
-def views(volumes):
-    """The 54 views of every disc volume.
+def views(volumes, view_list=VIEWS):
+    """The views of every disc volume (the 54 ``VIEWS`` by default).
 
     Equal to ``augment.apply`` with ``view_draws`` (the tests check it voxel
-    for voxel), made as two gathers: the 6 slice arrangements of each disc,
+    for voxel), made as two gathers: the slice arrangements of each disc,
     then the 9 in-plane positions of each arrangement, with the source
     indices ``augment`` gives (in-plane shifts and slice moves commute).
     That is 5x faster than warping 54 copies.
 
     Args:
         volumes: float (batch, 112, 224, 9).
+        view_list: ``VIEWS``, ``CENTRE_VIEWS``, or any whole slice
+            arrangements x the 9 positions in ``VIEWS`` order.
 
     Returns:
-        float32 (batch * 54, 112, 224, 9), disc-major in ``VIEWS`` order.
+        float32 (batch * V, 112, 224, 9), disc-major in ``view_list`` order.
     """
     rows, cols, depth = VOLUME_SHAPE
     pixels, slices = _source_indices()
+    slices = slices[_arrangements(view_list)]
     volumes = tf.convert_to_tensor(volumes, tf.float32)
     flat = tf.reshape(volumes, (-1, rows * cols, depth))
     flat = tf.pad(flat, [[0, 0], [0, 1], [0, 1]])  # a zero pixel and a zero slice to read
-    arranged = tf.gather(flat, tf.constant(slices), axis=2)  # (b, pixels + 1, 6, depth)
-    arranged = tf.transpose(arranged, (0, 2, 1, 3))  # (b, 6, pixels + 1, depth)
-    moved = tf.gather(arranged, tf.constant(pixels), axis=2)  # (b, 6, 9, pixels, depth)
+    # a = the arrangements asked for (6 for VIEWS)
+    arranged = tf.gather(flat, tf.constant(slices), axis=2)  # (b, pixels + 1, a, depth)
+    arranged = tf.transpose(arranged, (0, 2, 1, 3))  # (b, a, pixels + 1, depth)
+    moved = tf.gather(arranged, tf.constant(pixels), axis=2)  # (b, a, 9, pixels, depth)
     return tf.reshape(moved, (-1, rows, cols, depth))
 
 
@@ -148,14 +178,15 @@ def _as_list(logits):
     return list(logits)
 
 
-def tta_probabilities(logits_fn, volumes):
-    """Softmax probabilities averaged over the 54 views of each disc.
+def tta_probabilities(logits_fn, volumes, view_list=VIEWS):
+    """Softmax probabilities averaged over the views of each disc.
 
     Args:
         logits_fn: callable from a (n, 112, 224, 9) batch to the logits per
             task (a list in task order, or a dict by task name): a Keras
             model, or a function wrapping one.
         volumes: float (batch, 112, 224, 9).
+        view_list: the views to average (``views_for(model)``; default the 54).
 
     Returns:
         list in task order of float32 (batch, classes) tensors.
@@ -163,9 +194,9 @@ def tta_probabilities(logits_fn, volumes):
     volumes = tf.convert_to_tensor(volumes, tf.float32)
     batch = tf.shape(volumes)[0]
     outputs = []
-    for task, logits in zip(tasks.TASKS, _as_list(logits_fn(views(volumes)))):
+    for task, logits in zip(tasks.TASKS, _as_list(logits_fn(views(volumes, view_list)))):
         probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
-        per_view = tf.reshape(probabilities, (batch, NUM_VIEWS, task.num_classes))
+        per_view = tf.reshape(probabilities, (batch, len(view_list), task.num_classes))
         outputs.append(tf.reduce_mean(per_view, axis=1))
     return outputs
 
@@ -179,10 +210,11 @@ def _compiled_tta(model):
     function = _COMPILED.get(model)
     if function is None:
         ref = weakref.ref(model)
+        view_list = views_for(model)
 
         @tf.function(input_signature=[_VOLUMES])
         def function(volumes):
-            return tta_probabilities(lambda x: ref()(x, training=False), volumes)
+            return tta_probabilities(lambda x: ref()(x, training=False), volumes, view_list)
 
         _COMPILED[model] = function
     return function
@@ -218,7 +250,7 @@ def _batches(volumes_or_dataset, size):
 
 
 def predict(model, volumes_or_dataset, tta=True, discs_per_batch=1):
-    """Probabilities per task for disc volumes, with or without the 54-view TTA.
+    """Probabilities per task for disc volumes, with or without the TTA (``views_for``).
 
     Args:
         model: a SpineNet Keras model (list outputs in task order).
@@ -226,10 +258,11 @@ def predict(model, volumes_or_dataset, tta=True, discs_per_batch=1):
             (112, 224, 9)), or a ``tf.data.Dataset``, batched or not, of
             volumes, of tuples whose first item is a volume, or of
             spine_discs examples (dicts with a uint16 ``disc_volume``).
-        tta: average the 54 views (one compiled function: views, forward pass
-            and averaging in one graph) or run each disc once (batches of 64
-            through ``predict_on_batch``).
-        discs_per_batch: with TTA, discs per forward batch (54 views each).
+        tta: average the model's views (54, or 9 for a 1-slice model; one
+            compiled function: views, forward pass and averaging in one
+            graph) or run each disc once (batches of 64 through
+            ``predict_on_batch``).
+        discs_per_batch: with TTA, discs per forward batch (all its views).
 
     Returns:
         list in task order of numpy float32 (n, classes) probabilities.

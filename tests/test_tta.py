@@ -149,3 +149,37 @@ def test_predict_with_tta_from_arrays_and_datasets(tiny_model):
         np.testing.assert_allclose(one[n].sum(axis=1), 1.0, atol=1e-5)
     empty = tta.predict(tiny_model, np.zeros((0, 112, 224, 9), np.float32))
     assert [e.shape for e in empty] == [(0, t.num_classes) for t in tasks.TASKS]
+
+
+def test_a_view_subset_is_its_rows_of_the_54_views():
+    x = _volumes(2, seed=6)
+    every = tta.views(x).numpy().reshape(2, 54, 112, 224, 9)
+    assert tta.CENTRE_VIEWS == tta.VIEWS[:9]
+    assert {v[:2] for v in tta.CENTRE_VIEWS} == set(tta.POSITIONS)
+    np.testing.assert_array_equal(tta.views(x, tta.CENTRE_VIEWS).numpy(),
+                                  every[:, :9].reshape(-1, 112, 224, 9))
+    reversed_ = tta.VIEWS[27:36]  # the reversed window, unshifted
+    np.testing.assert_array_equal(tta.views(x, reversed_).numpy(),
+                                  every[:, 27:36].reshape(-1, 112, 224, 9))
+    with pytest.raises(ValueError, match="whole slice arrangements"):
+        tta.views(x, tta.VIEWS[:8])
+
+
+def test_a_one_slice_model_averages_the_9_in_plane_views(tiny_model):
+    model = build_model(width=0.0625, input_slices=1)
+    assert tta.views_for(model) == tta.CENTRE_VIEWS and len(tta.CENTRE_VIEWS) == 9
+    assert tta.views_for(tiny_model) == tta.VIEWS and len(tta.VIEWS) == 54
+    x = np.zeros((2, 112, 224, 9), np.float32)  # single slices, zero-padded as extracted
+    x[..., 4] = _volumes(2, seed=7)[..., 4]
+    per_view = [[] for _ in tasks.TASKS]
+    for cols, rows in tta.POSITIONS:  # the centre slice moved in plane, nothing else
+        moved = augment.apply(x, _one_view_draws((cols, rows, False, 0), 2), intensity=False)
+        for values, logits in zip(per_view, model.predict_on_batch(moved)):
+            values.append(_softmax(np.asarray(logits, np.float64)))
+    expected = [np.mean(values, axis=0) for values in per_view]
+    got = tta.predict(model, x)
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e, atol=1e-5)
+    # the 54 views would have differed: their shifted windows put a zero in the centre
+    every = [p.numpy() for p in tta.tta_probabilities(model, x, tta.VIEWS)]
+    assert max(np.abs(a - b).max() for a, b in zip(every, expected)) > 1e-3

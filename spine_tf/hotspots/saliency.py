@@ -9,7 +9,10 @@ slice (9 channels, no maximum over them), and warped back onto x's grid by
 the exact inverse of a_i's geometry (``spine_tf.augment.invert``; the
 intensity offset has no geometry to undo). The mean is divided by its
 maximum, so every disc's hotspot lies in [0, 1]. The augmentations are
-``augment.draw`` with the training ranges (``config.AugmentConfig``). All
+``augment.draw`` with the training ranges (``config.AugmentConfig``), never
+mirrored, and as the model's input mode allows (``hotspot_ranges``): the
+copies of a 1-slice model never shift or flip slices, so its hotspots are
+zero off the centre slice. All
 augmented copies of a disc go through the network as one batch with one
 backward pass, in chunks of ``chunk`` copies to bound memory, inside one
 compiled function per model and set of tasks.
@@ -28,6 +31,7 @@ import tensorflow as tf
 
 from spine_tf import augment, tasks
 from spine_tf.config import AugmentConfig
+from spine_tf.modeling.model import input_slices
 from spine_tf.tasks import VOLUME_SHAPE
 
 ROWS, COLS, SLICES = VOLUME_SHAPE
@@ -151,10 +155,16 @@ def summed_maps(model, task_indices, volumes, disc, draws, classes, discs):
     return tf.stack(maps)
 
 
-def _unmirrored(augment_config):
-    """The ranges hotspots use: never mirrored, since on a copy reflected across
-    the disc plane an upper task's evidence belongs to the lower head."""
-    return dataclasses.replace(augment_config, mirror_probability=0.0)
+def hotspot_ranges(model, augment_config=AugmentConfig()):
+    """The augmentation ranges of ``model``'s hotspots.
+
+    ``augment_config`` as the model's input mode allows
+    (``AugmentConfig.for_input_slices``: a 1-slice model's copies keep the
+    slice window where it is), and never mirrored, since on a copy reflected
+    across the disc plane an upper task's evidence belongs to the lower head.
+    """
+    allowed = augment_config.for_input_slices(input_slices(model))
+    return dataclasses.replace(allowed, mirror_probability=0.0)
 
 
 def graph_hotspots(model, task_index, volumes, classes, augmentations=AUGMENTATIONS, seed=0,
@@ -182,7 +192,7 @@ def graph_hotspots(model, task_index, volumes, classes, augmentations=AUGMENTATI
     disc = tf.repeat(tf.range(n, dtype=tf.int32), augmentations)
     rows = tf.repeat(tf.cast(classes, tf.int32), augmentations)[:, None]
     draws = augment.draw(total, tf.stack([tf.constant(0, tf.int64), tf.cast(seed, tf.int64)]),
-                         _unmirrored(augment_config))
+                         hotspot_ranges(model, augment_config))
 
     def body(start, summed):
         stop = tf.minimum(start + chunk, total)
@@ -202,8 +212,9 @@ class Hotspots:
 
     Args:
         model: a SpineNet Keras model (list of logits in task-table order).
-        augment_config: the augmentation ranges (default: training's; its
-            ``mirror_probability`` is ignored).
+        augment_config: the augmentation ranges (default: training's), as
+            ``hotspot_ranges`` adapts them to the model (no mirror; no slice
+            shift or flip for a 1-slice model).
         chunk: augmented copies per forward/backward batch; 1 gives the
             per-augmentation loop (for comparison only: many times slower).
 
@@ -221,7 +232,7 @@ class Hotspots:
         if int(chunk) < 1:
             raise ValueError(f"chunk must be at least 1, not {chunk}")
         self.model = model
-        self.augment_config = _unmirrored(augment_config)
+        self.augment_config = hotspot_ranges(model, augment_config)
         self.chunk = int(chunk)
         self._functions = {}
         ref = weakref.ref(model)

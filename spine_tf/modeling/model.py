@@ -15,6 +15,13 @@ mm), so the model crops the input to the centred 97 x 209 window first
 (``CENTRE_CROP``): both bodies lose the same thin far margin, and the parameter
 count stays the paper's.
 
+Input mode (``ModelConfig.input_slices``): a 9-slice model reads the whole
+volume; a 1-slice model, for data with one sagittal slice per disc, keeps only
+the centre slice (``CentreSlice``, its first layer) and its conv1 has one
+input channel. Both take the same (batch, 112, 224, 9) ``disc_volume``, so
+every pipeline, TTA, hotspot and serving signature fits either;
+``input_slices(model)`` reads the mode back from a built or loaded model.
+
 Example:
     model = build_model(width=0.125)          # a small model for tests
     logits = model(np.zeros((2, 112, 224, 9), np.float32))
@@ -46,6 +53,34 @@ LAYER_NAMES = tuple(layer[0] for layer in _LAYERS)
 # trunk above can see (see the module docstring); test_model checks it.
 CENTRE_CROP = ((7, 8), (7, 8))
 BRANCH_POINTS = LAYER_NAMES + ("none",)
+CENTRE_SLICE = VOLUME_SHAPE[-1] // 2
+"""The index of the mid-sagittal slice of a disc volume (4), what a 1-slice model reads."""
+
+
+@keras.saving.register_keras_serializable(package="spine_tf")
+class CentreSlice(keras.layers.Layer):
+    """Keeps one slice of disc volumes: (batch, rows, cols, 9) -> (batch, rows, cols, 1).
+
+    The first layer of a 1-slice model (``ModelConfig.input_slices``).
+
+    Args:
+        index: the slice kept (default ``CENTRE_SLICE``).
+    """
+
+    def __init__(self, index=CENTRE_SLICE, **kwargs):
+        super().__init__(**kwargs)
+        self.index = index
+
+    def call(self, inputs):
+        return inputs[..., self.index:self.index + 1]
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (1,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"index": self.index})
+        return config
 
 
 @keras.saving.register_keras_serializable(package="spine_tf")
@@ -66,8 +101,16 @@ class ChannelMeanSubtraction(keras.layers.Layer):
                                     trainable=False)
 
     def set_mean(self, mean):
-        mean = np.asarray(mean, np.float32).reshape(self.channels)
-        self.mean.assign(mean)
+        """Stores ``mean``: one value per channel.
+
+        A 1-channel layer (a 1-slice model's) also takes the 9 per-slice
+        means of whole disc volumes (what training measures) and keeps the
+        centre slice's.
+        """
+        mean = np.asarray(mean, np.float32).reshape(-1)
+        if self.channels == 1 and mean.shape == (VOLUME_SHAPE[-1],):
+            mean = mean[CENTRE_SLICE:CENTRE_SLICE + 1]
+        self.mean.assign(mean.reshape(self.channels))
 
     def call(self, inputs):
         return inputs - keras.ops.cast(self.mean, inputs.dtype)
@@ -101,26 +144,36 @@ def _block(x, spec, width, dropout, prefix=""):
     return x
 
 
-def build_model(config=ModelConfig(), width=None, branch_point=None, name="spinenet"):
+def build_model(config=ModelConfig(), width=None, branch_point=None, input_slices=None,
+                name="spinenet"):
     """Builds the multi-task SpineNet as a Keras functional model.
 
     Args:
-        config: ModelConfig; ``width`` / ``branch_point`` override it.
+        config: ModelConfig; ``width`` / ``branch_point`` / ``input_slices``
+            override it.
         name: model name.
 
     Returns:
         ``keras.Model`` mapping ``disc_volume`` (batch, 112, 224, 9) to a list
         of logits, one (batch, classes) tensor per task in task-table order;
-        output ``i`` is named ``tasks.TASKS[i].name``.
+        output ``i`` is named ``tasks.TASKS[i].name``. A 1-slice model's
+        first layer is ``centre_slice`` and its mean subtraction has one channel.
+
+    Raises:
+        ValueError: an unknown branch point.
+        ConfigError: ``input_slices`` other than 9 or 1.
     """
-    config = dataclasses.replace(
-        config, **{k: v for k, v in (("width", width), ("branch_point", branch_point))
-                   if v is not None})
+    overrides = (("width", width), ("branch_point", branch_point),
+                 ("input_slices", input_slices))
+    config = dataclasses.replace(config, **{k: v for k, v in overrides if v is not None})
     if config.branch_point not in BRANCH_POINTS:
         raise ValueError(f"branch_point {config.branch_point!r} is not one of "
                          f"{', '.join(BRANCH_POINTS)}")
     inputs = keras.Input(shape=VOLUME_SHAPE, name=tasks.INPUT_NAME)
-    x = ChannelMeanSubtraction(VOLUME_SHAPE[-1], name="mean_subtraction")(inputs)
+    x = inputs
+    if config.input_slices == 1:
+        x = CentreSlice(name="centre_slice")(x)
+    x = ChannelMeanSubtraction(config.input_slices, name="mean_subtraction")(x)
     x = keras.layers.Cropping2D(CENTRE_CROP, name="centre_crop")(x)
     shared = 0 if config.branch_point == "none" else LAYER_NAMES.index(config.branch_point) + 1
     for spec in _LAYERS[:shared]:
@@ -148,3 +201,13 @@ def load_model(path):
 def mean_subtraction(model):
     """The model's ChannelMeanSubtraction layer."""
     return model.get_layer("mean_subtraction")
+
+
+def input_slices(model):
+    """The input mode of a built or loaded SpineNet model (``ModelConfig.input_slices``).
+
+    Returns:
+        1 when the model keeps only the centre slice (it has a ``CentreSlice``
+        layer), else 9.
+    """
+    return 1 if any(isinstance(layer, CentreSlice) for layer in model.layers) else 9

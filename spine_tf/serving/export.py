@@ -7,15 +7,18 @@ docs/design.md, "Serving signatures":
 - ``serving_default``: ``disc_volume`` float32 [batch, 112, 224, 9] -> per
   task ``<task>_probabilities`` float32 [batch, classes] and ``<task>_grade``
   int32 [batch] (single view);
-- ``predict_tta``: the same, with the 54-view test-time augmentation inside
-  the graph (one disc's 54 views are one forward batch);
+- ``predict_tta``: the same, with the test-time augmentation inside the
+  graph (one disc's views are one forward batch): the 54 views, or the 9 of a
+  1-slice model (``tta.views_for``);
 - ``hotspots``: ``disc_volume``, ``task`` (a task name, string scalar) and
   ``class_index`` int32 [batch] (-1: the predicted class) -> ``hotspots``
   float32 [batch, 112, 224, 9], the evidence hotspots of ``spine_tf.hotspots``
   from a fixed number of augmented copies (export time; seed 0);
 
 and ``assets/spine_tf.json`` with what a client needs to read the outputs:
-the task table and class names, the input, the training config, the
+the task table and class names, the input and the model's input mode
+(``input_slices``: 9, or 1 for a model that reads the centre slice only), the
+number of TTA views (``tta_views``), the training config, the
 mean-subtraction statistics and the package version.
 
 The graph checks its input: a ``disc_volume`` of another rank or shape fails
@@ -46,7 +49,7 @@ from spine_tf import hotspots as hotspots_lib
 from spine_tf import tasks, tta
 from spine_tf.errors import SpineTFError
 from spine_tf.io.atomic import atomic_folder
-from spine_tf.modeling.model import mean_subtraction
+from spine_tf.modeling.model import input_slices, mean_subtraction
 from spine_tf.tasks import VOLUME_SHAPE
 
 METADATA_NAME = "spine_tf.json"
@@ -102,8 +105,10 @@ class ServingModule(tf.Module):
     def predict_tta(self, disc_volume):
         volumes = checked_volumes(disc_volume)
         signature = [tf.TensorSpec((t.num_classes,), tf.float32) for t in tasks.TASKS]
-        per_disc = tf.map_fn(  # one disc's 54 views per forward batch bounds the memory
-            lambda volume: [p[0] for p in tta.tta_probabilities(self._logits, volume[None])],
+        view_list = tta.views_for(self.model)
+        per_disc = tf.map_fn(  # one disc's views per forward batch bounds the memory
+            lambda volume: [p[0] for p in tta.tta_probabilities(self._logits, volume[None],
+                                                                view_list)],
             volumes, fn_output_signature=signature, parallel_iterations=1)
         return _outputs(per_disc)
 
@@ -139,6 +144,7 @@ class ServingModule(tf.Module):
 
 def metadata(model, config=None, augmentations=hotspots_lib.AUGMENTATIONS):
     """The JSON-ready description of an export (``assets/spine_tf.json``)."""
+    views = len(tta.views_for(model))
     return {
         "package": "spine_tf", "package_version": spine_tf.__version__,
         "tensorflow_version": tf.__version__,
@@ -147,12 +153,14 @@ def metadata(model, config=None, augmentations=hotspots_lib.AUGMENTATIONS):
         "input": {"name": INPUT_NAME, "dtype": "float32", "shape": [None, *VOLUME_SHAPE],
                   "meaning": "disc volumes from spine_tf.extraction: rows x columns x "
                              "sagittal slices, intensities normalised per disc"},
+        "input_slices": input_slices(model),
+        "tta_views": views,
         "tasks": [{"name": t.name, "description": t.description,
                    "class_names": list(t.class_names),
                    "outputs": list(t.output_names)} for t in tasks.TASKS],
         "signatures": {
             "serving_default": "single view",
-            "predict_tta": f"{tta.NUM_VIEWS}-view test-time augmentation",
+            "predict_tta": f"{views}-view test-time augmentation",
             "hotspots": f"evidence hotspots of one task from {augmentations} augmented copies "
                         "per disc (seed 0); inputs disc_volume, task (name), class_index (one "
                         "per disc, -1 = the predicted class); output hotspots"},

@@ -116,6 +116,27 @@ def test_explain_all_tasks_matches_one_task_at_a_time(tiny_model):
     assert title.startswith("L4-L5 endplate_upper: " + names[per_task["endplate_upper"].classes[0]])
 
 
+def test_a_one_slice_models_hotspots_lie_on_the_centre_slice():
+    from spine_tf.config import AugmentConfig
+    model = build_model(width=0.0625, input_slices=1)
+    explainer = hotspots.Hotspots(model)
+    ranges = explainer.augment_config
+    assert (ranges.shift_slices, ranges.flip_probability) == (0, 0.0)
+    assert ranges.rotation_deg == AugmentConfig().rotation_deg  # in-plane ranges as training's
+    # its copies keep the slice window even when asked to move it
+    assert hotspots.Hotspots(model, AugmentConfig(shift_slices=3)).augment_config == ranges
+    assert hotspots.Hotspots(build_model(width=0.0625)).augment_config.shift_slices == 2
+    x = _volumes(2, seed=8)
+    maps = explainer("pfirrmann", x, augmentations=6, seed=1)
+    assert maps.shape == (2,) + SHAPE
+    assert not maps[..., [0, 1, 2, 3, 5, 6, 7, 8]].any()
+    np.testing.assert_allclose(maps[..., 4].reshape(2, -1).max(axis=1), 1.0)
+    # the graph version (the export's) uses the same ranges
+    graph = hotspots.graph_hotspots(model, 0, tf.constant(x), tf.constant([0, 1]),
+                                    augmentations=6, seed=1)
+    assert not graph.numpy()[..., [0, 1, 2, 3, 5, 6, 7, 8]].any()
+
+
 def test_bad_input_raises_naming_the_problem(tiny_model):
     explainer = hotspots.Hotspots(tiny_model)
     x = _volumes(1)

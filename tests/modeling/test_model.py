@@ -88,3 +88,53 @@ def test_keras_file_round_trip(tmp_path):
     for a, b in zip(before, after):
         np.testing.assert_allclose(a, b, atol=1e-5)
     np.testing.assert_allclose(spine_model.mean_subtraction(loaded).mean.numpy(), 0.25)
+
+
+def test_a_one_slice_model_reads_the_centre_slice_only():
+    model = spine_model.build_model(width=0.0625, input_slices=1)
+    assert model.layers[1].name == "centre_slice"
+    assert tuple(model.input.shape) == (None, 112, 224, 9)
+    assert model.get_layer("conv1").kernel.shape[2] == 1
+    assert spine_model.input_slices(model) == 1
+    assert spine_model.input_slices(spine_model.build_model(width=0.0625)) == 9
+    x = np.random.default_rng(2).random((2, 112, 224, 9)).astype(np.float32)
+    neighbours = x.copy()
+    neighbours[..., [0, 1, 2, 3, 5, 6, 7, 8]] = 0.0  # a zero-padded single slice
+    centre = x.copy()
+    centre[..., 4] += 0.5
+    before, same, moved = (model.predict_on_batch(v) for v in (x, neighbours, centre))
+    for a, b, c in zip(before, same, moved):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+        assert np.abs(a - c).max() > 1e-4
+
+
+def test_a_one_slice_model_keeps_the_centre_slice_mean():
+    model = spine_model.build_model(width=0.0625, input_slices=1)
+    layer = spine_model.mean_subtraction(model)
+    assert layer.channels == 1
+    layer.set_mean(np.linspace(0.1, 0.9, 9))  # the per-slice means training measures
+    np.testing.assert_allclose(layer.mean.numpy(), [0.5])
+    layer.set_mean([0.3])
+    np.testing.assert_allclose(layer.mean.numpy(), [0.3])
+    with pytest.raises(ValueError):
+        layer.set_mean(np.zeros(3))
+
+
+def test_a_one_slice_model_round_trips_through_a_keras_file(tmp_path):
+    model = spine_model.build_model(width=0.0625, input_slices=1)
+    spine_model.mean_subtraction(model).set_mean([0.25])
+    x = np.random.default_rng(3).random((2, 112, 224, 9)).astype(np.float32)
+    before = model.predict_on_batch(x)
+    model.save(tmp_path / "one_slice.keras")
+    loaded = spine_model.load_model(tmp_path / "one_slice.keras")
+    assert spine_model.input_slices(loaded) == 1
+    for a, b in zip(before, loaded.predict_on_batch(x)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    np.testing.assert_allclose(spine_model.mean_subtraction(loaded).mean.numpy(), [0.25])
+
+
+@pytest.mark.parametrize("slices", [0, 3, 9.0, "1"])
+def test_other_input_slices_are_refused(slices):
+    from spine_tf.config import ConfigError
+    with pytest.raises(ConfigError, match="input_slices must be 9 .* or 1"):
+        spine_model.build_model(width=0.0625, input_slices=slices)

@@ -45,6 +45,8 @@ def test_layout_and_metadata(exported, small_model):
     assert meta["tasks"][1]["outputs"] == ["narrowing_probabilities", "narrowing_grade"]
     np.testing.assert_allclose(meta["channel_mean"], CHANNEL_MEAN, rtol=1e-6)
     assert meta["input"]["shape"] == [None, 112, 224, 9]
+    assert (meta["input_slices"], meta["tta_views"]) == (9, 54)
+    assert meta["signatures"]["predict_tta"] == "54-view test-time augmentation"
     assert meta["training_config"] == {"model": {"width": 0.0625}}
     assert meta["parameters"] == small_model.count_params()
     json.dumps(meta)
@@ -137,3 +139,24 @@ def test_hotspots_signature_matches_the_keras_hotspots(exported, small_model, vo
         served.signatures["hotspots"](disc_volume=tf.constant(volumes),
                                       task=tf.constant("marrow_upper"),
                                       class_index=tf.constant([0]))
+
+
+def test_a_one_slice_export_records_its_input_mode_and_uses_9_tta_views(tmp_path, volumes):
+    model = model_lib.build_model(width=0.0625, input_slices=1)
+    model_lib.mean_subtraction(model).set_mean(CHANNEL_MEAN)  # keeps the centre slice's
+    path = export.export(model, os.fspath(tmp_path), "one_slice", augmentations=2)
+    meta = export.read_metadata(path)
+    assert (meta["input_slices"], meta["tta_views"]) == (1, 9)
+    assert meta["signatures"]["predict_tta"] == "9-view test-time augmentation"
+    np.testing.assert_allclose(meta["channel_mean"], CHANNEL_MEAN[4:5], rtol=1e-6)
+    assert meta["input"]["shape"] == [None, 112, 224, 9]
+    served = export.load(path)
+    got = export.signature_probabilities(
+        served.signatures["predict_tta"](disc_volume=tf.constant(volumes)))
+    for g, e in zip(got, tta.predict(model, volumes)):
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6)
+    maps = served.signatures["hotspots"](disc_volume=tf.constant(volumes),
+                                         task=tf.constant("pfirrmann"),
+                                         class_index=tf.constant([-1, -1, -1]))["hotspots"]
+    off_centre = np.delete(maps.numpy(), 4, axis=-1)
+    assert not off_centre.any() and maps.numpy()[..., 4].max() > 0.99
