@@ -2,10 +2,10 @@
 
 For every scan: read it, localise its discs (a label mask or landmarks file
 per scan, else the disc detector, ``spine_tf.detection``), extract the disc
-volumes, grade them (54-view TTA by default, one disc's views per forward
-batch), compute the evidence hotspots of the graded classes, and write the
-outputs. The model is a ``.keras`` file, a ``spine-tf train`` run
-directory, or a SavedModel from ``spine-tf export``.
+volumes, grade them (TTA by default: 54 views, or 9 for a 1-slice model;
+one disc's views per forward batch), compute the evidence hotspots of the
+graded classes, and write the outputs. The model is a ``.keras`` file, a
+``spine-tf train`` run directory, or a SavedModel from ``spine-tf export``.
 
 Output folder::
 
@@ -14,7 +14,9 @@ Output folder::
     index.html               links to every scan's report, and the failures
     <scan>/grades.json       per disc: level, centre, confidence (the detector's; 1 for
                              masks and landmarks), per task grade, class name and
-                             probabilities; discs not graded and why; detector notes
+                             probabilities; discs not graded and why; detector notes;
+                             the model's input_slices, the scan's scan_slices, the TTA
+                             views, and notes where the two do not fit (input_notes)
     <scan>/report.html       levels x tasks table, disc and hotspot montages, model
     <scan>/discs.png         the disc volumes, slices 1..9
     <scan>/hotspots_<task>.png   hotspots over the volumes, per task
@@ -72,6 +74,27 @@ def _disc_records(volumes, located, probabilities, skipped):
                                            for level, reason in skipped]}
 
 
+def input_notes(scan_slices, model_slices):
+    """What a scan's report says when its slices do not fit the model's input mode.
+
+    Args:
+        scan_slices: the scan's sagittal slices.
+        model_slices: the model's ``input_slices`` (9 or 1).
+
+    Returns:
+        A list of sentences (empty when scan and model fit).
+    """
+    if model_slices == 1 and scan_slices > 1:
+        return ["This model was trained on single sagittal slices: only the centre slice of "
+                "each disc was used."]
+    if model_slices != 1 and scan_slices == 1:
+        return ["This scan has one sagittal slice: the 8 neighbouring slices of each disc "
+                "volume were zero-padded, and the model was trained on 9-slice volumes, so "
+                "its grades may be less reliable (a model trained with "
+                "model.input_slices=1 suits such scans)."]
+    return []
+
+
 def _localisation_source(job, detector):
     if job.mask or job.landmarks:
         return os.path.abspath(job.mask or job.landmarks)
@@ -97,6 +120,9 @@ def predict_scan(job, predictor, out_dir, tta=True, hotspots=True,
               "localisation_notes": list(located.notes),
               **({"pixel_size_mm": located.pixel_size_mm} if located.pixel_size_mm else {}),
               "model": predictor.description, "tta": bool(tta),
+              **({"tta_views": predictor.tta_views} if tta else {}),
+              "input_slices": predictor.input_slices, "scan_slices": scan.num_slices,
+              "input_notes": input_notes(scan.num_slices, predictor.input_slices),
               "written": datetime.datetime.now().isoformat(timespec="seconds"),
               **_disc_records(volumes, located, probabilities, skipped)}
     levels = [v.level for v in volumes]
@@ -166,4 +192,4 @@ def run(jobs, predictor, out_dir, tta=True, hotspots=True,
 
 
 __all__ = ["CSV_NAME", "GRADES_NAME", "INDEX_NAME", "LOW_CONFIDENCE", "NIFTI_NAME",
-           "REPORT_NAME", "SUMMARY_NAME", "predict_scan", "run"]
+           "REPORT_NAME", "SUMMARY_NAME", "input_notes", "predict_scan", "run"]

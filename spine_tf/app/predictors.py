@@ -1,7 +1,9 @@
 """The models that grade disc volumes: a Keras model or a SavedModel export.
 
-Both predictors give per-task probabilities (54-view TTA or single view) and
-evidence hotspots of chosen classes, so ``predict`` treats them alike;
+Both predictors give per-task probabilities (TTA or single view) and
+evidence hotspots of chosen classes, and say the model's input mode
+(``input_slices``: 9, or 1 for a centre-slice model) and TTA views
+(``tta_views``: 54, or 9), so ``predict`` treats them alike;
 ``load_predictor`` picks one for a path.
 
 Example:
@@ -25,14 +27,17 @@ class KerasPredictor:
     """Grades and hotspots from a Keras SpineNet model."""
 
     def __init__(self, model, source):
-        from spine_tf import hotspots
+        from spine_tf import hotspots, tta
+        from spine_tf.modeling.model import input_slices
         self.model, self.source = model, source
         self._hotspots = hotspots.Hotspots(model)
+        self.input_slices = input_slices(model)
+        self.tta_views = len(tta.views_for(model))
         self.description = f"{source} (Keras, {model.count_params():,} parameters)"
 
     def probabilities(self, volumes, tta=True):
         from spine_tf import tta as tta_lib
-        # one disc's 54 views per forward batch: measured faster on CPU than a scan's
+        # one disc's views per forward batch: measured faster on CPU than a scan's
         # discs together (docs/benchmarks.md), and what the SavedModel's predict_tta does
         return tta_lib.predict(self.model, volumes, tta=tta, discs_per_batch=1)
 
@@ -54,6 +59,9 @@ class SavedModelPredictor:
         self.loaded = export.load(export_dir)
         self.metadata = export.read_metadata(export_dir)
         self.source = export_dir
+        # exports written before the input modes are 9-slice models with 54 views
+        self.input_slices = int(self.metadata.get("input_slices", 9))
+        self.tta_views = int(self.metadata.get("tta_views", 54))
         self.description = (f"{export_dir} (SavedModel, spine_tf "
                             f"{self.metadata.get('package_version')}, "
                             f"{self.metadata.get('parameters', 0):,} parameters)")

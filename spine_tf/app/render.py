@@ -53,12 +53,15 @@ def scan_page(record, pictures):
         flag = (" <span class=\"flagged\">(low localisation confidence "
                 f"{disc['confidence']:.2f}: check it)</span>") if disc["flagged"] else ""
         rows.append(f"<tr><th>{e(disc['level'])}{flag}</th>{''.join(cells)}</tr>")
+    # a record written before the input modes has no tta_views: it used the 54 views
+    views = f"{record.get('tta_views', 54)} views" if record["tta"] else "off"
     parts = [f"<h1>{e(record['name'])}</h1>",
              f"<p>Scan: <code>{e(record['scan'])}</code><br>Discs localised from: "
              f"<code>{e(record['localisation'])}</code><br>Model: {e(record['model'])}<br>"
-             f"Test-time augmentation: {'54 views' if record['tta'] else 'off'}</p>",
+             f"Test-time augmentation: {views}</p>",
              *(f"<p class=\"flagged\">Detector: {e(note)}</p>"
                for note in record.get("localisation_notes", [])),
+             *(f"<p class=\"flagged\">{e(note)}</p>" for note in record.get("input_notes", [])),
              f"<table><tr><th>level</th>{head}</tr>{''.join(rows)}</table>",
              "<p><small>Each cell: the predicted class and its probability; the higher "
              "the class, the darker the shade.</small></p>"]

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import pathlib
 import shutil
 
 import nibabel as nib
@@ -168,6 +169,90 @@ def test_saved_model_predicts_what_the_keras_model_does(predicted, cohort, tmp_p
         np.testing.assert_array_equal(got[task.name].classes, classes[task.name])
         np.testing.assert_allclose(got[task.name].probabilities,
                                    want[task.name].probabilities, rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def one_slice_predictor():
+    model = model_lib.build_model(width=0.0625, input_slices=1)
+    model_lib.mean_subtraction(model).set_mean(np.full(9, 0.2))
+    return predictors.KerasPredictor(model, "one_slice.keras")
+
+
+@pytest.fixture(scope="module")
+def single_slice_job(phantom_cohort_dir, tmp_path_factory):
+    """A phantom scan's middle sagittal slice as a PNG picture, with its mask as .npy."""
+    from PIL import Image
+
+    from spine_tf.io.scan import read_mask
+    out = tmp_path_factory.mktemp("single_slice")
+    scan = read_scan(phantom_cohort_dir / "scans" / "ph1-00000.nii.gz")
+    labels = read_mask(phantom_cohort_dir / "masks" / "ph1-00000.nii.gz", scan)
+    middle = scan.num_slices // 2
+    image = scan.image[middle]
+    image = np.round(255 * (image - image.min()) / np.ptp(image)).astype(np.uint8)
+    Image.fromarray(image).save(out / "mid.png")
+    np.save(out / "mid.npy", labels[middle])
+    return scans.ScanJob("mid", os.fspath(out / "mid.png"), mask=os.fspath(out / "mid.npy"),
+                         spacing_mm=tuple(scan.spacing_mm[1:]))
+
+
+def test_a_one_slice_model_grading_a_volume_says_it_used_the_centre_slice(
+        one_slice_predictor, cohort, predicted, tmp_path):
+    job = [j for j in scans.find_scans([cohort]) if j.name == "ph1-00001"][0]
+    record = predict.predict_scan(job, one_slice_predictor, os.fspath(tmp_path), hotspots=False)
+    sentence = ("This model was trained on single sagittal slices: only the centre slice of "
+                "each disc was used.")
+    scan = read_scan(job.scan)
+    assert scan.num_slices > 1
+    assert (record["input_slices"], record["scan_slices"], record["tta_views"]) == \
+        (1, scan.num_slices, 9)
+    assert record["input_notes"] == [sentence]
+    assert json.loads((tmp_path / "ph1-00001" / "grades.json").read_text()) == record
+    page = (tmp_path / "ph1-00001" / "report.html").read_text()
+    assert sentence in page and "Test-time augmentation: 9 views" in page
+    # the grades are the 9-view TTA of the model
+    volumes, _ = extraction.extract(scan, localise(scan, job.mask))
+    expected = tta.predict(one_slice_predictor.model, np.stack([v.volume for v in volumes]))
+    for n, disc in enumerate(record["discs"]):
+        np.testing.assert_allclose(disc["tasks"]["pfirrmann"]["probabilities"], expected[0][n],
+                                   rtol=1e-5, atol=1e-6)
+    # a volume model on a volume scan: nothing to say, the 54 views
+    out, _, _ = predicted
+    volume_record = json.loads((out / "ph1-00001" / "grades.json").read_text())
+    assert (volume_record["input_slices"], volume_record["tta_views"]) == (9, 54)
+    assert volume_record["input_notes"] == []
+    assert "Test-time augmentation: 54 views" in (out / "ph1-00001" / "report.html").read_text()
+
+
+def test_a_single_slice_scan_graded_by_a_volume_model_says_its_slices_were_zero_padded(
+        single_slice_job, tiny_model_file, one_slice_predictor, tmp_path):
+    volume_predictor = predictors.load_predictor(tiny_model_file)
+    record = predict.predict_scan(single_slice_job, volume_predictor, os.fspath(tmp_path / "9"),
+                                  hotspots=False)
+    assert (record["input_slices"], record["scan_slices"]) == (9, 1)
+    assert len(record["discs"]) >= 4
+    [note] = record["input_notes"]
+    assert "8 neighbouring slices" in note and "zero-padded" in note
+    assert "trained on 9-slice volumes" in note
+    page = (tmp_path / "9" / "mid" / "report.html").read_text()
+    assert "zero-padded" in page
+    # the model made for such scans grades it without a note
+    record = predict.predict_scan(single_slice_job, one_slice_predictor,
+                                  os.fspath(tmp_path / "1"), hotspots=False)
+    assert (record["input_slices"], record["scan_slices"], record["input_notes"]) == (1, 1, [])
+
+
+def test_a_saved_model_predictor_reads_the_input_mode_from_the_export(one_slice_predictor,
+                                                                      tmp_path):
+    export.export(one_slice_predictor.model, os.fspath(tmp_path), "one", augmentations=1)
+    served = predictors.load_predictor(tmp_path / "one")
+    assert (served.input_slices, served.tta_views) == (1, 9)
+    # an export made before the input modes records neither: a 9-slice, 54-view model
+    del served.metadata["input_slices"], served.metadata["tta_views"]
+    (pathlib.Path(served.source) / "assets" / export.METADATA_NAME).write_text(
+        json.dumps(served.metadata))
+    older = predictors.load_predictor(tmp_path / "one")
+    assert (older.input_slices, older.tta_views) == (9, 54)
 
 
 def test_load_predictor_refuses_what_is_not_a_model(tmp_path):
