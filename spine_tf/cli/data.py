@@ -33,7 +33,9 @@ def add_parsers(commands):
     build.add_argument("--seed", type=int, default=0, help="phantom seed (with --patients)")
     build.add_argument("--manual-dir",
                        help="source folder for the folder, spider and spider_slices configs")
-    build.add_argument("--data-dir", default=None, help="TFDS data dir (default: TFDS's)")
+    build.add_argument("--data-dir", default=None,
+                       help="TFDS data dir (default: TFDS's; for a --manual-dir, a folder "
+                       "in it named after that folder)")
     build.add_argument("--workers", type=int, default=None)
     build.add_argument("--strict", action="store_true",
                        help="stop at the first unusable scan instead of skipping it")
@@ -64,8 +66,11 @@ def _build_data(args):
     source = config.source if args.patients else args.config
     if source in SOURCE_CONFIGS and not args.manual_dir:
         raise UsageError(f"--manual-dir is needed for {source}")
+    from spine_tf.config import DataConfig
+    from spine_tf.training.train import data_dir_of
+    data_dir = data_dir_of(DataConfig(data_dir=args.data_dir, manual_dir=args.manual_dir))
     builder = spine_discs.builder(
-        config, data_dir=args.data_dir, workers=args.workers, strict=args.strict,
+        config, data_dir=data_dir, workers=args.workers, strict=args.strict,
         detect=dataset_detector(source, args.detector, use=not args.no_detector))
     builder.download_and_prepare(download_config=download_config(args.manual_dir))
     print_build(builder)

@@ -4,7 +4,8 @@ import os
 import time
 
 from spine_tf import config as config_lib
-from spine_tf.cli.options import add_keras_log, at_least_one, fit_verbosity
+from spine_tf.cli.options import add_keras_log, at_least_one, dataset_detector, fit_verbosity
+from spine_tf.errors import UsageError
 from spine_tf.training import rundir
 
 
@@ -33,23 +34,30 @@ def add_parsers(commands):
     add_keras_log(tr)
     tr.set_defaults(run=_train)
 
-    ev = commands.add_parser("evaluate", help="evaluate a trained run with TTA",
-                             description="Scores a run's best model on its test split: "
-                             "balanced accuracy with and without the 54-view TTA, the "
-                             "second reader's agreement, the Lootus protocol, confusion "
-                             "matrices; writes JSON, Markdown, CSV and PNGs.")
-    ev.add_argument("--run-dir", required=True, help="a spine-tf train run directory")
+    ev = commands.add_parser("evaluate", help="evaluate a trained run or model with TTA",
+                             description="Scores a run's best model on its test split (or "
+                             "any model on any dataset): balanced accuracy with and without "
+                             "test-time augmentation, with 95 %% patient-bootstrap "
+                             "intervals, the second reader's agreement, the Lootus protocol, "
+                             "confusion matrices; writes JSON, Markdown, CSV and PNGs.")
+    which = ev.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run-dir", help="a spine-tf train run directory (its data config, "
+                       "test split and report folder are the defaults)")
+    which.add_argument("--model", help="a model to score on --data: a .keras file, a run "
+                       "directory, a SavedModel export (or its base folder)")
     ev.add_argument("--split", help="split to score: a TFDS split expression or 'all' "
-                    "(default: the run's test split)")
+                    "(default: the data's test split)")
     ev.add_argument("--model-file", default=rundir.BEST_MODEL,
                     help="model in the run dir (default: %(default)s)")
     ev.add_argument("--data", action="append", default=[], metavar="KEY=VALUE",
-                    help="override the run's data config to score another dataset, e.g. "
-                    "--data patients=500 --data seed=1 --split all (a fresh phantom "
-                    "cohort, every split)")
+                    help="the dataset to score (over the run's data config, or the "
+                    "defaults with --model), e.g. --data patients=500 --data seed=1 --split "
+                    "all (a fresh phantom cohort, every split), or --data config=spider_slices "
+                    "--data manual_dir=DIR --split all (any folder in that layout)")
     ev.add_argument("--no-tta", action="store_true", help="single view only")
-    ev.add_argument("--out", help="report folder (default: RUN_DIR/evaluation_<split>, "
-                    "with the --data overrides in the name)")
+    ev.add_argument("--out", help="report folder (default with --run-dir: "
+                    "RUN_DIR/evaluation_<split>, with the --data overrides in the name; "
+                    "needed with --model)")
     ev.set_defaults(run=_evaluate)
 
     sw = commands.add_parser("sweep", help="the paper's branch-point sweep",
@@ -92,10 +100,21 @@ def _train(args):
 def _evaluate(args):
     from spine_tf.evaluation import evaluate as evaluation
     from spine_tf.evaluation import runs
-    result, out = runs.evaluate_run(args.run_dir, split=args.split, tta=not args.no_tta,
-                                    out_dir=args.out, model_file=args.model_file,
-                                    data=args.data)
-    print(evaluation.summary_markdown(result, os.path.join(args.run_dir, args.model_file)))
+    if args.run_dir:
+        result, out = runs.evaluate_run(args.run_dir, split=args.split, tta=not args.no_tta,
+                                        out_dir=args.out, model_file=args.model_file,
+                                        data=args.data)
+    else:
+        if not args.out:
+            raise UsageError("--out is needed with --model (the report folder)")
+        from spine_tf.app.predictors import load_predictor
+        predictor = load_predictor(args.model)
+        data = config_lib.override(config_lib.ExperimentConfig(),
+                                   [f"data.{a}" for a in args.data]).data
+        result, out = runs.evaluate_model(
+            predictor, data, args.split, args.out, predictor.description,
+            tta=not args.no_tta, data=args.data, detect=dataset_detector(data.config))
+    print(evaluation.summary_markdown(result, result["model"]))
     print(f"\nreport (with confusion matrices and per-disc predictions): {out}")
     return 0
 

@@ -72,21 +72,24 @@ def _level(value):
 def _collect(model, dataset_split, tta_on, discs_per_batch, batch_size):
     """One pass over the split: labels, ids, and both predictions, batch by batch."""
     has_reread = "labels_reread" in dataset_split.element_spec
+    has_series = "series" in dataset_split.element_spec
     keys = ["disc_volume", "labels", "patient_id", "level"] + (
-        ["labels_reread"] if has_reread else [])
+        ["labels_reread"] if has_reread else []) + (["series"] if has_series else [])
     data = dataset_split.map(lambda e: {k: e[k] for k in keys}).batch(batch_size).prefetch(1)
     names = tasks.TASK_NAMES
+    probabilities = getattr(model, "probabilities", None) or (
+        lambda volumes, tta_on: tta.predict(model, volumes, tta=tta_on,
+                                            discs_per_batch=discs_per_batch))
     out = {"labels": {n: [] for n in names}, "reread": {n: [] for n in names},
            "single": [[] for _ in names], "tta": [[] for _ in names],
-           "patient_id": [], "level": []}
+           "patient_id": [], "level": [], "series": []}
     for batch in data:
         volumes = from_stored(batch["disc_volume"])
-        for chunk, p in zip(out["single"], tta.predict(model, volumes, tta=False)):
-            chunk.append(p)
+        for chunk, p in zip(out["single"], probabilities(volumes, False)):
+            chunk.append(np.asarray(p))
         if tta_on:
-            for chunk, p in zip(out["tta"], tta.predict(model, volumes, tta=True,
-                                                        discs_per_batch=discs_per_batch)):
-                chunk.append(p)
+            for chunk, p in zip(out["tta"], probabilities(volumes, True)):
+                chunk.append(np.asarray(p))
         count = int(volumes.shape[0])
         for name in names:
             out["labels"][name].append(batch["labels"][name].numpy().astype(np.int64))
@@ -94,6 +97,8 @@ def _collect(model, dataset_split, tta_on, discs_per_batch, batch_size):
                       else np.full(count, tasks.MISSING_LABEL))
             out["reread"][name].append(reread.astype(np.int64))
         out["patient_id"] += [_text(p) for p in batch["patient_id"].numpy()]
+        out["series"] += [_text(s) for s in (batch["series"] if has_series
+                                             else batch["patient_id"]).numpy()]
         out["level"] += [_level(v) for v in batch["level"].numpy()]
 
     def joined(chunks, width):
@@ -138,11 +143,14 @@ def evaluate(model, dataset_split, tta=True, discs_per_batch=1, batch_size=64,
     """Measures a model on a spine_discs split, with and without test-time augmentation.
 
     Args:
-        model: a SpineNet Keras model (list outputs in task order).
+        model: a SpineNet Keras model (list outputs in task order), or a grader
+            with ``probabilities(volumes, tta)`` giving one (n, classes) array
+            per task (``spine_tf.app.predictors``: a SavedModel).
         dataset_split: a raw spine_discs split, unbatched: dicts with
             ``disc_volume`` (uint16 as stored), ``labels`` and
             ``labels_reread`` ({task: int}, -1 missing; ``labels_reread`` may
-            be absent), ``patient_id`` and ``level`` (index or name).
+            be absent), ``patient_id``, ``level`` (index or name) and
+            optionally ``series`` (the scan; default the patient id).
         tta: also run the 54-view TTA (else its figures are None and the
             confusion matrices, Lootus figures and predictions are single-view).
         discs_per_batch: discs per TTA forward batch (54 views each).
@@ -162,7 +170,7 @@ def evaluate(model, dataset_split, tta=True, discs_per_batch=1, batch_size=64,
         ``interval`` (how the intervals were made: ``method``, ``resamples``,
         ``level``, ``patients``), ``lootus`` (``metrics.lootus`` keys;
         None when the task table lacks its tasks), ``predictions`` (per disc:
-        ``patient_id``, ``level``, ``labels`` {task: int}, ``probabilities``
+        ``patient_id``, ``series``, ``level``, ``labels`` {task: int}, ``probabilities``
         {task: list}). Rates are fractions in [0, 1]; None where no disc is
         labelled.
     """
@@ -197,7 +205,8 @@ def evaluate(model, dataset_split, tta=True, discs_per_batch=1, batch_size=64,
             seen["labels"][grade], predicted[grade],
             seen["labels"][narrowing], predicted[narrowing]).items()}
     predictions = [
-        {"patient_id": seen["patient_id"][d], "level": seen["level"][d],
+        {"patient_id": seen["patient_id"][d], "series": seen["series"][d],
+         "level": seen["level"][d],
          "labels": {t.name: int(seen["labels"][t.name][d]) for t in tasks.TASKS},
          "probabilities": {t.name: final[n][d].tolist() for n, t in enumerate(tasks.TASKS)}}
         for d in range(len(seen["patient_id"]))]
@@ -294,13 +303,13 @@ def _markdown(result, model_name):
 
 
 def _csv_rows(result):
-    header = ["patient_id", "level"]
+    header = ["patient_id", "series", "level"]
     for task in tasks.TASKS:
         header += [f"{task.name}_grade", f"{task.name}_class", f"{task.name}_truth"]
         header += [f"{task.name}_p_{_column(c)}" for c in task.class_names]
     rows = [header]
     for disc in result["predictions"]:
-        row = [disc["patient_id"], disc["level"]]
+        row = [disc["patient_id"], disc["series"], disc["level"]]
         for task in tasks.TASKS:
             p = disc["probabilities"][task.name]
             grade = int(np.argmax(p))
@@ -315,7 +324,7 @@ def write_report(result, out_dir, model_name="model"):
 
     Files: ``evaluation.json`` (the result without per-disc predictions, plus
     ``model``), ``evaluation.md`` (tables, with the paper's figures labelled
-    as such), ``predictions.csv`` (per disc: patient_id, level, and per task
+    as such), ``predictions.csv`` (per disc: patient_id, series, level, and per task
     the predicted grade and class name, the true label (-1 missing) and the
     probability of every class), ``confusion_<task>.png`` per task.
 

@@ -22,6 +22,16 @@ def run_data_config(run_dir, data=()):
     return config_lib.override(config, [f"data.{a}" for a in data]).data
 
 
+def dataset_split(data_config, split=None, detect=None):
+    """(dataset split, split name) of a DataConfig, built if needed (default: its test
+    split). ``split`` is a TFDS split expression or ``all`` (every split the dataset has);
+    ``detect``: the disc detector, for a build that needs one."""
+    builder = train.prepare_dataset(data_config, detect=detect)
+    split = split or data_config.test_split
+    expression = "+".join(builder.info.splits) if split == "all" else split
+    return builder.as_dataset(split=expression), split
+
+
 def run_model_and_split(run_dir, split, model_file, data=()):
     """(model, dataset split, split name) of a run (default: the run's test split).
 
@@ -30,12 +40,24 @@ def run_model_and_split(run_dir, split, model_file, data=()):
     phantom cohort, whose every split is unseen: ``split="all"``). ``split``
     is a TFDS split expression or ``all`` (every split the dataset has).
     """
-    data_config = run_data_config(run_dir, data)
-    builder = train.prepare_dataset(data_config)
-    split = split or data_config.test_split
-    expression = "+".join(builder.info.splits) if split == "all" else split
+    dataset, split = dataset_split(run_data_config(run_dir, data), split)
     model = model_lib.load_model(RunDir(run_dir).file(model_file))
-    return model, builder.as_dataset(split=expression), split
+    return model, dataset, split
+
+
+def evaluate_model(model, data_config, split, out_dir, model_name, tta=True, data=(),
+                   detect=None):
+    """Evaluates ``model`` (a Keras model, or a grader with ``probabilities(volumes, tta)``)
+    on a DataConfig's split (``dataset_split``) and writes the report into ``out_dir``.
+
+    Returns:
+        (result of ``evaluation.evaluate`` with ``split``, ``data`` and ``model``, out_dir).
+    """
+    dataset, split = dataset_split(data_config, split, detect)
+    result = evaluation.evaluate(model, dataset, tta=tta)
+    result.update(split=split, data=list(data), model=model_name)
+    evaluation.write_report(result, out_dir, model_name=model_name)
+    return result, out_dir
 
 
 def evaluate_run(run_dir, split=None, tta=True, out_dir=None, model_file=rundir.BEST_MODEL,
@@ -48,13 +70,12 @@ def evaluate_run(run_dir, split=None, tta=True, out_dir=None, model_file=rundir.
     Returns:
         (result of ``evaluation.evaluate``, the report folder).
     """
-    model, dataset, split = run_model_and_split(run_dir, split, model_file, data)
-    result = evaluation.evaluate(model, dataset, tta=tta)
-    result["split"] = split
-    result["data"] = list(data)
-    out_dir = out_dir or RunDir(run_dir).evaluation(split, data)
-    evaluation.write_report(result, out_dir, model_name=os.path.join(run_dir, model_file))
-    return result, out_dir
+    data_config = run_data_config(run_dir, data)
+    split = split or data_config.test_split
+    model = model_lib.load_model(RunDir(run_dir).file(model_file))
+    return evaluate_model(model, data_config, split,
+                          out_dir or RunDir(run_dir).evaluation(split, data),
+                          os.path.join(run_dir, model_file), tta=tta, data=data)
 
 
 def measure_hotspots(run_dir, split=None, model_file=rundir.BEST_MODEL,

@@ -45,14 +45,32 @@ def make_strategy(name):
     raise ValueError(f"unknown strategy {name!r}; use one of {', '.join(config_lib.STRATEGIES)}")
 
 
-def prepare_dataset(data_config):
-    """Builds (if needed) and returns the spine_discs builder of a DataConfig."""
+def data_dir_of(data_config):
+    """The TFDS data dir of a DataConfig: its own, else, for a source folder
+    (``manual_dir``), one named after that folder's absolute path inside TFDS's default
+    (TFDS names a build by config and version only, so two folders built into one data
+    dir would read as one), else TFDS's default (None)."""
+    if data_config.data_dir or not data_config.manual_dir:
+        return data_config.data_dir
+    import hashlib
+    import tensorflow_datasets as tfds
+    folder = os.path.abspath(data_config.manual_dir)
+    key = hashlib.sha256(folder.encode()).hexdigest()[:12]
+    name = f"{os.path.basename(folder.rstrip(os.sep)) or 'folder'}-{key}"
+    return os.path.join(tfds.core.constants.DATA_DIR, "spine_tf_sources", name)
+
+
+def prepare_dataset(data_config, detect=None):
+    """Builds (if needed) and returns the spine_discs builder of a DataConfig.
+
+    ``detect``: the disc detector for a build that needs one (``SpineDiscs``).
+    """
     from spine_tf.data import spine_discs
     import tensorflow_datasets as tfds
     name = spine_discs.phantom_config(data_config.patients, data_config.seed) \
         if data_config.patients else data_config.config
-    builder = spine_discs.builder(name, data_dir=data_config.data_dir,
-                                  workers=data_config.workers)
+    builder = spine_discs.builder(name, data_dir=data_dir_of(data_config),
+                                  workers=data_config.workers, detect=detect)
     download = tfds.download.DownloadConfig(manual_dir=data_config.manual_dir) \
         if data_config.manual_dir else None
     builder.download_and_prepare(download_config=download)

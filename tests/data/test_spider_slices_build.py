@@ -2,41 +2,12 @@
 real SPIDER images: discs placed from boxes or by the detector, split by patient, keys and
 labels per image."""
 
-import csv
-import shutil
-
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
 from spine_tf.cli import main
 from spine_tf.data import sources, spider_slices, spine_discs
-
-SERIES = ("104_t2", "127_t2", "127_t2_SPACE", "151_t2", "100_t2")
-"""104: 7 boxes, 7 graded discs; 127: two images of one patient, 8 boxes each; 151: 7 boxes
-but 6 graded discs (the detector places them); 100: no boxes."""
-
-
-def _subset(source, target, series):
-    """A spider_slices folder holding only ``series`` (and their patients' gradings)."""
-    (target / "images").mkdir(parents=True)
-    for name in series:
-        shutil.copy(source / "images" / f"{name}.png", target / "images")
-    patients = set()
-    for name, key, column in (("series.csv", "series", "series"),
-                              ("boxes.csv", "series", "series"),
-                              ("radiological_gradings.csv", "patient", "Patient")):
-        with open(source / name, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            rows = [row for row in reader
-                    if (row[column] in series if key == "series" else row[column] in patients)]
-            fields = reader.fieldnames
-        if name == "series.csv":
-            patients = {row["patient"] for row in rows}
-        with open(target / name, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fields)
-            writer.writeheader()
-            writer.writerows(rows)
 
 
 def _build(manual_dir, data_dir, *flags):
@@ -54,11 +25,10 @@ def _examples(builder):
 
 
 @pytest.fixture(scope="module")
-def built(spider_slices_dir, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("spider-subset")
-    _subset(spider_slices_dir, folder, SERIES)
-    builder = _build(folder, tmp_path_factory.mktemp("data"))
-    return folder, builder, _examples(builder)
+def built(spider_subset_dir, tmp_path_factory):
+    """The subset of tests/conftest.py (SPIDER_SUBSET), built with the shipped detector."""
+    builder = _build(spider_subset_dir, tmp_path_factory.mktemp("data"))
+    return spider_subset_dir, builder, _examples(builder)
 
 
 def test_discs_come_from_boxes_where_they_name_the_graded_discs(built):

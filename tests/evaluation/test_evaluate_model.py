@@ -1,0 +1,76 @@
+"""``spine-tf evaluate --model M --data config=spider_slices --data manual_dir=DIR --split all
+--out OUT``: any model scored on any folder in the SPIDER slices layout."""
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+from spine_tf import tasks
+from spine_tf.cli import main
+from spine_tf.config import DataConfig
+from spine_tf.modeling import metrics
+from spine_tf.modeling.model import build_model
+from spine_tf.training.train import data_dir_of
+
+
+@pytest.fixture(scope="module")
+def tiny_model_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "tiny.keras"
+    build_model(width=0.0625).save(path)
+    return path
+
+
+def _evaluate(model, folder, data_dir, out, *flags):
+    main(["evaluate", "--model", os.fspath(model), "--data", "config=spider_slices",
+          "--data", f"manual_dir={folder}", "--data", f"data_dir={data_dir}",
+          "--split", "all", "--out", os.fspath(out), *flags])
+    with open(out / "evaluation.json", encoding="utf-8") as f:
+        result = json.load(f)
+    with open(out / "predictions.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    return result, rows
+
+
+def test_a_model_file_scores_every_disc_of_a_folder(tiny_model_file, spider_subset_dir,
+                                                    tmp_path, capsys):
+    result, rows = _evaluate(tiny_model_file, spider_subset_dir, tmp_path / "tfds",
+                             tmp_path / "out", "--no-tta")
+    printed = capsys.readouterr().out
+    assert "tiny.keras (Keras" in result["model"] and result["split"] == "all"
+    assert result["data"] == ["config=spider_slices", f"manual_dir={spider_subset_dir}",
+                              f"data_dir={tmp_path / 'tfds'}"]
+    # every image's discs, both images of patient 127 apart
+    assert result["discs"] == len(rows) >= 24
+    assert {row["series"] for row in rows} == {"104_t2", "127_t2", "127_t2_SPACE", "151_t2",
+                                              "100_t2"}
+    assert result["interval"]["patients"] == 4
+    for task in tasks.TASKS:
+        truth = np.array([int(row[f"{task.name}_truth"]) for row in rows])
+        grade = np.array([int(row[f"{task.name}_grade"]) for row in rows])
+        reported = result["tasks"][task.name]
+        assert reported["labelled_discs"] == int((truth >= 0).sum())
+        if reported["labelled_discs"]:
+            assert reported["balanced_accuracy_single_view"] == pytest.approx(
+                metrics.balanced_accuracy(truth, grade, task.num_classes))
+            assert reported["intervals"]["balanced_accuracy_single_view"] is not None
+    assert result["tasks"]["marrow_upper"]["labelled_discs"] == 0  # SPIDER has no side
+    assert "| pfirrmann |" in printed
+
+
+def test_a_model_needs_an_out_folder(tiny_model_file, capsys):
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--model", os.fspath(tiny_model_file)])
+    assert capsys.readouterr().err.strip() == (
+        "spine-tf evaluate: error: --out is needed with --model (the report folder)")
+
+
+def test_each_source_folder_gets_its_own_data_dir(tmp_path):
+    first = data_dir_of(DataConfig(manual_dir=os.fspath(tmp_path / "a")))
+    second = data_dir_of(DataConfig(manual_dir=os.fspath(tmp_path / "b")))
+    assert first != second and os.path.basename(first).startswith("a-")
+    assert data_dir_of(DataConfig(manual_dir=os.fspath(tmp_path / "a") + "/")) == first
+    assert data_dir_of(DataConfig(manual_dir="x", data_dir="given")) == "given"
+    assert data_dir_of(DataConfig()) is None
