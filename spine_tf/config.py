@@ -15,6 +15,7 @@ import dataclasses
 import json
 import typing
 
+from spine_tf import tasks
 from spine_tf.errors import SpineTFError
 from spine_tf.io.atomic import write_json
 
@@ -51,17 +52,23 @@ class ModelConfig:
             applied when an ExperimentConfig is made), since a shift puts a
             zero-padded neighbour in the centre and a flip leaves the centre
             slice where it is. Any other value is a ConfigError.
+        task_set: the tasks the model grades, one head each
+            (``spine_tf.tasks.TASK_SETS``): ``paper`` (default) or ``spider``.
     """
 
     branch_point: str = "conv5"
     width: float = 1.0
     dropout: float = 0.5
     input_slices: int = 9
+    task_set: str = tasks.DEFAULT_TASK_SET
 
     def __post_init__(self):
         if type(self.input_slices) is not int or self.input_slices not in INPUT_SLICES:
             raise ConfigError(f"model.input_slices must be 9 (the disc volume) or 1 (its "
                               f"centre slice only), not {self.input_slices!r}")
+        if self.task_set not in tasks.TASK_SETS:
+            raise ConfigError(f"model.task_set must be one of {', '.join(tasks.TASK_SETS)}, "
+                              f"not {self.task_set!r}")
 
 
 @dataclasses.dataclass(frozen=True)

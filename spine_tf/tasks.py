@@ -1,8 +1,14 @@
-"""The task table: the six per-disc grading tasks, in head order.
+"""The task table: every per-disc grading task, and the task sets a model grades.
 
-Everything that depends on the tasks (model heads, losses, metrics, dataset
-features, serving signatures, reports) is derived from ``TASKS``, so adding a
-task is one row here.
+``TABLE`` holds one row per task. A ``TaskSet`` picks rows from it in head
+order: ``paper``, the paper's six tasks (the default, and the phantom's), and
+``spider``, the readings of the SPIDER data set (docs/data.md). Everything that
+depends on the tasks (model heads, losses, metrics, dataset features, serving
+signatures, reports) is derived from a model's or a dataset's task set, so a
+new task is one row here and a name in a set.
+
+``TASKS``, ``TASK_NAMES``, ``LESION_TASKS`` and ``MIRRORED`` are the paper
+set's.
 """
 
 import dataclasses
@@ -50,7 +56,7 @@ class Task:
         return f"{self.name}_probabilities", f"{self.name}_grade"
 
 
-TASKS = (
+TABLE = (
     Task("pfirrmann", ("1", "2", "3", "4", "5"), "Pfirrmann grade of disc degeneration"),
     Task("narrowing", ("normal", "mild", "moderate", "severe"), "disc height loss"),
     Task("endplate_upper", ("normal", "defect"), "defect of the endplate above the disc",
@@ -61,31 +67,109 @@ TASKS = (
          lesion=("marrow", "upper")),
     Task("marrow_lower", ("normal", "change"), "marrow signal change in the vertebra below",
          lesion=("marrow", "lower")),
+    Task("narrowed", ("normal", "narrowed"), "disc height loss of any degree"),
+    Task("modic", ("none", "change"), "Modic change of the marrow next to the disc, any type, "
+                                     "either side"),
+    Task("herniation", ("no", "yes"), "disc herniation"),
+    Task("bulging", ("no", "yes"), "disc bulging"),
+    Task("spondylolisthesis", ("no", "yes"), "slip of the vertebra above over the one below"),
 )
-
-TASK_NAMES = tuple(task.name for task in TASKS)
-LESION_TASKS = tuple(task for task in TASKS if task.lesion is not None)
-
-
-def _mirror_index(task):
-    if task.lesion is None:
-        return TASKS.index(task)
-    kind, side = task.lesion
-    other = {"upper": "lower", "lower": "upper"}[side]
-    return next(i for i, t in enumerate(TASKS) if t.lesion == (kind, other))
-
-
-MIRRORED = tuple(_mirror_index(task) for task in TASKS)
-"""For each task (in order), the index of the task whose label it takes when the
-volume is reflected across the disc plane: upper and lower swap, the rest stay."""
 
 
 def task(name):
-    """Returns the task called ``name``; raises KeyError listing the valid names."""
-    for candidate in TASKS:
+    """Returns the row of the table called ``name``; raises KeyError listing the names."""
+    for candidate in TABLE:
         if candidate.name == name:
             return candidate
-    raise KeyError(f"unknown task {name!r}; tasks are {', '.join(TASK_NAMES)}")
+    raise KeyError(f"unknown task {name!r}; tasks are {', '.join(t.name for t in TABLE)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSet:
+    """The tasks a model grades (its heads, in order) and a dataset labels.
+
+    Attributes:
+        name: its key in ``TASK_SETS``.
+        tasks: the rows of ``TABLE``, in head order.
+        description: one line for help texts and reports.
+    """
+
+    name: str
+    tasks: tuple
+    description: str
+
+    @property
+    def names(self):
+        return tuple(t.name for t in self.tasks)
+
+    @property
+    def lesion_tasks(self):
+        """The tasks with a side (``Task.lesion``), in order."""
+        return tuple(t for t in self.tasks if t.lesion is not None)
+
+    @property
+    def mirrored(self):
+        """For each task, the index of the task whose label it takes when the volume is
+        reflected across the disc plane: upper and lower swap, the rest stay."""
+        def index(row):
+            if row.lesion is None:
+                return self.tasks.index(row)
+            kind, side = row.lesion
+            other = (kind, {"upper": "lower", "lower": "upper"}[side])
+            return next(i for i, t in enumerate(self.tasks) if t.lesion == other)
+
+        return tuple(index(row) for row in self.tasks)
+
+    def task(self, name):
+        """The set's task called ``name``; KeyError naming the set's tasks."""
+        if name not in self.names:
+            raise KeyError(f"unknown task {name!r}; the {self.name} tasks are "
+                           f"{', '.join(self.names)}")
+        return self.tasks[self.names.index(name)]
+
+
+def _set(name, names, description):
+    return TaskSet(name, tuple(task(n) for n in names), description)
+
+
+TASK_SETS = {s.name: s for s in (
+    _set("paper", ("pfirrmann", "narrowing", "endplate_upper", "endplate_lower",
+                   "marrow_upper", "marrow_lower"),
+         "the paper's six gradings (SpineNet, MICCAI 2016)"),
+    _set("spider", ("pfirrmann", "narrowed", "endplate_upper", "endplate_lower", "modic",
+                    "herniation", "bulging", "spondylolisthesis"),
+         "the SPIDER data set's gradings (van der Graaf et al. 2024)"),
+)}
+DEFAULT_TASK_SET = "paper"
+
+
+def task_set(name):
+    """The task set called ``name``; KeyError naming the sets."""
+    if name not in TASK_SETS:
+        raise KeyError(f"unknown task set {name!r}; task sets are {', '.join(TASK_SETS)}")
+    return TASK_SETS[name]
+
+
+def task_set_of(names, ordered=True):
+    """The task set whose tasks are ``names`` in that order (a model's output names), or in
+    any order (``ordered=False``: the keys of a dict of outputs).
+
+    Raises:
+        ValueError: no set has exactly these tasks.
+    """
+    names = tuple(names)
+    for candidate in TASK_SETS.values():
+        if candidate.names == names or (not ordered and set(candidate.names) == set(names)):
+            return candidate
+    raise ValueError(f"no task set has the tasks {', '.join(names)}; the sets are "
+                     + "; ".join(f"{s.name}: {', '.join(s.names)}" for s in TASK_SETS.values()))
+
+
+PAPER = TASK_SETS["paper"]
+TASKS = PAPER.tasks
+TASK_NAMES = PAPER.names
+LESION_TASKS = PAPER.lesion_tasks
+MIRRORED = PAPER.mirrored
 
 
 def level_of_disc_label(label):

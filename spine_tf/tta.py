@@ -173,8 +173,9 @@ def views(volumes, view_list=VIEWS):
 
 
 def _as_list(logits):
+    """Per-task outputs as a list in task-set order (a dict's are put in its set's order)."""
     if isinstance(logits, dict):
-        return [logits[name] for name in tasks.TASK_NAMES]
+        return [logits[name] for name in tasks.task_set_of(logits, ordered=False).names]
     return list(logits)
 
 
@@ -194,9 +195,9 @@ def tta_probabilities(logits_fn, volumes, view_list=VIEWS):
     volumes = tf.convert_to_tensor(volumes, tf.float32)
     batch = tf.shape(volumes)[0]
     outputs = []
-    for task, logits in zip(tasks.TASKS, _as_list(logits_fn(views(volumes, view_list)))):
+    for logits in _as_list(logits_fn(views(volumes, view_list))):
         probabilities = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
-        per_view = tf.reshape(probabilities, (batch, len(view_list), task.num_classes))
+        per_view = tf.reshape(probabilities, (batch, len(view_list), logits.shape[-1]))
         outputs.append(tf.reduce_mean(per_view, axis=1))
     return outputs
 
@@ -253,7 +254,7 @@ def predict(model, volumes_or_dataset, tta=True, discs_per_batch=1):
     """Probabilities per task for disc volumes, with or without the TTA (``views_for``).
 
     Args:
-        model: a SpineNet Keras model (list outputs in task order).
+        model: a SpineNet Keras model (list outputs in its task set's order).
         volumes_or_dataset: float (n, 112, 224, 9) array (one disc may be
             (112, 224, 9)), or a ``tf.data.Dataset``, batched or not, of
             volumes, of tuples whose first item is a volume, or of
@@ -269,7 +270,8 @@ def predict(model, volumes_or_dataset, tta=True, discs_per_batch=1):
     """
     if discs_per_batch < 1:
         raise ValueError(f"discs_per_batch must be at least 1, not {discs_per_batch}")
-    chunks = [[] for _ in tasks.TASKS]
+    task_set = tasks.task_set_of(model.output_names)
+    chunks = [[] for _ in task_set.tasks]
     if tta:
         function = _compiled_tta(model)
         for batch in _batches(volumes_or_dataset, discs_per_batch):
@@ -281,4 +283,4 @@ def predict(model, volumes_or_dataset, tta=True, discs_per_batch=1):
             for chunk, values in zip(chunks, logits):
                 chunk.append(tf.nn.softmax(tf.cast(values, tf.float32), axis=-1).numpy())
     return [np.concatenate(chunk) if chunk else np.zeros((0, task.num_classes), np.float32)
-            for chunk, task in zip(chunks, tasks.TASKS)]
+            for chunk, task in zip(chunks, task_set.tasks)]

@@ -55,7 +55,7 @@ LOW_CONFIDENCE = 0.5
 """Discs localised with less confidence are flagged in every output."""
 
 
-def _disc_records(volumes, located, probabilities, skipped):
+def _disc_records(task_set, volumes, located, probabilities, skipped):
     by_level = {d.level: d for d in located.discs}
     discs = []
     for n, volume in enumerate(volumes):
@@ -63,7 +63,7 @@ def _disc_records(volumes, located, probabilities, skipped):
         record = {"level": volume.level, "centre_voxel": [float(v) for v in place.centre],
                   "height_mm": float(place.height_mm), "confidence": float(volume.confidence),
                   "flagged": bool(volume.confidence < LOW_CONFIDENCE), "tasks": {}}
-        for task, p in zip(tasks.TASKS, probabilities):
+        for task, p in zip(task_set.tasks, probabilities):
             grade = int(np.argmax(p[n]))
             record["tasks"][task.name] = {
                 "grade": grade, "class_name": task.class_names[grade],
@@ -119,12 +119,13 @@ def predict_scan(job, predictor, out_dir, tta=True, hotspots=True,
               "localisation": _localisation_source(job, detector),
               "localisation_notes": list(located.notes),
               **({"pixel_size_mm": located.pixel_size_mm} if located.pixel_size_mm else {}),
-              "model": predictor.description, "tta": bool(tta),
+              "model": predictor.description, "task_set": predictor.task_set.name,
+              "tta": bool(tta),
               **({"tta_views": predictor.tta_views} if tta else {}),
               "input_slices": predictor.input_slices, "scan_slices": scan.num_slices,
               "input_notes": input_notes(scan.num_slices, predictor.input_slices),
               "written": datetime.datetime.now().isoformat(timespec="seconds"),
-              **_disc_records(volumes, located, probabilities, skipped)}
+              **_disc_records(predictor.task_set, volumes, located, probabilities, skipped)}
     levels = [v.level for v in volumes]
     with atomic_folder(os.path.join(out_dir, job.name)) as tmp:
         report.save_png(report.montage(list(stacked), levels),
@@ -132,10 +133,11 @@ def predict_scan(job, predictor, out_dir, tta=True, hotspots=True,
         pictures = {}
         if hotspots:
             from spine_tf import hotspots as hotspots_lib
-            classes = {t.name: p.argmax(axis=1) for t, p in zip(tasks.TASKS, probabilities)}
+            classes = {t.name: p.argmax(axis=1)
+                       for t, p in zip(predictor.task_set.tasks, probabilities)}
             augmentations, seed = predictor.hotspot_settings(augmentations, seed)
             per_task = predictor.hotspots(stacked, classes, augmentations, seed)
-            for task in tasks.TASKS:
+            for task in predictor.task_set.tasks:
                 pictures[task.name] = render.hotspot_picture(task.name)
                 report.save_png(hotspots_lib.overlay_pictures(stacked, per_task[task.name],
                                                               levels),
@@ -143,7 +145,7 @@ def predict_scan(job, predictor, out_dir, tta=True, hotspots=True,
             transforms = np.stack([v.voxel_to_scan for v in volumes])
             hotspots_lib.save_scan_hotspots(os.path.join(tmp, NIFTI_NAME), scan, per_task,
                                             transforms)
-            record["hotspots"] = {"nifti": NIFTI_NAME, "volumes": list(tasks.TASK_NAMES),
+            record["hotspots"] = {"nifti": NIFTI_NAME, "volumes": list(predictor.task_set.names),
                                   "augmentations": int(augmentations), "seed": seed}
         with open(os.path.join(tmp, GRADES_NAME), "w", encoding="utf-8") as f:
             json.dump(record, f, indent=1)
@@ -152,8 +154,8 @@ def predict_scan(job, predictor, out_dir, tta=True, hotspots=True,
     return record
 
 
-def _write_cohort(out_dir, summary, rows):
-    write_csv(os.path.join(out_dir, CSV_NAME), [render.csv_header()] + rows)
+def _write_cohort(out_dir, summary, rows, task_set):
+    write_csv(os.path.join(out_dir, CSV_NAME), [render.csv_header(task_set)] + rows)
     write_json(os.path.join(out_dir, SUMMARY_NAME), summary)
     write_text(os.path.join(out_dir, INDEX_NAME), render.index_page(summary))
 
@@ -187,7 +189,7 @@ def run(jobs, predictor, out_dir, tta=True, hotspots=True,
                          not_graded=len(record["not_graded"]))
             rows += render.csv_rows(record)
         summary["scans"].append(entry)
-        _write_cohort(out_dir, summary, rows)
+        _write_cohort(out_dir, summary, rows, predictor.task_set)
     return summary
 
 

@@ -32,6 +32,7 @@ class KerasPredictor:
         self.model, self.source = model, source
         self._hotspots = hotspots.Hotspots(model)
         self.input_slices = input_slices(model)
+        self.task_set = tasks.task_set_of(model.output_names)
         self.tta_views = len(tta.views_for(model))
         self.description = f"{source} (Keras, {model.count_params():,} parameters)"
 
@@ -47,7 +48,7 @@ class KerasPredictor:
 
     def hotspots(self, volumes, classes, augmentations=HOTSPOT_AUGMENTATIONS, seed=0):
         """{task: TaskHotspots} for the given class of every task (``classes``: {task: (n,)})."""
-        return self._hotspots.explain(volumes, tasks.TASK_NAMES, classes=classes,
+        return self._hotspots.explain(volumes, self.task_set.names, classes=classes,
                                       augmentations=augmentations, seed=seed)
 
 
@@ -62,6 +63,7 @@ class SavedModelPredictor:
         # exports written before the input modes are 9-slice models with 54 views
         self.input_slices = int(self.metadata.get("input_slices", 9))
         self.tta_views = int(self.metadata.get("tta_views", 54))
+        self.task_set = tasks.task_set(self.metadata.get("task_set", tasks.DEFAULT_TASK_SET))
         self.description = (f"{export_dir} (SavedModel, spine_tf "
                             f"{self.metadata.get('package_version')}, "
                             f"{self.metadata.get('parameters', 0):,} parameters)")
@@ -87,7 +89,7 @@ class SavedModelPredictor:
         single = export.signature_probabilities(
             self.loaded.signatures["serving_default"](disc_volume=tf.constant(volumes)))
         out = {}
-        for task, p in zip(tasks.TASKS, single):
+        for task, p in zip(self.task_set.tasks, single):
             chosen = np.asarray(classes[task.name], np.int32)
             maps = self.loaded.signatures["hotspots"](
                 disc_volume=tf.constant(volumes), task=tf.constant(task.name),

@@ -37,14 +37,21 @@ def _page(title, body):
             f"<body>\n{body}\n</body></html>\n")
 
 
+def record_tasks(record):
+    """The tasks a scan's record grades (its ``task_set``; records written before task
+    sets graded the paper's)."""
+    return tasks.task_set(record.get("task_set", tasks.DEFAULT_TASK_SET)).tasks
+
+
 def scan_page(record, pictures):
     """The HTML report of one scan: grades table, montages, model (self-contained, offline)."""
     e = html.escape
-    head = "".join(f"<th>{e(t.name.replace('_', ' '))}</th>" for t in tasks.TASKS)
+    graded = record_tasks(record)
+    head = "".join(f"<th>{e(t.name.replace('_', ' '))}</th>" for t in graded)
     rows = []
     for disc in record["discs"]:
         cells = []
-        for task in tasks.TASKS:
+        for task in graded:
             result = disc["tasks"][task.name]
             shade = result["grade"] / (task.num_classes - 1)
             cells.append(f"<td style=\"background: rgba(230, 120, 30, {0.5 * shade:.2f})\">"
@@ -78,7 +85,7 @@ def scan_page(record, pictures):
                      f"{record['hotspots']['augmentations']} augmented copies per disc. The "
                      f"same maps in the scan's grid: <code>{NIFTI_NAME}</code> (one volume per "
                      "task, in table order).</small></p>")
-        for task in tasks.TASKS:
+        for task in graded:
             parts.append(f"<h3>{e(task.description)}</h3>"
                          f"<img src=\"{e(pictures[task.name])}\" alt=\"{e(task.name)}\">")
     parts.append(f"<p><small>spine_tf; written {e(record.get('written', ''))}</small></p>")
@@ -103,9 +110,9 @@ def index_page(summary):
     return _page("spine_tf predictions", body)
 
 
-def csv_header():
+def csv_header(task_set=tasks.PAPER):
     header = ["scan", "level", "confidence", "flagged"]
-    for task in tasks.TASKS:
+    for task in task_set.tasks:
         header += [f"{task.name}_grade", f"{task.name}_class", f"{task.name}_probability"]
     return header
 
@@ -114,7 +121,7 @@ def csv_rows(record):
     rows = []
     for disc in record["discs"]:
         row = [record["name"], disc["level"], f"{disc['confidence']:.3f}", int(disc["flagged"])]
-        for task in tasks.TASKS:
+        for task in record_tasks(record):
             result = disc["tasks"][task.name]
             row += [result["grade"], result["class_name"], f"{result['probability']:.4f}"]
         rows.append(row)

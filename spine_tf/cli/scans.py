@@ -36,8 +36,8 @@ def add_parsers(commands):
     hs.add_argument("--split", help="dataset split (default: the run's test split)")
     hs.add_argument("--discs", type=int, default=8,
                     help="discs of the split to explain (default: %(default)s)")
-    hs.add_argument("--tasks", nargs="+", default=list(tasks.TASK_NAMES), metavar="TASK",
-                    help="tasks to explain (default: all)")
+    hs.add_argument("--tasks", nargs="+", metavar="TASK",
+                    help="tasks to explain (default: all the model grades)")
     hs.add_argument("--augmentations", type=int, default=150,  # hotspots.AUGMENTATIONS
                     help="augmented copies per hotspot (default: %(default)s)")
     hs.add_argument("--seed", type=int, default=0)
@@ -116,10 +116,10 @@ def _extract(args):
 
 
 def _hotspots(args):
-    unknown = [t for t in args.tasks if t not in tasks.TASK_NAMES]
+    known = [t.name for t in tasks.TABLE]
+    unknown = [t for t in args.tasks or () if t not in known]
     if unknown:
-        raise UsageError(f"unknown task(s) {', '.join(unknown)}; tasks are "
-                         f"{', '.join(tasks.TASK_NAMES)}")
+        raise UsageError(f"unknown task(s) {', '.join(unknown)}; tasks are {', '.join(known)}")
     at_least_one(args.augmentations, "--augmentations")
     if not args.scan and not args.run_dir:
         raise UsageError("give a SCAN (and --mask or --landmarks, else the detector finds its "

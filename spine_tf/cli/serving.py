@@ -71,8 +71,8 @@ def _client(args):
             failed += 1
             continue
         print(f"{job.name}:")
-        print("  " + "level".ljust(8) + "".join(t.name.ljust(16) for t in tasks.TASKS))
+        print("  " + "level".ljust(8) + "".join(name.ljust(16) for name in grades))
         for n, volume in enumerate(volumes):
             print("  " + volume.level.ljust(8) + "".join(
-                t.class_names[g[n]].ljust(16) for t, g in zip(tasks.TASKS, grades)))
+                tasks.task(name).class_names[g[n]].ljust(16) for name, g in grades.items()))
     return 1 if failed == len(jobs) else 0

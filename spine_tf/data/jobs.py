@@ -98,16 +98,19 @@ def write_cache(path, examples):
         "confidence": np.array([e["confidence"] for e in examples], np.float32),
         "lesion_boxes": np.stack([e["lesion_boxes"] for e in examples]).astype(np.float32),
     }
+    names = [t.name for t in tasks.TABLE if any(t.name in e["labels"] for e in examples)]
+    arrays["task_names"] = np.array(names)
     for key in ("labels", "labels_reread"):
-        arrays[key] = np.array([[e[key][name] for name in tasks.TASK_NAMES] for e in examples],
-                               np.int32)
+        arrays[key] = np.array([[e[key].get(name, tasks.MISSING_LABEL) for name in names]
+                                for e in examples], np.int32).reshape(len(examples), len(names))
     with epath.Path(path).open("wb") as f:
         np.savez(f, **arrays)
 
 
 def read_cache(path):
     """Yields ``(key, example)`` for the discs cached in ``path``; key = series/level
-    (the patient id where a patient has one scan)."""
+    (the patient id where a patient has one scan). ``labels`` hold every task the source
+    labels (``task_names``); the builder keeps its task set's."""
     with epath.Path(path).open("rb") as f:
         with np.load(f) as cached:
             arrays = {key: cached[key] for key in cached.files}
@@ -117,7 +120,7 @@ def read_cache(path):
         for key in ("patient_id", "series", "position_source", "level"):
             example[key] = str(arrays[key][n])
         for key in ("labels", "labels_reread"):
-            example[key] = dict(zip(tasks.TASK_NAMES, arrays[key][n]))
+            example[key] = dict(zip((str(s) for s in arrays["task_names"]), arrays[key][n]))
         yield f"{example['series']}/{example['level']}", example
 
 

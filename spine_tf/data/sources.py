@@ -38,19 +38,20 @@ SPLIT_PERCENT = (80, 10, 10)
 SCAN_SUFFIXES = scan_io.NIFTI_SUFFIXES + scan_io.ITK_SUFFIXES
 
 SPIDER_MAPPING = """\
-SPIDER radiological_gradings.csv -> spine_tf labels:
+SPIDER radiological_gradings.csv -> spine_tf labels (the spider task set, and the
+paper's where SPIDER has them):
 - Pfirrman grade 1..5 -> pfirrmann 0..4.
-- Disc narrowing is binary in SPIDER: 0 -> narrowing 0, 1 -> narrowing 1 (meaning
-  "narrowed, grade unknown"); evaluate it with the binary (Lootus) protocol.
+- Disc narrowing 0/1 -> narrowed 0/1; for the paper's four-grade narrowing, 0 -> 0 and
+  1 -> 1 (meaning "narrowed, grade unknown": score it with the binary protocol).
 - UP endplate / LOW endplate -> endplate_upper / endplate_lower.
-- marrow_upper and marrow_lower are always missing (-1): SPIDER's Modic grade does
-  not say which side of the disc a change is on, and keeping only its Modic-0
-  discs would give the marrow heads negatives only (a one-class task that
-  "learns" to say normal and scores 100 % balanced accuracy). Modic is read
-  and checked, not used.
+- Modic 0..3 -> modic 0 (none) / 1 (any type): SPIDER does not say on which side of
+  the disc a change lies, so the paper's marrow_upper and marrow_lower stay missing
+  (-1). Keeping only the Modic-0 discs would give those heads negatives only (a
+  one-class task that "learns" to say normal and scores 100 % balanced accuracy).
+- Disc herniation, Disc bulging, Spondylolisthesis 0/1 -> herniation, bulging,
+  spondylolisthesis.
 - IVD label N is mask label 200 + N (201 = L5-S1); levels above T12-L1 are skipped.
-- An empty cell is a missing label (-1); Spondylolisthesis, Disc herniation and Disc
-  bulging are not used (no task).
+- An empty cell is a missing label (-1).
 """
 
 
@@ -94,7 +95,7 @@ def disc_examples(record):
         labels but could not be extracted.
     """
     volumes, skipped = extract(record.scan, record.localisation)
-    missing = {t: tasks.MISSING_LABEL for t in tasks.TASK_NAMES}
+    missing = {}
     examples = []
     for volume in volumes:
         if volume.level not in record.labels:
@@ -318,12 +319,15 @@ def read_spider_gradings(path):
 
 # SPIDER column, lowest valid value, highest valid value.
 _SPIDER_RANGES = {"Modic": (0, 3), "UP endplate": (0, 1), "LOW endplate": (0, 1),
-                  "Disc narrowing": (0, 1), "Pfirrman grade": (1, 5)}
+                  "Disc narrowing": (0, 1), "Pfirrman grade": (1, 5),
+                  "Disc herniation": (0, 1), "Disc bulging": (0, 1),
+                  "Spondylolisthesis": (0, 1)}
 SPIDER_COLUMNS_USED = ("Patient", "IVD label") + tuple(_SPIDER_RANGES)
 
 
 def spider_labels(row):
-    """The six task labels of one row of SPIDER's radiological_gradings.csv.
+    """The task labels of one row of SPIDER's radiological_gradings.csv: the spider task
+    set's and the paper's.
 
     Args:
         row: dict of the SPIDER columns (strings or numbers).
@@ -350,6 +354,7 @@ def spider_labels(row):
         return tasks.MISSING_LABEL if value is None else value - offset
 
     marrow = tasks.MISSING_LABEL  # see SPIDER_MAPPING
+    modic = values["Modic"]
     return {
         "pfirrmann": label(values["Pfirrman grade"], offset=1),
         "narrowing": label(values["Disc narrowing"]),
@@ -357,6 +362,11 @@ def spider_labels(row):
         "endplate_lower": label(values["LOW endplate"]),
         "marrow_upper": marrow,
         "marrow_lower": marrow,
+        "narrowed": label(values["Disc narrowing"]),
+        "modic": tasks.MISSING_LABEL if modic is None else int(modic > 0),
+        "herniation": label(values["Disc herniation"]),
+        "bulging": label(values["Disc bulging"]),
+        "spondylolisthesis": label(values["Spondylolisthesis"]),
     }
 
 

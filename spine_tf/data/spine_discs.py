@@ -56,14 +56,17 @@ class SpineDiscsConfig(tfds.core.BuilderConfig):
         seed: phantom cohort seed.
         phantom: PhantomConfig of the phantom cohort.
         split_percent: train / validation / test shares of the patients.
+        task_set: the ``tasks.TASK_SETS`` name whose tasks the examples label.
 
     How a build runs (worker processes, strictness) is not part of the
     dataset's identity: those are ``SpineDiscs`` arguments.
     """
 
     def __init__(self, *, source, patients=0, seed=0, phantom=PhantomConfig(),
-                 split_percent=sources.SPLIT_PERCENT, **kwargs):
+                 split_percent=sources.SPLIT_PERCENT, task_set=tasks.DEFAULT_TASK_SET,
+                 **kwargs):
         super().__init__(**kwargs)
+        self.task_set = task_set
         self.source = source
         self.patients = patients
         self.seed = seed
@@ -100,7 +103,8 @@ class SpineDiscs(tfds.core.GeneratorBasedBuilder):
     VERSION = tfds.core.Version("1.1.0")
     RELEASE_NOTES = {"1.0.0": "First release.",
                      "1.1.0": "Examples name their scan (series) and where their position "
-                              "came from (position_source); the spider_slices config."}
+                              "came from (position_source); the spider_slices config; the "
+                              "spider configs label the spider task set."}
     BUILDER_CONFIGS = [
         SpineDiscsConfig(name="phantom_small", source="phantom", patients=24,
                          description="Phantom cohort, 24 patients (tests, demos)."),
@@ -110,9 +114,9 @@ class SpineDiscs(tfds.core.GeneratorBasedBuilder):
                          description="Phantom cohort, 600 patients (accuracy runs)."),
         SpineDiscsConfig(name="folder", source="folder",
                          description="NIfTI scans + masks or landmarks + labels CSV."),
-        SpineDiscsConfig(name="spider", source="spider",
+        SpineDiscsConfig(name="spider", source="spider", task_set="spider",
                          description="SPIDER lumbar MRI (manual download; mapping in README)."),
-        SpineDiscsConfig(name="spider_slices", source="spider_slices",
+        SpineDiscsConfig(name="spider_slices", source="spider_slices", task_set="spider",
                          split_percent=spider_slices.SPLIT_PERCENT,
                          description="Single real T2 slices with SPIDER's gradings."),
     ]
@@ -126,12 +130,14 @@ class SpineDiscs(tfds.core.GeneratorBasedBuilder):
     """
 
     def _info(self):
+        task_set = tasks.task_set(self.builder_config.task_set)
+
         def label(reading):
             return tfds.features.FeaturesDict(
                 {task.name: tfds.features.Scalar(
                     np.int32, doc=f"{task.description}: 0..{task.num_classes - 1}, -1 missing")
-                 for task in tasks.TASKS},
-                doc=f"{reading} per task (spine_tf.tasks.TASKS)")
+                 for task in task_set.tasks},
+                doc=f"{reading} per task ({task_set.name} tasks: {task_set.description})")
 
         return tfds.core.DatasetInfo(
             builder=self,
@@ -224,8 +230,13 @@ class SpineDiscs(tfds.core.GeneratorBasedBuilder):
                 if paths}
 
     def _generate_examples(self, cache_paths):
+        names = tasks.task_set(self.builder_config.task_set).names
         for path in cache_paths:
-            yield from read_cache(path)
+            for key, example in read_cache(path):
+                for labels in ("labels", "labels_reread"):
+                    example[labels] = {n: example[labels].get(n, tasks.MISSING_LABEL)
+                                       for n in names}
+                yield key, example
 
     def _download_and_prepare(self, dl_manager, download_config):
         try:

@@ -5,8 +5,9 @@
 of both, the intra-rater agreement of the labels' second reading (the ceiling
 to set the model beside), the confusion matrix and the support per class,
 plus the Lootus et al. protocol. ``write_report`` writes it as JSON, Markdown,
-a per-disc CSV and one confusion-matrix PNG per task. Tasks come from
-``spine_tf.tasks.TASKS``.
+a per-disc CSV and one confusion-matrix PNG per task. The tasks are the
+model's task set (``spine_tf.tasks.TASK_SETS``); a task the dataset does not
+label counts as unlabelled.
 
 Example:
     split = tfds.load("spine_discs/phantom_small", split="test")
@@ -21,13 +22,15 @@ import re
 import numpy as np
 
 from spine_tf import tasks, tta
+from spine_tf.tta import views_for
 from spine_tf.modeling import metrics
 from spine_tf.io import pictures as report
 from spine_tf.io.codec import from_stored
 from spine_tf.io.atomic import write_csv, write_json, write_text
 
 LOOTUS_TASKS = ("pfirrmann", "narrowing")
-"""The tasks of the Lootus et al. protocol (Pfirrmann grade, narrowing)."""
+"""The tasks of the Lootus et al. protocol (Pfirrmann grade, narrowing); a task set with a
+binary ``narrowed`` instead scores that as the protocol's normal vs abnormal."""
 
 PAPER_BALANCED_ACCURACY = {
     "pfirrmann": (71.2, 70.4),
@@ -69,14 +72,21 @@ def _level(value):
     return tasks.LEVELS[int(value)]
 
 
-def _collect(model, dataset_split, tta_on, discs_per_batch, batch_size):
+def _lootus_tasks(task_set):
+    """(grade task, narrowing task) of the Lootus protocol in a task set, or None."""
+    grade, narrowing = LOOTUS_TASKS
+    narrowing = next((n for n in (narrowing, "narrowed") if n in task_set.names), None)
+    return (grade, narrowing) if grade in task_set.names and narrowing else None
+
+
+def _collect(model, task_set, dataset_split, tta_on, discs_per_batch, batch_size):
     """One pass over the split: labels, ids, and both predictions, batch by batch."""
     has_reread = "labels_reread" in dataset_split.element_spec
     has_series = "series" in dataset_split.element_spec
     keys = ["disc_volume", "labels", "patient_id", "level"] + (
         ["labels_reread"] if has_reread else []) + (["series"] if has_series else [])
     data = dataset_split.map(lambda e: {k: e[k] for k in keys}).batch(batch_size).prefetch(1)
-    names = tasks.TASK_NAMES
+    names = task_set.names
     probabilities = getattr(model, "probabilities", None) or (
         lambda volumes, tta_on: tta.predict(model, volumes, tta=tta_on,
                                             discs_per_batch=discs_per_batch))
@@ -92,8 +102,10 @@ def _collect(model, dataset_split, tta_on, discs_per_batch, batch_size):
                 chunk.append(np.asarray(p))
         count = int(volumes.shape[0])
         for name in names:
-            out["labels"][name].append(batch["labels"][name].numpy().astype(np.int64))
-            reread = (batch["labels_reread"][name].numpy() if has_reread
+            labelled = name in batch["labels"]
+            out["labels"][name].append(batch["labels"][name].numpy().astype(np.int64)
+                                       if labelled else np.full(count, tasks.MISSING_LABEL))
+            reread = (batch["labels_reread"][name].numpy() if has_reread and labelled
                       else np.full(count, tasks.MISSING_LABEL))
             out["reread"][name].append(reread.astype(np.int64))
         out["patient_id"] += [_text(p) for p in batch["patient_id"].numpy()]
@@ -105,7 +117,7 @@ def _collect(model, dataset_split, tta_on, discs_per_batch, batch_size):
         return np.concatenate(chunks) if chunks else np.zeros((0, width), np.float32)
 
     for key in ("single", "tta"):
-        out[key] = [joined(c, t.num_classes) for c, t in zip(out[key], tasks.TASKS)]
+        out[key] = [joined(c, t.num_classes) for c, t in zip(out[key], task_set.tasks)]
     for key in ("labels", "reread"):
         out[key] = {n: np.concatenate(v) if v else np.zeros(0, np.int64)
                     for n, v in out[key].items()}
@@ -158,7 +170,9 @@ def evaluate(model, dataset_split, tta=True, discs_per_batch=1, batch_size=64,
         resamples: patient-bootstrap resamples behind the intervals (0: none).
 
     Returns:
-        dict: ``discs`` (count), ``tta`` (bool), ``tasks`` {task:
+        dict: ``discs`` (count), ``tta`` (bool), ``tta_views`` (views averaged,
+        None without TTA), ``task_set`` (the model's), ``tasks`` {task, in the
+        set's order:
         {``class_names``, ``balanced_accuracy_tta``,
         ``balanced_accuracy_single_view``, ``intra_rater`` (labels vs
         labels_reread; None without a second reading), ``confusion_matrix``
@@ -174,12 +188,14 @@ def evaluate(model, dataset_split, tta=True, discs_per_batch=1, batch_size=64,
         {task: list}). Rates are fractions in [0, 1]; None where no disc is
         labelled.
     """
-    seen = _collect(model, dataset_split, tta, discs_per_batch, batch_size)
+    task_set = getattr(model, "task_set", None) or tasks.task_set_of(model.output_names)
+    views = getattr(model, "tta_views", None) or len(views_for(model))
+    seen = _collect(model, task_set, dataset_split, tta, discs_per_batch, batch_size)
     final = seen["tta"] if tta else seen["single"]
-    predicted = {t.name: p.argmax(axis=1) for t, p in zip(tasks.TASKS, final)}
+    predicted = {t.name: p.argmax(axis=1) for t, p in zip(task_set.tasks, final)}
     samples = metrics.patient_bootstrap(seen["patient_id"], resamples)
     per_task = {}
-    for n, task in enumerate(tasks.TASKS):
+    for n, task in enumerate(task_set.tasks):
         truth, reread = seen["labels"][task.name], seen["reread"][task.name]
         single = seen["single"][n].argmax(axis=1)
         intervals = _intervals(samples, truth, reread, predicted[task.name], single,
@@ -199,25 +215,31 @@ def evaluate(model, dataset_split, tta=True, discs_per_batch=1, batch_size=64,
             "intervals": intervals,
         }
     lootus = None
-    if set(LOOTUS_TASKS) <= set(tasks.TASK_NAMES):
-        grade, narrowing = LOOTUS_TASKS
+    if _lootus_tasks(task_set):
+        grade, narrowing = _lootus_tasks(task_set)
         lootus = {k: _number(v) for k, v in metrics.lootus(
             seen["labels"][grade], predicted[grade],
             seen["labels"][narrowing], predicted[narrowing]).items()}
     predictions = [
         {"patient_id": seen["patient_id"][d], "series": seen["series"][d],
          "level": seen["level"][d],
-         "labels": {t.name: int(seen["labels"][t.name][d]) for t in tasks.TASKS},
-         "probabilities": {t.name: final[n][d].tolist() for n, t in enumerate(tasks.TASKS)}}
+         "labels": {t.name: int(seen["labels"][t.name][d]) for t in task_set.tasks},
+         "probabilities": {t.name: final[n][d].tolist() for n, t in enumerate(task_set.tasks)}}
         for d in range(len(seen["patient_id"]))]
     interval = {"method": "percentile, patients resampled with replacement",
                 "resamples": len(samples), "level": metrics.INTERVAL_LEVEL,
                 "patients": len(set(seen["patient_id"]))}
-    return {"discs": len(predictions), "tta": bool(tta), "tasks": per_task,
+    return {"discs": len(predictions), "tta": bool(tta), "tta_views": views if tta else None,
+            "task_set": task_set.name, "tasks": per_task,
             "interval": interval, "lootus": lootus, "predictions": predictions}
 
 
 # ------------------------------------------------------------------ writing
+
+def _result_tasks(result):
+    """The tasks of an ``evaluate`` result, in its order."""
+    return [tasks.task(name) for name in result["tasks"]]
+
 
 def _percent(value):
     return "n/a" if value is None else f"{100 * value:.1f} %"
@@ -244,12 +266,12 @@ def summary_markdown(result, model_name="model"):
     """The report's Markdown without its confusion matrices: the balanced accuracies (with
     intervals), the Lootus protocol and the paper's figures; what ``spine-tf evaluate``
     prints. ``result``: from ``evaluate``."""
-    views = "54 views" if result["tta"] else "off"
+    views = f"{result.get('tta_views') or 54} views" if result["tta"] else "off"
     lines = [f"# Evaluation of {model_name}", "",
              f"{result['discs']} discs; test-time augmentation: {views}.", "",
              "| task | balanced acc. TTA | single view | intra-rater | model - intra-rater "
              "| discs |", "|---|---|---|---|---|---|"]
-    for task in tasks.TASKS:
+    for task in _result_tasks(result):
         r = result["tasks"][task.name]
         ci = r["intervals"]
         cells = [_with_interval(r[k], ci[k]) for k in (
@@ -278,7 +300,7 @@ def summary_markdown(result, model_name="model"):
               "Jamaludin et al., SpineNet, balanced accuracy on the Genodisc test set, a "
               "different data set from the one above:", "",
               "| task | SpineNet (paper) | intra-rater (paper) |", "|---|---|---|"]
-    for task in tasks.TASKS:
+    for task in tasks.PAPER.tasks:
         paper = PAPER_BALANCED_ACCURACY.get(task.name)
         lines.append(f"| {task.name} | {f'{paper[0]:.1f} %' if paper else 'n/a'} | "
                      f"{f'{paper[1]:.1f} %' if paper else 'n/a'} |")
@@ -291,7 +313,7 @@ def summary_markdown(result, model_name="model"):
 def _markdown(result, model_name):
     lines = [summary_markdown(result, model_name), "", "## Confusion matrices", "",
              f"Rows: truth; columns: predicted ({'TTA' if result['tta'] else 'single view'})."]
-    for task in tasks.TASKS:
+    for task in _result_tasks(result):
         r = result["tasks"][task.name]
         lines += ["", f"### {task.name}", "",
                   f"![{task.name}]({confusion_png_name(task.name)})", "",
@@ -304,13 +326,13 @@ def _markdown(result, model_name):
 
 def _csv_rows(result):
     header = ["patient_id", "series", "level"]
-    for task in tasks.TASKS:
+    for task in _result_tasks(result):
         header += [f"{task.name}_grade", f"{task.name}_class", f"{task.name}_truth"]
         header += [f"{task.name}_p_{_column(c)}" for c in task.class_names]
     rows = [header]
     for disc in result["predictions"]:
         row = [disc["patient_id"], disc["series"], disc["level"]]
-        for task in tasks.TASKS:
+        for task in _result_tasks(result):
             p = disc["probabilities"][task.name]
             grade = int(np.argmax(p))
             row += [grade, task.class_names[grade], disc["labels"][task.name]]
@@ -337,14 +359,14 @@ def write_report(result, out_dir, model_name="model"):
              "markdown": os.path.join(out_dir, MARKDOWN_NAME),
              "csv": os.path.join(out_dir, CSV_NAME),
              "confusion": {t.name: os.path.join(out_dir, confusion_png_name(t.name))
-                           for t in tasks.TASKS}}
+                           for t in _result_tasks(result)}}
     summary = {"model": model_name}
     summary.update({k: v for k, v in result.items() if k != "predictions"})
     write_json(paths["json"], summary, indent=2, allow_nan=False)
     write_text(paths["markdown"], _markdown(result, model_name))
     write_csv(paths["csv"], _csv_rows(result))
     which = "TTA" if result["tta"] else "single view"
-    for task in tasks.TASKS:
+    for task in _result_tasks(result):
         r = result["tasks"][task.name]
         picture = report.confusion_matrix_picture(
             r["confusion_matrix"], r["class_names"], f"{task.name} ({which})")

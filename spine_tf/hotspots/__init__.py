@@ -21,10 +21,12 @@ from spine_tf.hotspots.measure import (LOCALISATION_JSON, LOCALISATION_MARKDOWN,
 from spine_tf.hotspots.outputs import (overlay_pictures, save_outputs, save_scan_hotspots,
                                        scan_hotspots, to_scan)
 from spine_tf.hotspots.saliency import (AUGMENTATIONS, CHUNK, Hotspots, TaskHotspots,
-                                        graph_hotspots, plain_saliency, smoothgrad, summed_maps)
+                                        UnknownTaskError, graph_hotspots, hotspot_ranges,
+                                        plain_saliency, smoothgrad, summed_maps)
 
 __all__ = ["AUGMENTATIONS", "CHUNK", "LOCALISATION_JSON", "LOCALISATION_MARKDOWN", "PERCENTILE",
            "PERCENTILES", "WHOLE_VOLUME", "HotspotImages", "Hotspots", "TaskHotspots",
+           "UnknownTaskError", "hotspot_ranges",
            "graph_hotspots", "hotspot_boxes", "localisation", "localisation_markdown",
            "overlay_pictures", "plain_saliency", "save_outputs", "save_scan_hotspots",
            "scan_hotspots", "smoothgrad", "summed_maps", "task_specificity", "to_scan",

@@ -18,18 +18,18 @@ class HotspotImages(keras.callbacks.Callback):
     Args:
         log_dir: e.g. ``RUN_DIR/tensorboard/hotspots``.
         volumes: (n, 112, 224, 9) the fixed batch (a few discs).
-        task_names: tasks to show (default all).
+        task_names: tasks to show (default: all of the model's).
         augmentations: copies per hotspot (fewer than 150: this runs every epoch).
         every: write every ``every`` epochs.
         seed: augmentation seed (the same copies every epoch).
     """
 
-    def __init__(self, log_dir, volumes, task_names=tasks.TASK_NAMES, augmentations=16,
+    def __init__(self, log_dir, volumes, task_names=None, augmentations=16,
                  every=1, seed=0):
         super().__init__()
         self.log_dir = log_dir
         self.volumes = as_volumes(volumes)
-        self.task_names = tuple(task_names)
+        self.task_names = None if task_names is None else tuple(task_names)
         self.augmentations = augmentations
         self.every = every
         self.seed = seed

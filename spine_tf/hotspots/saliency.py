@@ -31,6 +31,7 @@ import tensorflow as tf
 
 from spine_tf import augment, tasks
 from spine_tf.config import AugmentConfig
+from spine_tf.errors import SpineTFError
 from spine_tf.modeling.model import input_slices
 from spine_tf.tasks import VOLUME_SHAPE
 
@@ -56,9 +57,21 @@ def as_volumes(volumes):
     return array
 
 
-def _task_index(name):
-    task = tasks.task(name)  # KeyError naming the valid tasks
-    return tasks.TASKS.index(task), task
+class UnknownTaskError(SpineTFError, KeyError):
+    """A task the model does not grade; the message names the ones it does."""
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else ""
+
+
+def _task_index(model, name):
+    """(output index, Task) of task ``name`` of a model; UnknownTaskError naming its tasks."""
+    task_set = tasks.task_set_of(model.output_names)
+    try:
+        task = task_set.task(name)
+    except KeyError as error:
+        raise UnknownTaskError(str(error.args[0])) from None
+    return task_set.tasks.index(task), task
 
 
 def _classes_for(task, class_index, predicted):
@@ -225,10 +238,7 @@ class Hotspots:
     """
 
     def __init__(self, model, augment_config=AugmentConfig(), chunk=CHUNK):
-        outputs = model.outputs if isinstance(model.outputs, (list, tuple)) else [model.outputs]
-        if len(outputs) != len(tasks.TASKS):
-            raise ValueError(f"the model has {len(outputs)} outputs; a SpineNet model has one "
-                             f"per task ({len(tasks.TASKS)}: {', '.join(tasks.TASK_NAMES)})")
+        self.task_set = tasks.task_set_of(model.output_names)  # ValueError: not SpineNet's
         if int(chunk) < 1:
             raise ValueError(f"chunk must be at least 1, not {chunk}")
         self.model = model
@@ -244,7 +254,8 @@ class Hotspots:
         volumes = as_volumes(volumes)
         chunks = [self._forward(tf.constant(volumes[s:s + 64]))
                   for s in range(0, len(volumes), 64)]
-        return [np.concatenate([np.asarray(c[t]) for c in chunks]) for t in range(len(tasks.TASKS))]
+        return [np.concatenate([np.asarray(c[t]) for c in chunks])
+                for t in range(len(self.task_set.tasks))]
 
     def _function(self, task_indices):
         """``summed_maps`` of the model for ``task_indices``, compiled once per set of tasks."""
@@ -263,13 +274,13 @@ class Hotspots:
         self._functions[task_indices] = function
         return function
 
-    def explain(self, volumes, task_names=tasks.TASK_NAMES, classes=None,
+    def explain(self, volumes, task_names=None, classes=None,
                 augmentations=AUGMENTATIONS, seed=0):
         """Hotspots of several tasks from the same augmented copies (one forward pass each).
 
         Args:
             volumes: float (n, 112, 224, 9) or one (112, 224, 9) disc volume.
-            task_names: tasks to explain, any subset of ``tasks.TASK_NAMES``.
+            task_names: tasks to explain, any of the model's (default: all of them).
             classes: None (the predicted class of each disc), or {task: class
                 or (n,) classes}; a task left out gets its predicted class.
             augmentations: augmented copies per disc (1 or more).
@@ -283,6 +294,8 @@ class Hotspots:
             KeyError: an unknown task name.
         """
         volumes = as_volumes(volumes)
+        if task_names is None:
+            task_names = self.task_set.names
         if isinstance(task_names, str):
             task_names = (task_names,)
         if not task_names:
@@ -297,7 +310,7 @@ class Hotspots:
         indices, chosen = [], []
         logits = self.logits(volumes)
         for name in task_names:
-            index, task = _task_index(name)
+            index, task = _task_index(self.model, name)
             indices.append(index)
             chosen.append(_classes_for(task, classes.get(name), logits[index].argmax(axis=1)))
         n = len(volumes)
@@ -342,7 +355,7 @@ def _saliency(model, task, volumes, class_index, keepdims, smooth_samples, smoot
     from tf_keras_vis.saliency import Saliency
     from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
     from tf_keras_vis.utils.scores import InactiveScore
-    index, task_ = _task_index(task)
+    index, task_ = _task_index(model, task)
     volumes = as_volumes(volumes)
     predicted = np.asarray(model(volumes, training=False)[index]).argmax(axis=1)
     classes = tf.constant(_classes_for(task_, class_index, predicted))
@@ -350,7 +363,7 @@ def _saliency(model, task, volumes, class_index, keepdims, smooth_samples, smoot
     def score(output):
         return tf.gather(output, classes, batch_dims=1)
 
-    scores = [score if t == index else InactiveScore() for t in range(len(tasks.TASKS))]
+    scores = [score if t == index else InactiveScore() for t in range(len(model.outputs))]
     # the heads are already linear (logits), so modifying the model in place is harmless
     saliency = Saliency(model, model_modifier=ReplaceToLinear(), clone=False)
     with warnings.catch_warnings():  # tf-keras-vis passes the one input as a list

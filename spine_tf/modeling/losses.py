@@ -31,20 +31,20 @@ class MaskedSparseCategoricalCrossentropy(keras.losses.Loss):
         return per_disc * labelled
 
 
-def losses():
-    """The per-output loss dict for ``model.compile``."""
-    return {name: MaskedSparseCategoricalCrossentropy() for name in tasks.TASK_NAMES}
+def losses(task_set=tasks.PAPER):
+    """The per-output loss dict for ``model.compile`` (a ``tasks.TaskSet``'s heads)."""
+    return {name: MaskedSparseCategoricalCrossentropy() for name in task_set.names}
 
 
-def loss_weights(task_weights=None):
+def loss_weights(task_weights=None, task_set=tasks.PAPER):
     """Per-output loss weights w_t: 1 each, or as given ({task: w}, others 0).
 
     ``loss_weights({"pfirrmann": 1.0})`` is single-task training.
     """
+    names = task_set.names
     if task_weights is None:
-        return {name: 1.0 for name in tasks.TASK_NAMES}
-    unknown = set(task_weights) - set(tasks.TASK_NAMES)
+        return {name: 1.0 for name in names}
+    unknown = set(task_weights) - set(names)
     if unknown:
-        raise KeyError(f"unknown task(s) {sorted(unknown)}; tasks are "
-                       f"{', '.join(tasks.TASK_NAMES)}")
-    return {name: float(task_weights.get(name, 0.0)) for name in tasks.TASK_NAMES}
+        raise KeyError(f"unknown task(s) {sorted(unknown)}; tasks are {', '.join(names)}")
+    return {name: float(task_weights.get(name, 0.0)) for name in names}

@@ -53,9 +53,10 @@ class MaskedBalancedAccuracy(keras.metrics.Metric):
         return config
 
 
-def keras_metrics():
-    """Per-output metrics for ``model.compile``: balanced accuracy per task."""
-    return {t.name: [MaskedBalancedAccuracy(t.num_classes)] for t in tasks.TASKS}
+def keras_metrics(task_set=tasks.PAPER):
+    """Per-output metrics for ``model.compile``: balanced accuracy per task of a
+    ``tasks.TaskSet``."""
+    return {t.name: [MaskedBalancedAccuracy(t.num_classes)] for t in task_set.tasks}
 
 
 # ----------------------------------------------------------------- offline

@@ -4,8 +4,10 @@ The network is VGG-M "1024" with 9-channel input and no local response
 normalisation (docs/design.md, "Model"). It branches into one tower per task at
 ``branch_point``: every layer after it is duplicated per task, and each task
 ends in its own logits layer (``fc8``) named after the task. Outputs are a
-list in task-table order (``spine_tf.tasks.TASKS``): Keras 3 would sort a dict
-alphabetically, and tf-keras-vis needs list outputs.
+list in the order of the model's task set (``ModelConfig.task_set``, a
+``spine_tf.tasks.TaskSet``; ``task_set(model)`` reads it back from the output
+names): Keras 3 would sort a dict alphabetically, and tf-keras-vis needs list
+outputs.
 
 Field of view: with "valid" conv1/conv2 and 2x2 pools, the 2 x 6 grid that
 fc6 reads is computed from a 97 x 209 window of the input; the other 15 rows
@@ -145,18 +147,18 @@ def _block(x, spec, width, dropout, prefix=""):
 
 
 def build_model(config=ModelConfig(), width=None, branch_point=None, input_slices=None,
-                name="spinenet"):
+                task_set=None, name="spinenet"):
     """Builds the multi-task SpineNet as a Keras functional model.
 
     Args:
-        config: ModelConfig; ``width`` / ``branch_point`` / ``input_slices``
-            override it.
+        config: ModelConfig; ``width`` / ``branch_point`` / ``input_slices`` /
+            ``task_set`` (a name) override it.
         name: model name.
 
     Returns:
         ``keras.Model`` mapping ``disc_volume`` (batch, 112, 224, 9) to a list
-        of logits, one (batch, classes) tensor per task in task-table order;
-        output ``i`` is named ``tasks.TASKS[i].name``. A 1-slice model's
+        of logits, one (batch, classes) tensor per task of its task set, in
+        order; output ``i`` is named after task ``i``. A 1-slice model's
         first layer is ``centre_slice`` and its mean subtraction has one channel.
 
     Raises:
@@ -164,7 +166,7 @@ def build_model(config=ModelConfig(), width=None, branch_point=None, input_slice
         ConfigError: ``input_slices`` other than 9 or 1.
     """
     overrides = (("width", width), ("branch_point", branch_point),
-                 ("input_slices", input_slices))
+                 ("input_slices", input_slices), ("task_set", task_set))
     config = dataclasses.replace(config, **{k: v for k, v in overrides if v is not None})
     if config.branch_point not in BRANCH_POINTS:
         raise ValueError(f"branch_point {config.branch_point!r} is not one of "
@@ -179,7 +181,7 @@ def build_model(config=ModelConfig(), width=None, branch_point=None, input_slice
     for spec in _LAYERS[:shared]:
         x = _block(x, spec, config.width, config.dropout)
     outputs = []
-    for task in tasks.TASKS:
+    for task in tasks.task_set(config.task_set).tasks:
         y = x
         for spec in _LAYERS[shared:]:
             y = _block(y, spec, config.width, config.dropout, prefix=f"{task.name}_")
@@ -201,6 +203,16 @@ def load_model(path):
 def mean_subtraction(model):
     """The model's ChannelMeanSubtraction layer."""
     return model.get_layer("mean_subtraction")
+
+
+def task_set(model):
+    """The ``tasks.TaskSet`` a built or loaded SpineNet model grades (from its output
+    names).
+
+    Raises:
+        ValueError: the outputs are not a task set's.
+    """
+    return tasks.task_set_of(model.output_names)
 
 
 def input_slices(model):

@@ -63,15 +63,26 @@ def rest_request(volumes, signature="serving_default"):
     return {"signature_name": signature, "instances": rounded.tolist()}
 
 
+def _answer_task_set(names):
+    """The task set of an answer's output names; ClientError when they are not one's."""
+    suffix = "_probabilities"
+    try:
+        return tasks.task_set_of([n[:-len(suffix)] for n in names if n.endswith(suffix)],
+                                 ordered=False)
+    except ValueError as error:
+        raise ClientError(f"the answer's outputs are not a spine_tf model's ({error})") from error
+
+
 def parse_rest_response(body):
-    """A REST predict answer -> (probabilities, grades), lists in task order.
+    """A REST predict answer -> (probabilities, grades), dicts by task in the model's
+    task-set order.
 
     Args:
         body: the decoded JSON answer (row format, ``predictions``; or the
             columnar format, ``outputs``).
 
     Returns:
-        probabilities: float32 (n, classes) per task; grades: int (n,) per task.
+        probabilities: {task: float32 (n, classes)}; grades: {task: int (n,)}.
 
     Raises:
         ClientError: an ``error`` answer, or one without every task's outputs.
@@ -85,15 +96,15 @@ def parse_rest_response(body):
         columns = body["outputs"]
     else:
         raise ClientError(f"not a predict answer (keys: {', '.join(body) or 'none'})")
-    probabilities, grades = [], []
-    for task in tasks.TASKS:
+    probabilities, grades = {}, {}
+    for task in _answer_task_set(columns).tasks:
         name_p, name_g = task.output_names
         if name_p not in columns or name_g not in columns:
             raise ClientError(f"the answer lacks {name_p} / {name_g}: is the model a spine_tf "
                               "export?")
-        probabilities.append(np.asarray(columns[name_p], np.float32).reshape(
-            -1, task.num_classes))
-        grades.append(np.asarray(columns[name_g], np.int64).reshape(-1))
+        probabilities[task.name] = np.asarray(columns[name_p], np.float32).reshape(
+            -1, task.num_classes)
+        grades[task.name] = np.asarray(columns[name_g], np.int64).reshape(-1)
     return probabilities, grades
 
 
@@ -142,16 +153,16 @@ def grpc_request(volumes, model_name, signature="serving_default", version=None)
 
 
 def parse_grpc_response(response):
-    """A ``PredictResponse`` -> (probabilities, grades), lists in task order."""
+    """A ``PredictResponse`` -> (probabilities, grades), dicts by task (``parse_rest_response``)."""
     import tensorflow as tf
-    probabilities, grades = [], []
-    for task in tasks.TASKS:
+    probabilities, grades = {}, {}
+    for task in _answer_task_set(response.outputs).tasks:
         name_p, name_g = task.output_names
         if name_p not in response.outputs or name_g not in response.outputs:
             raise ClientError(f"the answer lacks {name_p} / {name_g}: is the model a spine_tf "
                               "export?")
-        probabilities.append(tf.make_ndarray(response.outputs[name_p]).astype(np.float32))
-        grades.append(tf.make_ndarray(response.outputs[name_g]).astype(np.int64))
+        probabilities[task.name] = tf.make_ndarray(response.outputs[name_p]).astype(np.float32)
+        grades[task.name] = tf.make_ndarray(response.outputs[name_g]).astype(np.int64)
     return probabilities, grades
 
 

@@ -76,9 +76,9 @@ def checked_volumes(volumes):
         return tf.ensure_shape(tf.identity(volumes), (None,) + tuple(VOLUME_SHAPE))
 
 
-def _outputs(probabilities):
+def _outputs(task_set, probabilities):
     out = {}
-    for task, p in zip(tasks.TASKS, probabilities):
+    for task, p in zip(task_set.tasks, probabilities):
         name_p, name_grade = task.output_names
         out[name_p] = p
         out[name_grade] = tf.argmax(p, axis=-1, output_type=tf.int32)
@@ -91,6 +91,7 @@ class ServingModule(tf.Module):
     def __init__(self, model, augmentations=hotspots_lib.AUGMENTATIONS):
         super().__init__(name="spine_tf")
         self.model = model
+        self.task_set = tasks.task_set_of(model.output_names)
         self.augmentations = int(augmentations)
 
     def _logits(self, volumes):
@@ -99,26 +100,26 @@ class ServingModule(tf.Module):
     @tf.function(input_signature=[_ANY])
     def serving_default(self, disc_volume):
         volumes = checked_volumes(disc_volume)
-        return _outputs([tf.nn.softmax(x, axis=-1) for x in self._logits(volumes)])
+        return _outputs(self.task_set, [tf.nn.softmax(x, axis=-1) for x in self._logits(volumes)])
 
     @tf.function(input_signature=[_ANY])
     def predict_tta(self, disc_volume):
         volumes = checked_volumes(disc_volume)
-        signature = [tf.TensorSpec((t.num_classes,), tf.float32) for t in tasks.TASKS]
+        signature = [tf.TensorSpec((t.num_classes,), tf.float32) for t in self.task_set.tasks]
         view_list = tta.views_for(self.model)
         per_disc = tf.map_fn(  # one disc's views per forward batch bounds the memory
             lambda volume: [p[0] for p in tta.tta_probabilities(self._logits, volume[None],
                                                                 view_list)],
             volumes, fn_output_signature=signature, parallel_iterations=1)
-        return _outputs(per_disc)
+        return _outputs(self.task_set, per_disc)
 
     @tf.function(input_signature=[_ANY, tf.TensorSpec((), tf.string, name="task"),
                                   tf.TensorSpec((None,), tf.int32, name="class_index")])
     def hotspots(self, disc_volume, task, class_index):
         volumes = checked_volumes(disc_volume)
-        names = tf.constant(tasks.TASK_NAMES)
+        names = tf.constant(self.task_set.names)
         known = tf.debugging.Assert(tf.reduce_any(tf.equal(names, task)), [
-            "task must be one of " + ", ".join(tasks.TASK_NAMES) + "; got", task])
+            "task must be one of " + ", ".join(self.task_set.names) + "; got", task])
         same = tf.debugging.assert_equal(
             tf.size(class_index), tf.shape(volumes)[0],
             message="class_index needs one class per disc volume (-1: the predicted class)")
@@ -138,7 +139,7 @@ class ServingModule(tf.Module):
                                                        self.augmentations)
             return explain
 
-        maps = tf.switch_case(index, [branch(n, t) for n, t in enumerate(tasks.TASKS)])
+        maps = tf.switch_case(index, [branch(n, t) for n, t in enumerate(self.task_set.tasks)])
         return {"hotspots": tf.ensure_shape(maps, (None,) + tuple(VOLUME_SHAPE))}
 
 
@@ -155,9 +156,11 @@ def metadata(model, config=None, augmentations=hotspots_lib.AUGMENTATIONS):
                              "sagittal slices, intensities normalised per disc"},
         "input_slices": input_slices(model),
         "tta_views": views,
+        "task_set": tasks.task_set_of(model.output_names).name,
         "tasks": [{"name": t.name, "description": t.description,
                    "class_names": list(t.class_names),
-                   "outputs": list(t.output_names)} for t in tasks.TASKS],
+                   "outputs": list(t.output_names)}
+                  for t in tasks.task_set_of(model.output_names).tasks],
         "signatures": {
             "serving_default": "single view",
             "predict_tta": f"{views}-view test-time augmentation",
@@ -255,11 +258,18 @@ def load(export_dir):
     return tf.saved_model.load(export_dir)
 
 
+def signature_task_set(outputs):
+    """The ``tasks.TaskSet`` of a signature's output dict (from its probability outputs)."""
+    suffix = "_probabilities"
+    return tasks.task_set_of([k[:-len(suffix)] for k in outputs if k.endswith(suffix)],
+                             ordered=False)
+
+
 def signature_probabilities(outputs):
-    """A signature's output dict -> list in task order of numpy probabilities."""
-    return [np.asarray(outputs[t.output_names[0]]) for t in tasks.TASKS]
+    """A signature's output dict -> list in task-set order of numpy probabilities."""
+    return [np.asarray(outputs[t.output_names[0]]) for t in signature_task_set(outputs).tasks]
 
 
 __all__ = ["INPUT_NAME", "METADATA_NAME", "ModelFileError", "SIGNATURES", "ServingModule",
            "checked_volumes", "export", "export_run", "load", "metadata", "next_version",
-           "read_metadata", "signature_probabilities", "versions"]
+           "read_metadata", "signature_probabilities", "signature_task_set", "versions"]

@@ -5,8 +5,10 @@ seeded, TF ops) -> per-task labels and class-balancing sample weights ->
 prefetch. Evaluation: the same without shuffle and augmentation.
 
 Elements are ``(disc_volume, labels, sample_weights)``: ``labels`` and
-``sample_weights`` are tuples in task-table order, matching the model's list
-outputs (Keras 3 matches targets to list outputs by position).
+``sample_weights`` are tuples in the order of the model's task set (a
+``tasks.TaskSet``, default the paper's), matching its list outputs (Keras 3
+matches targets to list outputs by position). A task the dataset does not
+label (a ``spider`` model on phantom data) reads as missing (-1) throughout.
 """
 
 
@@ -20,10 +22,12 @@ from spine_tf.io.codec import from_stored
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-def decode(example):
-    """A stored example -> (disc_volume float32, labels tuple in task order)."""
+def decode(example, task_set=tasks.PAPER):
+    """A stored example -> (disc_volume float32, labels tuple in the task set's order)."""
     volume = from_stored(example["disc_volume"])
-    labels = tuple(tf.cast(example["labels"][name], tf.int32) for name in tasks.TASK_NAMES)
+    missing = tf.constant(tasks.MISSING_LABEL, tf.int32)
+    labels = tuple(tf.cast(example["labels"][name], tf.int32) if name in example["labels"]
+                   else missing for name in task_set.names)
     return volume, labels
 
 
@@ -49,39 +53,42 @@ def class_weights(labels, num_classes):
     return (alpha / mean).astype(np.float32)
 
 
-def task_class_weights(labels_by_task):
-    """``class_weights`` for every task: {task: (classes,) weights}."""
-    return {t.name: class_weights(labels_by_task[t.name], t.num_classes) for t in tasks.TASKS}
+def task_class_weights(labels_by_task, task_set=tasks.PAPER):
+    """``class_weights`` for every task of a set: {task: (classes,) weights}."""
+    return {t.name: class_weights(labels_by_task[t.name], t.num_classes) for t in task_set.tasks}
 
 
 def weigh(volumes, labels, class_weights):
-    """Adds per-task sample weights alpha[label] (0 for a missing label)."""
+    """Adds per-task sample weights alpha[label] (0 for a missing label); ``labels`` are
+    in the order of ``class_weights``' tasks."""
     weights = []
-    for name, label in zip(tasks.TASK_NAMES, labels):
+    for name, label in zip(class_weights, labels):
         table = tf.constant(np.append(class_weights[name], 0.0), tf.float32)  # index -1 -> 0
         weights.append(tf.gather(table, tf.where(label >= 0, label, len(class_weights[name]))))
     return volumes, labels, tuple(weights)
 
 
-def training_statistics(dataset):
+def training_statistics(dataset, task_set=tasks.PAPER):
     """Class weights per task and the per-slice mean of the volumes of a split.
 
     Args:
         dataset: the raw (undecoded) training split.
+        task_set: the model's tasks.
 
     Returns:
-        (class_weights {task: (classes,)}, channel_mean (9,)).
+        (class_weights {task: (classes,)} in the set's order, channel_mean (9,)).
     """
-    labels = {name: [] for name in tasks.TASK_NAMES}
+    labels = {name: [] for name in task_set.names}
     total, count = np.zeros(9, np.float64), 0
-    for volumes, batch_labels in dataset.map(decode, num_parallel_calls=AUTOTUNE).batch(256):
+    decoded = dataset.map(lambda e: decode(e, task_set), num_parallel_calls=AUTOTUNE)
+    for volumes, batch_labels in decoded.batch(256):
         total += tf.reduce_sum(volumes, axis=(0, 1, 2)).numpy()
         count += int(volumes.shape[0]) * volumes.shape[1] * volumes.shape[2]
-        for name, values in zip(tasks.TASK_NAMES, batch_labels):
+        for name, values in zip(task_set.names, batch_labels):
             labels[name].append(values.numpy())
     if count == 0:
         raise ValueError("the training split is empty")
-    weights = task_class_weights({k: np.concatenate(v) for k, v in labels.items()})
+    weights = task_class_weights({k: np.concatenate(v) for k, v in labels.items()}, task_set)
     return weights, (total / count).astype(np.float32)
 
 
@@ -93,8 +100,11 @@ def steps_per_epoch(dataset, batch_size):
     return max(1, -(-size // batch_size))
 
 
-def training_dataset(dataset, class_weights, config=PipelineConfig(), initial_epoch=0):
+def training_dataset(dataset, class_weights, config=PipelineConfig(), initial_epoch=0,
+                     task_set=tasks.PAPER):
     """The augmented, shuffled, weighted training stream of a raw split.
+
+    ``class_weights``: {task: weights} of ``task_set``'s tasks, in its order.
 
     The stream runs epoch after epoch from ``initial_epoch`` (use
     ``steps_per_epoch`` batches an epoch with ``model.fit``). Every epoch's
@@ -102,7 +112,7 @@ def training_dataset(dataset, class_weights, config=PipelineConfig(), initial_ep
     a run resumed at epoch e sees exactly the batches an uninterrupted run
     sees at epoch e.
     """
-    decoded = dataset.map(decode, num_parallel_calls=AUTOTUNE)
+    decoded = dataset.map(lambda e: decode(e, task_set), num_parallel_calls=AUTOTUNE)
     if config.cache:
         decoded = decoded.cache()
     buffer = config.shuffle_buffer
@@ -125,7 +135,7 @@ def training_dataset(dataset, class_weights, config=PipelineConfig(), initial_ep
                                  augment_config)
             # a volume reflected across the disc plane swaps upper and lower lesions
             labels = tuple(tf.where(draws["mirror"], labels[j], labels[i])
-                           for i, j in enumerate(tasks.MIRRORED))
+                           for i, j in enumerate(task_set.mirrored))
             return augment.apply(volumes, draws), labels
 
         return batches.map(augmented, num_parallel_calls=AUTOTUNE)
@@ -136,9 +146,9 @@ def training_dataset(dataset, class_weights, config=PipelineConfig(), initial_ep
     return data.prefetch(AUTOTUNE)
 
 
-def evaluation_dataset(dataset, class_weights, batch_size=64, cache=True):
+def evaluation_dataset(dataset, class_weights, batch_size=64, cache=True, task_set=tasks.PAPER):
     """The plain, ordered, weighted pipeline of a raw split (validation, test)."""
-    data = dataset.map(decode, num_parallel_calls=AUTOTUNE)
+    data = dataset.map(lambda e: decode(e, task_set), num_parallel_calls=AUTOTUNE)
     if cache:
         data = data.cache()
     data = data.batch(batch_size)

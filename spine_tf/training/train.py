@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from spine_tf import config as config_lib
+from spine_tf import tasks
 from spine_tf.training import input_pipeline
 from spine_tf.modeling import losses
 from spine_tf.modeling import metrics
@@ -77,15 +78,16 @@ def prepare_dataset(data_config, detect=None):
     return builder
 
 
-def load_statistics(run_dir, train_split):
-    """Class weights and channel mean of the training split, cached in the run dir."""
+def load_statistics(run_dir, train_split, task_set=tasks.PAPER):
+    """Class weights (of ``task_set``'s tasks) and channel mean of the training split,
+    cached in the run dir."""
     path = RunDir(run_dir).statistics
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             saved = json.load(f)
         return ({k: np.asarray(v, np.float32) for k, v in saved["class_weights"].items()},
                 np.asarray(saved["channel_mean"], np.float32))
-    weights, mean = input_pipeline.training_statistics(train_split)
+    weights, mean = input_pipeline.training_statistics(train_split, task_set)
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump({"class_weights": {k: v.tolist() for k, v in weights.items()},
@@ -116,12 +118,14 @@ def build_compiled_model(config, channel_mean):
     """The model of ``config.model``, mean subtraction set, compiled for training."""
     model = model_lib.build_model(config.model)
     model_lib.mean_subtraction(model).set_mean(channel_mean)
+    task_set = tasks.task_set(config.model.task_set)
     model.compile(
         optimizer=keras.optimizers.SGD(config.train.learning_rate,
                                        momentum=config.train.momentum,
                                        weight_decay=config.train.weight_decay),
-        loss=losses.losses(), loss_weights=losses.loss_weights(config.train.task_weights),
-        metrics=metrics.keras_metrics(), jit_compile=config.train.jit_compile)
+        loss=losses.losses(task_set),
+        loss_weights=losses.loss_weights(config.train.task_weights, task_set),
+        metrics=metrics.keras_metrics(task_set), jit_compile=config.train.jit_compile)
     return model
 
 
@@ -208,8 +212,10 @@ def train(config, run_dir, extra_callbacks=(), verbose="line"):
     builder = prepare_dataset(config.data)
     train_split = builder.as_dataset(split="train")
     validation_split = builder.as_dataset(split=config.data.validation_split)
-    class_weights, channel_mean = load_statistics(run_dir, train_split)
-    trained = [name for name, w in losses.loss_weights(config.train.task_weights).items() if w]
+    task_set = tasks.task_set(config.model.task_set)
+    class_weights, channel_mean = load_statistics(run_dir, train_split, task_set)
+    trained = [name for name, w in
+               losses.loss_weights(config.train.task_weights, task_set).items() if w]
 
     keras.utils.set_random_seed(config.train.seed)
     strategy = make_strategy(config.train.strategy)
@@ -217,9 +223,10 @@ def train(config, run_dir, extra_callbacks=(), verbose="line"):
         model = build_compiled_model(config, channel_mean)
     initial_epoch = _restored_epoch(RunDir(run_dir).backup)
     train_data = input_pipeline.training_dataset(train_split, class_weights, config.pipeline,
-                                                 initial_epoch=initial_epoch)
+                                                 initial_epoch=initial_epoch, task_set=task_set)
     validation_data = input_pipeline.evaluation_dataset(
-        validation_split, class_weights, batch_size=config.pipeline.batch_size)
+        validation_split, class_weights, batch_size=config.pipeline.batch_size,
+        task_set=task_set)
     start = time.perf_counter()
     history = model.fit(
         train_data, validation_data=validation_data, epochs=config.train.epochs,

@@ -169,17 +169,24 @@ def test_spider_gradings_mapping(tmp_path):
     table = sources.read_spider_gradings(path)
     assert sorted(table) == [("12", "L3-L4"), ("3", "L4-L5"), ("3", "L5-S1"), ("3", "T12-L1")]
     # Marrow is always missing: SPIDER's Modic has no side (and Modic 0 alone
-    # would make a one-class task).
+    # would make a one-class task); Modic of any type is the spider set's modic.
     assert table[("3", "L5-S1")] == {"pfirrmann": 0, "narrowing": 0, "endplate_upper": 1,
-                                     "endplate_lower": 0, "marrow_upper": -1, "marrow_lower": -1}
+                                     "endplate_lower": 0, "marrow_upper": -1, "marrow_lower": -1,
+                                     "narrowed": 0, "modic": 0, "herniation": 0, "bulging": 0,
+                                     "spondylolisthesis": 0}
     assert table[("3", "L4-L5")] == {"pfirrmann": 3, "narrowing": 1, "endplate_upper": 0,
-                                     "endplate_lower": 1, "marrow_upper": -1, "marrow_lower": -1}
+                                     "endplate_lower": 1, "marrow_upper": -1, "marrow_lower": -1,
+                                     "narrowed": 1, "modic": 1, "herniation": 0, "bulging": 0,
+                                     "spondylolisthesis": 0}
     assert table[("3", "T12-L1")]["pfirrmann"] == 4
     assert table[("3", "T12-L1")]["marrow_upper"] == -1
+    assert table[("3", "T12-L1")]["modic"] == 1  # type 1 is a change as well as type 2
     assert table[("12", "L3-L4")] == {"pfirrmann": -1, "narrowing": -1, "endplate_upper": 1,
                                       "endplate_lower": 0, "marrow_upper": -1,
-                                      "marrow_lower": -1}
-    assert "marrow_upper and marrow_lower are always missing" in sources.SPIDER_MAPPING
+                                      "marrow_lower": -1, "narrowed": -1, "modic": -1,
+                                      "herniation": 0, "bulging": 0, "spondylolisthesis": 0}
+    assert "the paper's marrow_upper and marrow_lower stay missing" in " ".join(
+        sources.SPIDER_MAPPING.split())
 
 
 @pytest.mark.parametrize("row, message", [

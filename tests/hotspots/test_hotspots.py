@@ -146,14 +146,14 @@ def test_bad_input_raises_naming_the_problem(tiny_model):
         explainer("endplate_upper", x, class_index=2)
     with pytest.raises(ValueError, match="2 classes given for 1 discs"):
         explainer("endplate_upper", x, class_index=[0, 1])
-    with pytest.raises(KeyError, match="unknown task 'modic'"):
+    with pytest.raises(hotspots.UnknownTaskError, match="unknown task 'modic'; the paper tasks"):
         explainer("modic", x)
     with pytest.raises(ValueError, match="augmentations"):
         explainer("pfirrmann", x, augmentations=0)
     with pytest.raises(ValueError, match="NaN"):
         explainer("pfirrmann", np.full((1,) + SHAPE, np.nan))
     inputs = keras.Input(SHAPE)
-    with pytest.raises(ValueError, match="one per task"):
+    with pytest.raises(ValueError, match="no task set has the tasks flatten"):
         hotspots.Hotspots(keras.Model(inputs, keras.layers.Flatten()(inputs)))
 
 

@@ -103,11 +103,19 @@ def test_parse_rest_response_reads_both_formats_and_errors():
         p = np.eye(task.num_classes)[1].tolist()
         row[task.output_names[0]], row[task.output_names[1]] = p, 1
     probabilities, grades = client.parse_rest_response({"predictions": [row, row]})
-    assert [p.shape for p in probabilities] == [(2, t.num_classes) for t in tasks.TASKS]
-    assert all((g == 1).all() for g in grades)
+    assert list(probabilities) == list(grades) == list(tasks.TASK_NAMES)
+    assert [p.shape for p in probabilities.values()] == [(2, t.num_classes) for t in tasks.TASKS]
+    assert all((g == 1).all() for g in grades.values())
     columns = {k: [v, v, v] for k, v in row.items()}
     probabilities, _ = client.parse_rest_response({"outputs": columns})
-    assert probabilities[0].shape == (3, 5) and probabilities[0][2, 1] == 1
+    assert probabilities["pfirrmann"].shape == (3, 5) and probabilities["pfirrmann"][2, 1] == 1
+    spider = {}
+    for task in tasks.task_set("spider").tasks:  # another model's tasks, in any key order
+        spider[task.output_names[1]], spider[task.output_names[0]] = 0, [0.5] * task.num_classes
+    _, grades = client.parse_rest_response({"predictions": [spider]})
+    assert list(grades) == list(tasks.task_set("spider").names)
+    with pytest.raises(client.ClientError, match="not a spine_tf model's"):
+        client.parse_rest_response({"predictions": [{"scores": [1.0]}]})
     with pytest.raises(client.ClientError, match="the server answered: boom"):
         client.parse_rest_response({"error": "boom"})
     del row["marrow_lower_grade"]
@@ -120,9 +128,9 @@ def test_rest_round_trip_matches_the_saved_model(served, rest_server, volumes, s
     url = client.rest_url("127.0.0.1", MODEL_NAME, port=rest_server)
     probabilities, grades = client.rest_predict(url, volumes, signature=signature)
     want_p, want_g = _reference(served, volumes, signature)
-    for got, want in zip(probabilities, want_p):
+    for got, want in zip(probabilities.values(), want_p):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
-    for got, want in zip(grades, want_g):
+    for got, want in zip(grades.values(), want_g):
         np.testing.assert_array_equal(got, want)
 
 
@@ -163,9 +171,9 @@ def test_grpc_round_trip_matches_the_saved_model(served, volumes):
     finally:
         server.stop(0)
     want_p, want_g = _reference(served, volumes, "predict_tta")
-    for got, want in zip(probabilities, want_p):
+    for got, want in zip(probabilities.values(), want_p):
         np.testing.assert_allclose(got, want, rtol=1e-6)
-    for got, want in zip(grades, want_g):
+    for got, want in zip(grades.values(), want_g):
         np.testing.assert_array_equal(got, want)
 
 

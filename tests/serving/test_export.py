@@ -160,3 +160,15 @@ def test_a_one_slice_export_records_its_input_mode_and_uses_9_tta_views(tmp_path
                                          class_index=tf.constant([-1, -1, -1]))["hotspots"]
     off_centre = np.delete(maps.numpy(), 4, axis=-1)
     assert not off_centre.any() and maps.numpy()[..., 4].max() > 0.99
+
+
+def test_the_metadata_and_outputs_follow_the_models_task_set():
+    model = model_lib.build_model(width=0.0625, task_set="spider")
+    described = export.metadata(model)
+    assert described["task_set"] == "spider"
+    assert [t["name"] for t in described["tasks"]] == list(tasks.task_set("spider").names)
+    module = export.ServingModule(model)
+    outputs = module.serving_default(tf.zeros((1,) + tasks.VOLUME_SHAPE))
+    assert export.signature_task_set(outputs) is tasks.task_set("spider")
+    assert [p.shape for p in export.signature_probabilities(outputs)] == [
+        (1, t.num_classes) for t in tasks.task_set("spider").tasks]
