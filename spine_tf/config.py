@@ -190,6 +190,12 @@ class TrainConfig:
             trained task) TensorBoard shows as images (0: none).
         hotspot_images_every: epochs between those images.
         hotspot_image_augmentations: augmented copies per image hotspot.
+        init_from: start from another model's weights (a ``.keras`` file or
+            a run directory: its best model) instead of random ones: every
+            layer whose name and weight shapes match is copied, except the
+            mean subtraction (this data's mean stays); e.g. a model
+            pre-trained on the phantom, fine-tuned on real discs. The run
+            folder's ``init.json`` lists the layers copied and left.
     """
 
     epochs: int = 1000
@@ -207,6 +213,7 @@ class TrainConfig:
     hotspot_images: int = 4
     hotspot_images_every: int = 5
     hotspot_image_augmentations: int = 16
+    init_from: typing.Optional[str] = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,6 +9,7 @@ A run folder holds::
     final.keras         the model at the end of training
     history.csv         per-epoch losses, balanced accuracies, learning rate
     training_time.json  seconds spent training, over every resumption
+    init.json           where the starting weights came from (train.init_from)
     tensorboard/        TensorBoard logs (hotspots/: hotspot images of validation discs)
     evaluation_<split>/ reports of ``spine-tf evaluate``
     hotspots_<split>/   pictures and tables of ``spine-tf hotspots``
@@ -30,6 +31,7 @@ BEST_MODEL = "best.keras"
 FINAL_MODEL = "final.keras"
 HISTORY = "history.csv"
 TRAINING_TIME = "training_time.json"
+INIT = "init.json"
 TENSORBOARD = "tensorboard"
 HOTSPOT_IMAGES = "hotspots"  # inside tensorboard/
 
@@ -67,6 +69,7 @@ class RunDir:
     final_model = _File(FINAL_MODEL)
     history = _File(HISTORY)
     training_time = _File(TRAINING_TIME)
+    init = _File(INIT)
     tensorboard = _File(TENSORBOARD)
 
     @property

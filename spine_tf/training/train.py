@@ -129,6 +129,38 @@ def build_compiled_model(config, channel_mean):
     return model
 
 
+def initialise_from(model, source):
+    """Copies into ``model`` the weights of every layer of the model at ``source`` (a
+    ``.keras`` file or a run directory) with the same name and weight shapes, except the
+    mean subtraction.
+
+    Returns:
+        {"from": the file, "copied": layer names, "left": {layer: why}}.
+
+    Raises:
+        RunConfigError: no model at ``source``.
+    """
+    path = RunDir(source).best_model if os.path.isdir(source) else source
+    if not os.path.isfile(path):
+        raise RunConfigError(f"train.init_from: {path}: no model file to start from")
+    other = {layer.name: layer for layer in model_lib.load_model(path).layers}
+    copied, left = [], {}
+    for layer in model.layers:
+        weights = layer.get_weights()
+        if not weights:
+            continue
+        if layer.name == model_lib.mean_subtraction(model).name:
+            left[layer.name] = "this data's mean is kept"
+        elif layer.name not in other:
+            left[layer.name] = "no such layer there"
+        elif [w.shape for w in other[layer.name].get_weights()] != [w.shape for w in weights]:
+            left[layer.name] = "other weight shapes there"
+        else:
+            layer.set_weights(other[layer.name].get_weights())
+            copied.append(layer.name)
+    return {"from": os.path.abspath(path), "copied": copied, "left": left}
+
+
 def callbacks(config, run_dir, trained_tasks, history=()):
     """The run's callbacks; ``history``: completed epochs' rows when resuming."""
     best = [float(r[MONITOR]) for r in history if r.get(MONITOR) not in (None, "")]
@@ -222,6 +254,8 @@ def train(config, run_dir, extra_callbacks=(), verbose="line"):
     with strategy.scope():
         model = build_compiled_model(config, channel_mean)
     initial_epoch = _restored_epoch(RunDir(run_dir).backup)
+    if config.train.init_from and not initial_epoch:  # a resumed run restores its own
+        write_json(RunDir(run_dir).init, initialise_from(model, config.train.init_from))
     train_data = input_pipeline.training_dataset(train_split, class_weights, config.pipeline,
                                                  initial_epoch=initial_epoch, task_set=task_set)
     validation_data = input_pipeline.evaluation_dataset(
