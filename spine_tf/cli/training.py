@@ -55,6 +55,9 @@ def add_parsers(commands):
                     "all (a fresh phantom cohort, every split), or --data config=spider_slices "
                     "--data manual_dir=DIR --split all (any folder in that layout)")
     ev.add_argument("--no-tta", action="store_true", help="single view only")
+    ev.add_argument("--calibrate-on", metavar="SPLIT",
+                    help="fit a temperature per task on this split (e.g. validation) and "
+                    "report calibration (ECE, NLL, reliability diagrams) before and after")
     ev.add_argument("--out", help="report folder (default with --run-dir: "
                     "RUN_DIR/evaluation_<split>, with the --data overrides in the name; "
                     "needed with --model)")
@@ -103,7 +106,7 @@ def _evaluate(args):
     if args.run_dir:
         result, out = runs.evaluate_run(args.run_dir, split=args.split, tta=not args.no_tta,
                                         out_dir=args.out, model_file=args.model_file,
-                                        data=args.data)
+                                        data=args.data, calibrate_on=args.calibrate_on)
     else:
         if not args.out:
             raise UsageError("--out is needed with --model (the report folder)")
@@ -113,7 +116,8 @@ def _evaluate(args):
                                    [f"data.{a}" for a in args.data]).data
         result, out = runs.evaluate_model(
             predictor, data, args.split, args.out, predictor.description,
-            tta=not args.no_tta, data=args.data, detect=dataset_detector(data.config))
+            tta=not args.no_tta, data=args.data, detect=dataset_detector(data.config),
+            calibrate_on=args.calibrate_on)
     print(evaluation.summary_markdown(result, result["model"]))
     print(f"\nreport (with confusion matrices and per-disc predictions): {out}")
     return 0

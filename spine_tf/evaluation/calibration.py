@@ -221,6 +221,11 @@ def calibrate(validation, test, bins=BINS):
 
 # The diagram's frame: the plot square's side and its margins (left, top), in px.
 _SIDE, _LEFT, _TOP = 240, 48, 34
+def reliability_name(task_name):
+    """File name of a task's reliability diagram in a report folder."""
+    return f"reliability_{task_name}.svg"
+
+
 _SERIES = (("before", "#d95f02"), ("after", "#1b9e77"))
 
 

@@ -241,6 +241,10 @@ def _result_tasks(result):
     return [tasks.task(name) for name in result["tasks"]]
 
 
+def _number_text(value):
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def _percent(value):
     return "n/a" if value is None else f"{100 * value:.1f} %"
 
@@ -290,6 +294,19 @@ def summary_markdown(result, model_name="model"):
               "(the reported prediction, TTA when on, minus the second reader) on the same "
               "resamples; where it contains 0 this split cannot tell the model from the "
               "second reader."]
+    if result.get("calibration"):
+        fitted = result["calibration"]
+        lines += ["", f"## Calibration (a temperature per task, fitted on "
+                  f"{fitted['fitted_on']})", "",
+                  "| task | temperature | ECE before | ECE after | NLL before | NLL after |",
+                  "|---|---|---|---|---|---|"]
+        for name, c in fitted["tasks"].items():
+            lines.append(f"| {name} | {c['temperature']:.2f} | {_percent(c['ece_before'])} | "
+                         f"{_percent(c['ece_after'])} | {_number_text(c['nll_before'])} | "
+                         f"{_number_text(c['nll_after'])} |")
+        lines += ["", "ECE: expected calibration error of the top class (15 equal bins), on "
+                  "the discs scored here; NLL: mean negative log-likelihood of the true class. "
+                  "Reliability diagrams: reliability_<task>.svg."]
     if result["lootus"] is not None:
         which = "with TTA" if result["tta"] else "single view"
         lines += ["", f"## Lootus et al. protocol ({which})", "", "| measure | value |",

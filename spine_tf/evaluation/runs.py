@@ -8,6 +8,7 @@ import numpy as np
 from spine_tf import config as config_lib
 from spine_tf import hotspots, tasks
 from spine_tf.errors import SpineTFError
+from spine_tf.evaluation import calibration
 from spine_tf.evaluation import evaluate as evaluation
 from spine_tf.io.atomic import write_json, write_text
 from spine_tf.io.codec import from_stored
@@ -45,10 +46,22 @@ def run_model_and_split(run_dir, split, model_file, data=()):
     return model, dataset, split
 
 
+def _by_task(result):
+    """{task: (probabilities (n, classes), labels (n,))} of an ``evaluate`` result."""
+    return {name: (np.array([d["probabilities"][name] for d in result["predictions"]]),
+                   np.array([d["labels"][name] for d in result["predictions"]]))
+            for name in result["tasks"]}
+
+
 def evaluate_model(model, data_config, split, out_dir, model_name, tta=True, data=(),
-                   detect=None):
+                   detect=None, calibrate_on=None):
     """Evaluates ``model`` (a Keras model, or a grader with ``probabilities(volumes, tta)``)
     on a DataConfig's split (``dataset_split``) and writes the report into ``out_dir``.
+
+    ``calibrate_on``: another split (e.g. ``validation``) to fit a temperature per task
+    on (``calibration.calibrate``); the result's ``calibration`` then holds each task's
+    temperature and its calibration on ``split`` before and after, and ``out_dir`` a
+    reliability diagram per task (``reliability_<task>.svg``).
 
     Returns:
         (result of ``evaluation.evaluate`` with ``split``, ``data`` and ``model``, out_dir).
@@ -56,12 +69,23 @@ def evaluate_model(model, data_config, split, out_dir, model_name, tta=True, dat
     dataset, split = dataset_split(data_config, split, detect)
     result = evaluation.evaluate(model, dataset, tta=tta)
     result.update(split=split, data=list(data), model=model_name)
+    if calibrate_on:
+        fitted = evaluation.evaluate(model, dataset_split(data_config, calibrate_on, detect)[0],
+                                     tta=tta, resamples=0)
+        result["calibration"] = {"fitted_on": calibrate_on, "tasks": calibration.calibrate(
+            _by_task(fitted), _by_task(result))}
     evaluation.write_report(result, out_dir, model_name=model_name)
+    for name, task in result.get("calibration", {}).get("tasks", {}).items():
+        write_text(os.path.join(out_dir, calibration.reliability_name(name)),
+                   calibration.reliability_svg(
+                       task["reliability_before"], task["reliability_after"],
+                       f"{name}: {split}, temperature {task['temperature']:.2f} "
+                       f"(fitted on {calibrate_on})"))
     return result, out_dir
 
 
 def evaluate_run(run_dir, split=None, tta=True, out_dir=None, model_file=rundir.BEST_MODEL,
-                 data=()):
+                 data=(), calibrate_on=None):
     """Evaluates a run's model on its test split (or ``split``) and writes the report.
 
     ``data``: overrides of the run's data config (``run_model_and_split``); the
@@ -75,7 +99,8 @@ def evaluate_run(run_dir, split=None, tta=True, out_dir=None, model_file=rundir.
     model = model_lib.load_model(RunDir(run_dir).file(model_file))
     return evaluate_model(model, data_config, split,
                           out_dir or RunDir(run_dir).evaluation(split, data),
-                          os.path.join(run_dir, model_file), tta=tta, data=data)
+                          os.path.join(run_dir, model_file), tta=tta, data=data,
+                          calibrate_on=calibrate_on)
 
 
 def measure_hotspots(run_dir, split=None, model_file=rundir.BEST_MODEL,

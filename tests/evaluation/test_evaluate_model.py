@@ -92,9 +92,18 @@ def test_a_spider_model_trains_scores_and_grades_its_own_tasks(spider_subset_dir
         "pipeline.batch_size=8"])
     run = tmp_path / "run"
     train.train(config, os.fspath(run), verbose=0)
-    main(["evaluate", "--run-dir", os.fspath(run), "--no-tta"])
+    main(["evaluate", "--run-dir", os.fspath(run), "--no-tta", "--calibrate-on", "validation"])
     with open(run / "evaluation_test" / "evaluation.json", encoding="utf-8") as f:
         result = json.load(f)
+    fitted = result["calibration"]
+    assert fitted["fitted_on"] == "validation" and list(fitted["tasks"]) == list(result["tasks"])
+    pfirrmann = fitted["tasks"]["pfirrmann"]
+    assert pfirrmann["temperature"] > 0 and pfirrmann["discs"] == result["tasks"]["pfirrmann"][
+        "labelled_discs"]
+    assert 0 <= pfirrmann["ece_before"] <= 1 and 0 <= pfirrmann["ece_after"] <= 1
+    assert (run / "evaluation_test" / "reliability_pfirrmann.svg").read_text().startswith("<svg")
+    assert "## Calibration (a temperature per task, fitted on validation)" in (
+        run / "evaluation_test" / "evaluation.md").read_text()
     spider = tasks.task_set("spider")
     assert result["task_set"] == "spider" and list(result["tasks"]) == list(spider.names)
     gradings = sources.read_spider_gradings(spider_subset_dir / "radiological_gradings.csv")
