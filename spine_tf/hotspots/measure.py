@@ -6,7 +6,9 @@ truth's (``lesion_boxes`` of a spine_discs example), ``WHOLE_VOLUME`` is the
 baseline box; ``localisation`` tabulates both for a model
 (``spine_tf.evaluation.runs.measure_hotspots`` for a trained run directory).
 ``upper_fraction`` measures task specificity (rows run from head to feet, so
-the upper half is rows 0..55).
+the upper half is rows 0..55): ``task_specificity`` on phantom discs with a
+lesion box above and below, ``label_specificity`` on any labelled discs (real
+data has labels but no lesion boxes).
 """
 
 import numpy as np
@@ -14,6 +16,8 @@ import numpy as np
 from spine_tf import tasks
 from spine_tf.hotspots.saliency import (AUGMENTATIONS, CHUNK, COLS, ROWS, SLICES, Hotspots,
                                         plain_saliency)
+from spine_tf.io.codec import from_stored
+from spine_tf.modeling import metrics
 from spine_tf.tasks import VOLUME_SHAPE
 
 PERCENTILE = 97.0
@@ -221,6 +225,135 @@ def task_specificity(model, examples, augmentations=AUGMENTATIONS, seed=0):
         if rows:
             entry["specific"] = float(np.mean([u > 0.5 > low for u, low in
                                                zip(entry["upper_task"], entry["lower_task"])]))
+    return out
+
+
+LABEL_GROUPS = {"upper_only": (1, 0), "lower_only": (0, 1), "both": (1, 1)}
+"""The disc groups of ``label_specificity``: (upper task's label, lower task's label)."""
+
+
+def sided_pairs(task_set):
+    """{kind: (upper task, lower task)} of the sided lesion tasks of a ``tasks.TaskSet``
+    (paper: endplate and marrow; spider: endplate; its ``modic`` has no side)."""
+    sides = {t.lesion: t.name for t in task_set.lesion_tasks}
+    return {kind: (sides[(kind, "upper")], sides[(kind, "lower")])
+            for kind in sorted({kind for kind, _ in sides})
+            if (kind, "upper") in sides and (kind, "lower") in sides}
+
+
+def _text(value):
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _volume(stored):
+    """float32 (112, 224, 9) in [0, 1] of a stored (uint16) or float disc volume."""
+    stored = np.asarray(stored)
+    return np.asarray(from_stored(stored)) if stored.dtype == np.uint16 \
+        else stored.astype(np.float32)
+
+
+def _bootstrapped(values, patients, statistic, resamples, seed):
+    """{``value``, ``interval`` [low, high]} of ``statistic`` over per-disc ``values``
+    (nan: no value), the interval from a patient bootstrap; None where nothing is finite."""
+    values = np.asarray(values, np.float64)
+    if not np.isfinite(values).any():
+        return {"value": None, "interval": None}
+    interval = metrics.percentile_interval(
+        [statistic(values[rows]) for rows in metrics.patient_bootstrap(patients, resamples, seed)
+         if np.isfinite(values[rows]).any()]) if resamples else None
+    return {"value": float(statistic(values)), "interval": None if interval is None
+            else list(interval)}
+
+
+def _fraction(hotspot):
+    """``upper_fraction``, nan for an all-zero hotspot (a dead class: no evidence anywhere)."""
+    return upper_fraction(hotspot) if np.asarray(hotspot).max() > 0 else float("nan")
+
+
+def label_specificity(model, examples, augmentations=AUGMENTATIONS, seed=0,
+                      resamples=metrics.BOOTSTRAP_RESAMPLES, chunk=CHUNK):
+    """Where the upper and lower tasks look on discs labelled on one side only (no boxes).
+
+    For each sided pair of the model's task set (``sided_pairs``: tasks whose
+    ``Task.lesion`` is (kind, ``upper``) and (kind, ``lower``)), the discs of
+    each of ``LABEL_GROUPS`` by their two labels: ``upper_only`` (upper 1,
+    lower 0), ``lower_only`` (0, 1) and ``both`` (1, 1); discs with a missing
+    label (-1) or neither are left out. For every such disc the hotspots of
+    both tasks' positive class (1: defect / change), from the same augmented
+    copies, and their ``upper_fraction``. A task-specific model's upper task
+    looks up and its lower task down on every disc, whichever side the lesion
+    is on; a model that finds "a lesion somewhere" has both tasks look at the
+    lesion (on ``upper_only`` discs, the lower task looks up too).
+
+    Args:
+        model: SpineNet model (any task set; a set without a sided pair gives {}).
+        examples: iterable of spine_discs examples (dicts with ``disc_volume``
+            uint16 as stored or float, ``labels`` {task: int}, ``patient_id``).
+        augmentations, seed, chunk: of the hotspots (``Hotspots.explain``).
+        resamples: patient-bootstrap resamples of the 95 % intervals (0: none);
+            the bootstrap is drawn with ``seed``.
+
+    Returns:
+        JSON-ready {kind: {``upper_task``, ``lower_task`` (names), ``augmentations``,
+        and per group {``discs``, ``patients``, ``upper_task`` and ``lower_task``
+        {``upper_fraction`` (mean over discs) and ``own_half`` (share of discs
+        whose hotspot puts > 0.5 of its mass in the task's own half: the upper
+        half for the upper task, the lower half for the lower task), each
+        {``value``, ``interval`` [low, high]}, ``fractions`` (per disc)},
+        ``difference`` (mean per disc of the upper task's upper fraction minus
+        the lower task's: > 0 where the tasks look apart, {``value``,
+        ``interval``}), ``ids`` (patient/level/series per disc)}}}. Figures
+        over no disc are None, as is the fraction of an all-zero hotspot.
+    """
+    task_set = tasks.task_set_of(model.output_names)
+    pairs = sided_pairs(task_set)
+    wanted = set(LABEL_GROUPS.values())
+    volumes, rows = [], []  # rows: (labels, patient, id) of the discs kept
+    for example in examples:
+        labels = {name: int(example["labels"][name]) for pair in pairs.values() for name in pair}
+        if not any((labels[u], labels[low]) in wanted for u, low in pairs.values()):
+            continue
+        volumes.append(_volume(example["disc_volume"]))
+        ident = {"patient_id": _text(example["patient_id"])}
+        if "level" in example:
+            level = example["level"]
+            ident["level"] = tasks.LEVELS[int(level)] if np.ndim(level) == 0 and \
+                np.issubdtype(np.asarray(level).dtype, np.integer) else _text(level)
+        if "series" in example:
+            ident["series"] = _text(example["series"])
+        rows.append((labels, ident))
+    explainer = Hotspots(model, chunk=chunk)
+    out = {}
+    for kind, (upper, lower) in pairs.items():
+        entry = {"upper_task": upper, "lower_task": lower, "augmentations": augmentations}
+        out[kind] = entry
+        for group, wanted_labels in LABEL_GROUPS.items():
+            discs = [n for n, (labels, _) in enumerate(rows)
+                     if (labels[upper], labels[lower]) == wanted_labels]
+            fractions = {upper: [], lower: []}
+            for start in range(0, len(discs), 16):
+                batch = np.stack([volumes[n] for n in discs[start:start + 16]])
+                result = explainer.explain(batch, (upper, lower), {upper: 1, lower: 1},
+                                           augmentations, seed)
+                for name in (upper, lower):
+                    fractions[name] += [_fraction(m) for m in result[name].maps]
+            patients = [rows[n][1]["patient_id"] for n in discs]
+            figures = {"discs": len(discs), "patients": len(set(patients)),
+                       "ids": [rows[n][1] for n in discs]}
+            for name, key, own in ((upper, "upper_task", np.greater),
+                                   (lower, "lower_task", np.less)):
+                values = np.asarray(fractions[name], np.float64)
+                # nan stays nan in the share (nan > 0.5 is False, so mask it back)
+                looks = np.where(np.isfinite(values), own(values, 0.5), np.nan)
+                figures[key] = {
+                    "upper_fraction": _bootstrapped(values, patients, np.nanmean, resamples,
+                                                    seed),
+                    "own_half": _bootstrapped(looks, patients, np.nanmean, resamples, seed),
+                    "fractions": [None if np.isnan(v) else float(v) for v in values]}
+            figures["difference"] = _bootstrapped(
+                np.subtract(fractions[upper], fractions[lower]), patients, np.nanmean,
+                resamples, seed)
+            entry[group] = figures
     return out
 
 
