@@ -137,7 +137,7 @@ class DataConfig:
 
     Attributes:
         config: a spine_discs config name (``phantom_small``, ``phantom``,
-            ``phantom_large``, ``folder``, ``spider``).
+            ``phantom_large``, ``folder``, ``spider``, ``spider_slices``).
         patients: if set, a phantom cohort of this size instead (``seed``).
         seed: phantom cohort seed (with ``patients``).
         data_dir: TFDS data dir (None: TFDS's default).
@@ -145,6 +145,10 @@ class DataConfig:
         swap_validation_test: validate on ``test`` and test on ``validation``
             (the paper's second run of each experiment).
         workers: processes when the dataset has to be built.
+        train_split: the TFDS split expression trained on (default
+            ``train``); e.g. ``train+validation+test`` for a model of every
+            patient once its held-out figures are recorded (the validation
+            figures of such a run are not held out).
     """
 
     config: str = "phantom_small"
@@ -154,6 +158,7 @@ class DataConfig:
     manual_dir: typing.Optional[str] = None
     swap_validation_test: bool = False
     workers: typing.Optional[int] = None
+    train_split: str = "train"
 
     @property
     def validation_split(self):

@@ -17,6 +17,7 @@ import numpy as np
 
 from spine_tf import tasks
 from spine_tf.app.scans import PredictError
+from spine_tf.modeling.shipped import SHIPPED, SHIPPED_MODEL, shipped_card
 from spine_tf.training.rundir import RunDir
 
 HOTSPOT_AUGMENTATIONS = 150
@@ -99,8 +100,9 @@ class SavedModelPredictor:
         return out
 
 
-def load_predictor(path):
-    """A predictor for a ``.keras`` file, a run directory, a SavedModel or a model base folder.
+def load_predictor(path=SHIPPED):
+    """A predictor for a ``.keras`` file, a run directory, a SavedModel, a model base folder
+    or ``"shipped"`` (the package's grading model, the default).
 
     A model base folder (``saved_models/<name>``) gives its highest version.
 
@@ -108,6 +110,14 @@ def load_predictor(path):
         PredictError: nothing usable at ``path``.
     """
     path = os.fspath(path)
+    if path == SHIPPED:
+        from spine_tf.modeling.model import load_model
+        if not os.path.isfile(SHIPPED_MODEL):
+            raise PredictError(f"{SHIPPED_MODEL}: the shipped model is missing from this "
+                               "installation")
+        card = shipped_card()
+        return KerasPredictor(load_model(SHIPPED), f"{card['model']}, shipped with spine_tf "
+                                                   f"(trained on {card['trained_on']})")
     if os.path.isdir(path):
         if os.path.exists(os.path.join(path, "saved_model.pb")):
             return SavedModelPredictor(path)

@@ -55,9 +55,10 @@ def add_parsers(commands):
                              "PNG montages and an HTML report per scan. Discs are found from "
                              "a label mask or landmarks file per scan.")
     add_scan_inputs(pr)
-    pr.add_argument("--model", required=True,
-                    help="a .keras model, a run directory, a SavedModel or a model base folder "
-                    "(its newest version)")
+    pr.add_argument("--model", default="shipped",
+                    help="a .keras model, a run directory, a SavedModel, a model base folder "
+                    "(its newest version), or 'shipped': the package's model of real discs "
+                    "(the default; spine_tf/modeling/weights/README.md)")
     pr.add_argument("--out", required=True, help="output folder")
     pr.add_argument("--no-tta", action="store_true", help="single view instead of 54 views")
     pr.add_argument("--no-hotspots", action="store_true", help="grades only")

@@ -12,7 +12,8 @@ def add_parsers(commands):
                               "hotspots signatures and the model's metadata in "
                               "assets/spine_tf.json.")
     exp.add_argument("--model", required=True,
-                     help="a .keras model, or a spine-tf train run directory (its best.keras "
+                     help="a .keras model, 'shipped' (the package's grading model), or a "
+                     "spine-tf train run directory (its best.keras "
                      "and config.json)")
     exp.add_argument("--name", default="spinenet", help="model name (default: %(default)s)")
     exp.add_argument("--base", default="saved_models",

@@ -37,6 +37,7 @@ import numpy as np
 
 from spine_tf import tasks
 from spine_tf.config import ModelConfig
+from spine_tf.modeling.shipped import model_file
 from spine_tf.tasks import VOLUME_SHAPE
 
 # (name, kind, units or filters, kernel, stride, pool after) of VGG-M 1024.
@@ -191,13 +192,14 @@ def build_model(config=ModelConfig(), width=None, branch_point=None, input_slice
 
 
 def load_model(path):
-    """Loads a saved SpineNet ``.keras`` model for inference (grading, hotspots, export).
+    """Loads a saved SpineNet ``.keras`` model (or ``"shipped"``) for inference (grading,
+    hotspots, export).
 
     The training state (optimizer, loss, metrics) is not restored: a model
     saved during training loads without spine_tf's loss and metric classes.
     ``train`` resumes runs through BackupAndRestore, not through this.
     """
-    return keras.saving.load_model(path, compile=False)
+    return keras.saving.load_model(model_file(path), compile=False)
 
 
 def mean_subtraction(model):

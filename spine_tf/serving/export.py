@@ -223,14 +223,18 @@ def export(model, base_dir, name, version=None, config=None,
 
 
 def export_run(source, base_dir, name, version=None, augmentations=hotspots_lib.AUGMENTATIONS):
-    """``export`` of a ``.keras`` file, or of a run directory's best model with its config.
+    """``export`` of a ``.keras`` file, of ``"shipped"`` (the package's grading model, its
+    card as the config), or of a run directory's best model with its config.
 
     Raises:
         ModelFileError: no such model file (or run directory without its config).
     """
     from spine_tf.modeling.model import load_model
+    from spine_tf.modeling.shipped import SHIPPED, model_file as file_of, shipped_card
     from spine_tf.training.rundir import RunDir
-    model_file, config = source, None
+    model_file, config = file_of(source), None
+    if source == SHIPPED and os.path.isfile(model_file):
+        config = {"shipped": shipped_card()}
     if os.path.isdir(source):
         model_file = RunDir(source).best_model
         try:

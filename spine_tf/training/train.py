@@ -242,7 +242,7 @@ def train(config, run_dir, extra_callbacks=(), verbose="line"):
     check_run_config(config, run_dir)
     config_lib.save(config, RunDir(run_dir).config)
     builder = prepare_dataset(config.data)
-    train_split = builder.as_dataset(split="train")
+    train_split = builder.as_dataset(split=config.data.train_split)
     validation_split = builder.as_dataset(split=config.data.validation_split)
     task_set = tasks.task_set(config.model.task_set)
     class_weights, channel_mean = load_statistics(run_dir, train_split, task_set)

@@ -77,7 +77,7 @@ class Discs:
 
     Attributes:
         features: (discs, features) ``slice_features`` of the centre slices.
-        labels: {task: (discs,) int labels, -1 missing}.
+        labels: {task: (discs,) int labels, -1 missing}, the dataset's task set in order.
         patients: (discs,) patient ids.
         splits: (discs,) the split each disc is in.
     """
@@ -95,14 +95,15 @@ class Discs:
 def load_discs(builder, batch_size=64):
     """Reads every split of a prepared spine_discs builder into ``Discs`` (centre slices only;
     the volumes are decoded with ``from_stored``)."""
-    features, labels, patients, splits = [], {t: [] for t in tasks.TASK_NAMES}, [], []
+    task_set = tasks.task_set(builder.builder_config.task_set)
+    features, labels, patients, splits = [], {t: [] for t in task_set.names}, [], []
     for split in builder.info.splits:
         data = builder.as_dataset(split=split).map(
             lambda e: (from_stored(e["disc_volume"][:, :, CENTRE_SLICE]), e["labels"],
                        e["patient_id"]))
         for slices, batch_labels, ids in data.batch(batch_size).as_numpy_iterator():
             features.append(slice_features(slices))
-            for name in tasks.TASK_NAMES:
+            for name in task_set.names:
                 labels[name].append(batch_labels[name].astype(np.int64))
             patients += [p.decode("utf-8") for p in ids]
             splits += [split] * len(ids)
@@ -256,7 +257,7 @@ def fit_and_predict(train, test, components=COMPONENTS, c=C):
     project = fit_projection(train.features, components)
     train_scores, test_scores = project(train.features), project(test.features)
     out = {}
-    for name in tasks.TASK_NAMES:
+    for name in train.labels:
         labelled = train.labels[name] >= 0
         present = np.unique(train.labels[name][labelled])
         if len(present) < 2:
@@ -307,8 +308,7 @@ def cross_validation(discs, folds=FOLDS, components=COMPONENTS, c=C):
         (discs, {task: pooled predictions or reason}).
     """
     fold = patient_folds(discs.patients, folds)
-    pooled = {name: np.full(len(fold), tasks.MISSING_LABEL, np.int64)
-              for name in tasks.TASK_NAMES}
+    pooled = {name: np.full(len(fold), tasks.MISSING_LABEL, np.int64) for name in discs.labels}
     for f in range(folds):
         within = fold == f
         for name, predicted in fit_and_predict(discs.subset(~within), discs.subset(within),
@@ -325,9 +325,17 @@ def cross_validation(discs, folds=FOLDS, components=COMPONENTS, c=C):
 # ------------------------------------------------------------------ scoring
 
 def binary_narrowing(labels):
-    """Whether the labelled narrowing grades are only 0 and 1 (SPIDER's binary grading)."""
+    """Whether the labelled (four-grade) narrowing grades are only 0 and 1 (SPIDER's binary
+    grading in the paper's task set); False without that task."""
+    if _BINARY_TASK not in labels:
+        return False
     narrowing = labels[_BINARY_TASK]
     return bool(np.isin(narrowing[narrowing >= 0], (0, 1)).all())
+
+
+def _label_tasks(labels):
+    """The rows of the task table of a labels dict, in its order."""
+    return [tasks.task(name) for name in labels]
 
 
 def _figures(labels, predicted, binary):
@@ -337,12 +345,13 @@ def _figures(labels, predicted, binary):
     scorable enters it with every label missing.
     """
     grade, narrowing = "pfirrmann", _BINARY_TASK
-    inputs = [(labels[n], predicted[n]) if not isinstance(predicted[n], str) else
-              (np.full(len(labels[n]), tasks.MISSING_LABEL), np.zeros(len(labels[n]), int))
+    inputs = [(labels[n], predicted[n]) if n in labels and not isinstance(predicted[n], str)
+              else (np.full(len(labels[grade]), tasks.MISSING_LABEL),
+                    np.zeros(len(labels[grade]), int))
               for n in (grade, narrowing)]
     lootus = metrics.lootus(*inputs[0], *inputs[1])
     out = {"within_one": lootus["pfirrmann_within_1"]}
-    for task in tasks.TASKS:
+    for task in _label_tasks(labels):
         if isinstance(predicted[task.name], str):
             continue
         out[task.name] = lootus["narrowing_binary"] if binary and task.name == narrowing \
@@ -378,7 +387,7 @@ def score(discs, predicted, resamples=metrics.BOOTSTRAP_RESAMPLES, seed=0, binar
                       {k: v if isinstance(v, str) else v[idx] for k, v in predicted.items()},
                       binary) for idx in samples]
     out = {}
-    for task in tasks.TASKS:
+    for task in _label_tasks(discs.labels):
         truth = discs.labels[task.name]
         if binary and task.name == _BINARY_TASK:
             truth = np.where(truth >= 0, (truth > 0).astype(np.int64), tasks.MISSING_LABEL)
@@ -412,8 +421,8 @@ def markdown(result):
     """The table of both protocols (``run``'s result) and a paragraph saying what it is."""
     held, folds = result["protocols"][HELD_OUT], result["protocols"][CROSS_VALIDATION]
     rows = []
-    for task in tasks.TASKS:
-        name = task.name
+    for name in held["tasks"]:
+        task = tasks.task(name)
         if name == _BINARY_TASK and held["tasks"][name]["binary"]:
             name += " (binary: normal vs narrowed)"
         cells = []
