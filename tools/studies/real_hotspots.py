@@ -172,8 +172,9 @@ def caption(picture):
         + (f" ({d['series']})" if d["series"] != d["patient_id"] else "") + ": "
         + ", ".join(f"{t} {d['labels'][t]}" for t in picture["tasks"])
         for d in picture["discs"])
-    return (f"{os.path.basename(picture['path'])}: the positive-class hotspots of {names} "
-            f"(columns, left to right) over discs with a labelled defect, one disc a row "
+    columns = " (columns, left to right)" if len(picture["tasks"]) > 1 else ""
+    return (f"{os.path.basename(picture['path'])}: the positive-class hotspots of {names}"
+            f"{columns} over discs with a labelled defect, one disc a row "
             f"(patient, level; the title gives the model's probability of the class): {discs}.")
 
 
