@@ -14,7 +14,8 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[2]
 BENCH = ["data", "hotspots", "model", "predict", "train", "tta"]
 STUDIES = ["phantom_accuracy", "phantom_subgroups", "detector_accuracy", "detector_real_folds",
-           "grading_baseline", "hotspot_quality", "sweep_report", "tta_views"]
+           "grading_baseline", "hotspot_quality", "real_grading", "real_hotspots",
+           "sweep_report", "tta_views"]
 MODULES = [f"tools.bench.{n}" for n in BENCH] + [f"tools.studies.{n}" for n in STUDIES]
 MEASUREMENTS = REPO / "docs" / "measurements"
 
@@ -152,7 +153,8 @@ def test_docs_targets(tools):
     writes = {"phantom_accuracy": "grading", "phantom_subgroups": "grading",
               "tta_views": "grading", "detector_accuracy": "detection",
               "detector_real_folds": "detection", "hotspot_quality": "hotspots",
-              "sweep_report": "sweep", "grading_baseline": "grading"}
+              "sweep_report": "sweep", "grading_baseline": "grading", "real_grading": "grading",
+              "real_hotspots": "hotspots"}
     for name, doc in writes.items():
         assert tools(f"studies.{name}").DOC == doc, name
 
