@@ -68,8 +68,8 @@ TABLE = (
     Task("marrow_lower", ("normal", "change"), "marrow signal change in the vertebra below",
          lesion=("marrow", "lower")),
     Task("narrowed", ("normal", "narrowed"), "disc height loss of any degree"),
-    Task("modic", ("none", "change"), "Modic change of the marrow next to the disc, any type, "
-                                     "either side"),
+    Task("modic", ("none", "change"),
+         "Modic change of the marrow next to the disc, any type, either side"),
     Task("herniation", ("no", "yes"), "disc herniation"),
     Task("bulging", ("no", "yes"), "disc bulging"),
     Task("spondylolisthesis", ("no", "yes"), "slip of the vertebra above over the one below"),

@@ -42,7 +42,6 @@ import os
 
 import numpy as np
 
-from spine_tf import tasks
 from spine_tf.app import render
 from spine_tf.app.predictors import HOTSPOT_AUGMENTATIONS
 from spine_tf.app.render import (CSV_NAME, GRADES_NAME, INDEX_NAME, NIFTI_NAME,

@@ -1,6 +1,5 @@
 """``spine-tf train``, ``evaluate`` and ``sweep``: training runs and their scores."""
 
-import os
 import time
 
 from spine_tf import config as config_lib

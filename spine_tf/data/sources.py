@@ -91,7 +91,8 @@ def disc_examples(record):
         ``patient_id``, ``series`` (the scan), ``level``, ``disc_volume``
         (float32), ``labels``, ``labels_reread``, ``voxel_to_scan``,
         ``spacing_mm``, ``confidence``, ``position_source`` (the
-        Localisation's ``source``), ``lesion_boxes``; ``skipped`` lists (level, reason) for discs that have
+        Localisation's ``source``), ``lesion_boxes``; ``skipped`` lists (level, reason)
+        for discs that have
         labels but could not be extracted.
     """
     volumes, skipped = extract(record.scan, record.localisation)

@@ -176,3 +176,36 @@ def slice_record(image, labels, located=None):
             [(box.from_bottom, (box.y0, box.x0, box.y1, box.x1)) for box in image.boxes],
             scan.spacing_mm)
     return PatientRecord(image.patient, scan, located, labels, reread={}, series=image.series)
+
+
+def write_box_masks(manual_dir, out_dir, patients=None):
+    """Writes the images of a SPIDER slices folder whose boxes name their patient's graded
+    discs (``boxes_name_levels``) in the folder layout, with masks drawn from the boxes
+    (``localisation.box_mask``): ``scans/<series>.nii.gz`` (the slice with its listed
+    spacing) and ``masks/<series>.nii.gz``. This is the disc detector's training data
+    where a data set has boxes and no masks (``spine-tf train-detector --masks-dir``).
+
+    Args:
+        manual_dir: a folder in the SPIDER slices layout.
+        out_dir: the folder to write (created).
+        patients: only these patients (e.g. a training split's), or None for all.
+
+    Returns:
+        The series written.
+    """
+    from spine_tf.io.formats import save_nifti
+    numbers = graded_numbers(os.path.join(manual_dir, GRADINGS_CSV))
+    written = []
+    for image in read_slices(manual_dir):
+        if patients is not None and image.patient not in patients:
+            continue
+        if not boxes_name_levels(image, numbers.get(image.patient, [])):
+            continue
+        scan = read_scan(image.path, spacing_mm=image.spacing_mm)
+        mask = localisation.box_mask(
+            [(b.from_bottom, (b.y0, b.x0, b.y1, b.x1)) for b in image.boxes],
+            scan.spacing_mm, scan.shape[1:])
+        save_nifti(scan.image, os.path.join(out_dir, "scans", f"{image.series}.nii.gz"), scan)
+        save_nifti(mask[None], os.path.join(out_dir, "masks", f"{image.series}.nii.gz"), scan)
+        written.append(image.series)
+    return written

@@ -320,8 +320,8 @@ class SpineDiscs(tfds.core.GeneratorBasedBuilder):
             except ScanError as error:
                 if self.strict:
                     raise
-                report["skipped_scans"].append({"patient": image.patient, "file": image.path,
-                                                 "reason": str(error)})
+                report["skipped_scans"].append(
+                    {"patient": image.patient, "file": image.path, "reason": str(error)})
                 continue
             if located is None and not spider_slices.boxes_name_levels(image, patient_numbers):
                 reason = (f"{image.path}: its {len(image.boxes)} boxes are not the patient's "

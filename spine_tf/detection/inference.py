@@ -196,10 +196,9 @@ def locate(probabilities, heat, spacing):
         notes.append(f"{len(found) - len(candidates)} disc-like detection(s) without a "
                      "vertebral body above and below ignored")
     if not candidates:
-        return localisation.Localisation([], [("scan", "the detector found no disc between "
-                                                       "two vertebral bodies (no lumbar spine "
-                                                       "in view?)")], notes,
-                                          source="detector")
+        reason = ("the detector found no disc between two vertebral bodies (no lumbar spine "
+                  "in view?)")
+        return localisation.Localisation([], [("scan", reason)], notes, source="detector")
     if len(candidates) > len(line):
         notes.append(f"{len(candidates) - len(line)} disc-like detection(s) off the spine's "
                      "line (or above T12-L1) ignored")

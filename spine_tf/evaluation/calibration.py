@@ -219,13 +219,13 @@ def calibrate(validation, test, bins=BINS):
     return report
 
 
-# The diagram's frame: the plot square's side and its margins (left, top), in px.
-_SIDE, _LEFT, _TOP = 240, 48, 34
 def reliability_name(task_name):
     """File name of a task's reliability diagram in a report folder."""
     return f"reliability_{task_name}.svg"
 
 
+# The diagram's frame: the plot square's side and its margins (left, top), in px.
+_SIDE, _LEFT, _TOP = 240, 48, 34
 _SERIES = (("before", "#d95f02"), ("after", "#1b9e77"))
 
 

@@ -3,7 +3,6 @@
 import keras
 import tensorflow as tf
 
-from spine_tf import tasks
 from spine_tf.hotspots.outputs import overlay_pictures
 from spine_tf.hotspots.saliency import Hotspots, as_volumes
 

@@ -15,7 +15,7 @@ so anisotropic pixels are handled.
 
 from spine_tf.io import landmarks as landmarks_io
 from spine_tf.io.scan import ScanError, read_mask
-from spine_tf.localisation.boxes import from_boxes, level_from_bottom
+from spine_tf.localisation.boxes import box_mask, from_boxes, level_from_bottom
 from spine_tf.localisation.landmarks import disc_between, from_landmarks
 from spine_tf.localisation.locations import (SOURCES, BodyLocation, DiscLocation, Localisation,
                                              body_height_mm, normal_up)
@@ -47,7 +47,7 @@ def localise(scan, mask_path=None, landmarks_path=None, detect=None):
     return detect(scan)
 
 
-__all__ = ["BINARY", "SOURCES", "SPIDER", "BodyLocation", "DiscLocation", "Localisation", "body_height_mm",
-           "disc_between", "disc_geometry", "from_boxes", "from_landmarks", "from_mask",
-           "guess_convention",
-           "level_from_bottom", "localise", "normal_up"]
+__all__ = ["BINARY", "SOURCES", "SPIDER", "BodyLocation", "DiscLocation", "Localisation",
+           "body_height_mm", "box_mask", "disc_between", "disc_geometry", "from_boxes",
+           "from_landmarks", "from_mask", "guess_convention", "level_from_bottom", "localise",
+           "normal_up"]

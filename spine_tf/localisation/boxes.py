@@ -51,27 +51,12 @@ def _tangent(centres, k):
     return (centres[k + 1] - centres[k - 1]) / 2
 
 
-def from_boxes(boxes, spacing_mm, mid_slice=0.0):
-    """Localisation of the discs in a row of boxes on one sagittal slice.
-
-    Args:
-        boxes: sequence of ``(from_bottom, (row0, col0, row1, col1))``, one per disc, box
-            edges in pixels of the slice; thoracic discs (from_bottom 7 and up) are used for
-            their neighbours' geometry but not returned.
-        spacing_mm: (3,) voxel spacing of the scan; only the ratio of rows to columns
-            matters to the volumes extracted (the region is sized from the disc and bodies).
-        mid_slice: slice index of the boxes' slice.
-
-    Returns:
-        Localisation of the lumbar discs, top to bottom; with fewer than two boxes there is
-        no spine line to orient a disc by, and every disc is skipped with the reason.
-    """
+def _row(boxes, spacing_mm, mid_slice):
+    """Each box's disc and bodies, top to bottom: (from_bottom, centre (slice, row, col)
+    voxels, axis, height mm, length mm, upper BodyLocation, lower BodyLocation); at least
+    two boxes."""
     ordered = sorted(boxes, key=lambda item: -int(item[0]))  # top to bottom
     scale = np.asarray(spacing_mm, np.float64)[1:]
-    if len(ordered) < 2:
-        return Localisation([], [(level_from_bottom(n) or f"disc {n} from the bottom",
-                                  "a single disc box gives no spine line to orient it by")
-                                 for n, _ in ordered], source="boxes")
     edges = np.array([box for _, box in ordered], np.float64)
     centres = (edges[:, :2] + edges[:, 2:]) / 2 * scale  # (row, col) mm
     extents = np.abs(edges[:, 2:] - edges[:, :2]) * scale
@@ -106,12 +91,73 @@ def from_boxes(boxes, spacing_mm, mid_slice=0.0):
                           upper_ends[0], axes[0], lengths[0]))
     bodies.append(body(lower_ends[-1], axes[-1], lower_ends[-1] - normals[-1] * last_height,
                        axes[-1], lengths[-1]))
-    found, skipped = [], []
-    for k, (number, _) in enumerate(ordered):
-        level = level_from_bottom(number)
-        if level is None:
-            continue
-        found.append(DiscLocation(
-            level=level, centre=np.array([float(mid_slice), *(centres[k] / scale)]),
-            axis=axes[k], height_mm=heights[k], upper=bodies[k], lower=bodies[k + 1]))
-    return Localisation(found, skipped, source="boxes")
+    return [(int(number), np.array([float(mid_slice), *(centres[k] / scale)]), axes[k],
+             heights[k], lengths[k], bodies[k], bodies[k + 1])
+            for k, (number, _) in enumerate(ordered)]
+
+
+def from_boxes(boxes, spacing_mm, mid_slice=0.0):
+    """Localisation of the discs in a row of boxes on one sagittal slice.
+
+    Args:
+        boxes: sequence of ``(from_bottom, (row0, col0, row1, col1))``, one per disc, box
+            edges in pixels of the slice; thoracic discs (from_bottom 7 and up) are used for
+            their neighbours' geometry but not returned.
+        spacing_mm: (3,) voxel spacing of the scan; only the ratio of rows to columns
+            matters to the volumes extracted (the region is sized from the disc and bodies).
+        mid_slice: slice index of the boxes' slice.
+
+    Returns:
+        Localisation of the lumbar discs, top to bottom; with fewer than two boxes there is
+        no spine line to orient a disc by, and every disc is skipped with the reason.
+    """
+    if len(boxes) < 2:
+        return Localisation([], [(level_from_bottom(n) or f"disc {n} from the bottom",
+                                  "a single disc box gives no spine line to orient it by")
+                                 for n, _ in boxes], source="boxes")
+    found = [DiscLocation(level=level_from_bottom(number), centre=centre, axis=axis,
+                          height_mm=height, upper=upper, lower=lower)
+             for number, centre, axis, height, _, upper, lower
+             in _row(boxes, spacing_mm, mid_slice) if level_from_bottom(number) is not None]
+    return Localisation(found, [], source="boxes")
+
+
+def _convex(corners, rows, cols):
+    """Pixels inside a convex quadrilateral of (row, col) corners, either winding."""
+    inside_all = np.ones(rows.shape, bool)
+    p, q = corners, np.roll(corners, -1, axis=0)
+    sign = np.sign(np.sum(p[:, 0] * q[:, 1] - q[:, 0] * p[:, 1])) or 1.0
+    for a, b in zip(p, q):
+        inside_all &= ((b[0] - a[0]) * (cols - a[1]) - (b[1] - a[1]) * (rows - a[0])) * sign >= 0
+    return inside_all
+
+
+def box_mask(boxes, spacing_mm, shape):
+    """A label mask of one slice drawn from its disc boxes, in the SPIDER convention: every
+    boxed disc (thoracic ones too) as the ellipse ``from_boxes`` reads in its box, label
+    200 + from_bottom; every vertebral body as its quadrilateral between the discs, label
+    from_bottom of the disc below it (1 = S1, the sacrum, when the lowest box is L5-S1).
+    For training the disc detector where a data set has boxes and no masks.
+
+    Args:
+        boxes: as ``from_boxes`` (at least two).
+        spacing_mm: (3,) or (rows, cols) pixel spacing.
+        shape: (rows, cols) of the slice.
+
+    Returns:
+        int16 (rows, cols) mask.
+    """
+    spacing = np.asarray(spacing_mm, np.float64)[-2:]
+    rows, cols = np.indices(shape, dtype=np.float64)
+    mask = np.zeros(shape, np.int16)
+    row = _row(boxes, (1.0, *spacing), 0.0)
+    for number, _, _, _, _, upper, lower in row:  # bodies first, discs over them
+        mask[_convex(upper.corners, rows, cols)] = number + 1
+        mask[_convex(lower.corners, rows, cols)] = number
+    for number, centre, axis, height, length, _, _ in row:
+        d_row, d_col = (rows - centre[1]) * spacing[0], (cols - centre[2]) * spacing[1]
+        along = d_row * axis[0] + d_col * axis[1]
+        across = d_row * -axis[1] + d_col * axis[0]
+        inside = (along / (length / 2)) ** 2 + (across / (height / 2)) ** 2 <= 1
+        mask[inside] = tasks.FIRST_DISC_LABEL - 1 + number
+    return mask

@@ -52,7 +52,8 @@ def test_argument_problems_are_usage_errors(argv, message, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--set", "model.wdith=0.5"],
-     "unknown setting 'model.wdith'; known here: branch_point, width, dropout, input_slices, task_set"),
+     "unknown setting 'model.wdith'; known here: branch_point, width, dropout, input_slices, "
+     "task_set"),
     (["--set", "width"], "override 'width' is not section.key=value"),
     (["--preset", "demo", "--set", "nonsense.key=1"], "unknown setting section 'nonsense.key'"),
 ])

@@ -42,3 +42,19 @@ def test_layout_errors_name_the_file(spider_slices_dir, tmp_path):
     (tmp_path / "boxes.csv").write_text("series,from_bottom,x0,y0,x1,y1\n104_t2,one,1,2,3,4\n")
     with pytest.raises(ScanError, match="boxes.csv, line 2: not a box"):
         spider_slices.read_slices(tmp_path)
+
+
+def test_box_masks_for_the_detector(spider_subset_dir, tmp_path):
+    from spine_tf.io.scan import read_mask, read_scan
+    written = spider_slices.write_box_masks(spider_subset_dir, tmp_path, patients={"104", "151"})
+    assert written == ["104_t2"]  # 151's boxes are not its graded discs; 127 not asked for
+    scan = read_scan(tmp_path / "scans" / "104_t2.nii.gz")
+    np.testing.assert_allclose(scan.spacing_mm[1:], [0.72916668653488] * 2, rtol=1e-6)
+    mask = read_mask(tmp_path / "masks" / "104_t2.nii.gz", scan)
+    assert set(np.unique(mask)) == {0} | set(range(1, 9)) | set(range(201, 208))
+    image = next(i for i in spider_slices.read_slices(spider_subset_dir) if i.series == "104_t2")
+    for box in image.boxes:  # each box's centre lies in its own disc
+        row, col = np.round(box.centre).astype(int)
+        assert mask[0, row, col] == 200 + box.from_bottom
+    assert spider_slices.write_box_masks(spider_subset_dir, tmp_path / "all") == [
+        "104_t2", "127_t2", "127_t2_SPACE"]

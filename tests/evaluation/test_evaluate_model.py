@@ -44,8 +44,8 @@ def test_a_model_file_scores_every_disc_of_a_folder(tiny_model_file, spider_subs
                               f"data_dir={tmp_path / 'tfds'}"]
     # every image's discs, both images of patient 127 apart
     assert result["discs"] == len(rows) >= 24
-    assert {row["series"] for row in rows} == {"104_t2", "127_t2", "127_t2_SPACE", "151_t2",
-                                              "100_t2"}
+    assert {row["series"] for row in rows} == {
+        "104_t2", "127_t2", "127_t2_SPACE", "151_t2", "100_t2"}
     assert result["interval"]["patients"] == 4
     for task in tasks.TASKS:
         truth = np.array([int(row[f"{task.name}_truth"]) for row in rows])

@@ -72,8 +72,8 @@ def test_volumes_from_boxes_look_like_the_masks(pairs):
 def test_levels_count_from_the_bottom_and_thoracic_boxes_only_help():
     boxes = [(n, (100 - 36 * n, 50, 108 - 36 * n, 90)) for n in range(1, 9)]  # 8 discs
     located = localisation.from_boxes(boxes, (4.0, 1.0, 1.0))
-    assert [d.level for d in located.discs] == ["T12-L1", "L1-L2", "L2-L3", "L3-L4",
-                                                 "L4-L5", "L5-S1"]
+    assert [d.level for d in located.discs] == [
+        "T12-L1", "L1-L2", "L2-L3", "L3-L4", "L4-L5", "L5-S1"]
     top = located.discs[0]
     # the body above T12-L1 ends at the T11-T12 disc's box, not by extrapolation
     assert top.upper.corners[:2, 0].min() == pytest.approx(100 - 36 * 7 + 8, abs=0.5)
@@ -87,3 +87,21 @@ def test_a_single_box_is_skipped_with_the_reason():
     assert located.discs == []
     assert located.skipped == [("L4-L5", "a single disc box gives no spine line to orient "
                                 "it by")]
+
+
+def test_a_mask_drawn_from_boxes_covers_the_discs_and_bodies(phantom_patients):
+    body_ious, disc_ious = [], []
+    for patient in phantom_patients:
+        truth = localisation.from_mask(patient.mask, patient.spacing_mm)
+        mid = int(round(np.mean([disc.centre[0] for disc in truth.discs])))
+        drawn = localisation.box_mask(_boxes(patient, mid), patient.spacing_mm,
+                                      patient.mask[mid].shape)
+        assert drawn.dtype == np.int16
+        for value in set(np.unique(drawn)) - {0}:
+            a, b = drawn == value, patient.mask[mid] == value
+            iou = (a & b).sum() / (a | b).sum()
+            (disc_ious if value > 200 else body_ious).append(iou)
+    assert len(disc_ious) >= 15 and len(body_ious) >= 18
+    # bodies are the quadrilaterals between the endplates; discs the ellipse in each box
+    assert np.median(body_ious) > 0.85 and min(body_ious) > 0.7
+    assert np.median(disc_ious) > 0.65 and min(disc_ious) > 0.5
