@@ -108,6 +108,21 @@ def reproduce_command(script, argv=None):
     return " ".join([module_command(script)] + [shlex.quote(a) for a in args])
 
 
+def add_section_option(parser, doc):
+    """``--section NAME``: also write a study's table as that section of ``doc``'s document
+    (``publish``)."""
+    parser.add_argument("--section", help=f"also write the table as this {DOCS[doc][0]} section")
+
+
+def publish(body, section, script, argv, doc):
+    """A study's table: written as section ``section`` of the document of topic ``doc``
+    (with the command that ran ``script`` with ``argv``) when one is named, else printed."""
+    if section:
+        write_section(section, body, reproduce_command(script, argv), doc=doc)
+    else:
+        print(body)
+
+
 def write_section(name, body, command, doc="benchmarks", path=None, measured=None):
     """Replaces (or appends) section ``name`` of the document of topic ``doc`` (a key of
     ``DOCS``; ``path``: another file instead) and prints it.

@@ -498,8 +498,7 @@ def parser():
     out.add_argument("--resamples", type=int, default=metrics.BOOTSTRAP_RESAMPLES,
                      help="patient-bootstrap resamples (default %(default)s)")
     out.add_argument("--json", help="also write the figures to this JSON file")
-    out.add_argument("--section", help=f"also write the table as this "
-                                       f"{benchlib.DOCS[DOC][0]} section")
+    benchlib.add_section_option(out, DOC)
     return out
 
 
@@ -522,11 +521,7 @@ def main(argv=None):
     if args.json:
         write_json(args.json, result, indent=2, allow_nan=False)
     body = markdown(result)
-    if args.section:
-        benchlib.write_section(args.section, body, benchlib.reproduce_command(__file__, argv),
-                               doc=DOC)
-    else:
-        print(body)
+    benchlib.publish(body, args.section, __file__, argv, DOC)
     return 0
 
 

@@ -106,8 +106,7 @@ def parser():
     out.add_argument("--baseline", help="tools.studies.grading_baseline's --json")
     out.add_argument("--split", default="test", help="the split scored (default %(default)s)")
     out.add_argument("--json", help="also write the rows to this JSON file")
-    out.add_argument("--section", help=f"write the table as this {benchlib.DOCS[DOC][0]} "
-                                       "section")
+    benchlib.add_section_option(out, DOC)
     return out
 
 
@@ -130,11 +129,7 @@ def main(argv=None):
     if args.json:
         write_json(args.json, rows, indent=2)
     body = markdown(rows)
-    if args.section:
-        benchlib.write_section(args.section, body, benchlib.reproduce_command(__file__, argv),
-                               doc=DOC)
-    else:
-        print(body)
+    benchlib.publish(body, args.section, __file__, argv, DOC)
 
 
 if __name__ == "__main__":

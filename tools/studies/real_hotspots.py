@@ -193,8 +193,7 @@ def parser():
     out.add_argument("--pictures-dir", default=None,
                      help="where the pictures go (default: docs/results/)")
     out.add_argument("--json", help="also write the figures to this JSON file")
-    out.add_argument("--section", help=f"also write the table as this "
-                                       f"{benchlib.DOCS[DOC][0]} section")
+    benchlib.add_section_option(out, DOC)
     return out
 
 
@@ -228,11 +227,7 @@ def main(argv=None):
                                "resamples": args.resamples, "seed": args.seed,
                                "seconds": round(seconds, 1), "specificity": specificity,
                                "pictures": drawn}, indent=2, allow_nan=False)
-    if args.section:
-        benchlib.write_section(args.section, body, benchlib.reproduce_command(__file__, argv),
-                               doc=DOC)
-    else:
-        print(body)
+    benchlib.publish(body, args.section, __file__, argv, DOC)
     return 0
 
 

@@ -140,8 +140,7 @@ def parser():
     out.add_argument("--limit", type=int, help="score only the first N discs")
     out.add_argument("--save", help="write the per-view probabilities to this .npz")
     out.add_argument("--load", help="score a file written by --save (no model run)")
-    out.add_argument("--section", help=f"also write the table as this "
-                                       f"{benchlib.DOCS[DOC][0]} section")
+    benchlib.add_section_option(out, DOC)
     return out
 
 
@@ -170,11 +169,7 @@ def main(argv=None):
                                 **{t.name: p for t, p in zip(tasks.TASKS, probabilities)})
             os.replace(tmp, args.save)
     body = report(labels, patients, probabilities, views, args.resamples)
-    if args.section:
-        benchlib.write_section(args.section, body, benchlib.reproduce_command(__file__, argv),
-                               doc=DOC)
-    else:
-        print(body)
+    benchlib.publish(body, args.section, __file__, argv, DOC)
     return 0
 
 
