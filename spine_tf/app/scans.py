@@ -17,7 +17,7 @@ import os
 import typing
 
 from spine_tf.errors import SpineTFError
-from spine_tf.io.formats import ITK_SUFFIXES, NIFTI_SUFFIXES
+from spine_tf.io.formats import IMAGE_2D_SUFFIXES, ITK_SUFFIXES, NIFTI_SUFFIXES
 from spine_tf.io.scan import scan_name
 
 SCAN_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
@@ -48,7 +48,22 @@ class ScanJob:
 
 
 def _is_scan(path):
-    return os.path.isfile(path) and path.lower().endswith(SCAN_SUFFIXES)
+    return os.path.isfile(path) and path.lower().endswith(SCAN_SUFFIXES + IMAGE_2D_SUFFIXES)
+
+
+def _is_series_folder(path, names):
+    """Whether a folder without scan files is itself a scan: a DICOM series (its files
+    carry DICOM's preamble, or no suffix at all, as many PACS exports do)."""
+    for name in names:
+        file = os.path.join(path, name)
+        if not os.path.isfile(file) or name.startswith("."):
+            continue
+        if name.lower().endswith(".dcm") or "." not in name:
+            return True
+        with open(file, "rb") as f:
+            if f.read(132)[128:] == b"DICM":
+                return True
+    return False
 
 
 def _find(folder, name, suffixes):
@@ -66,9 +81,11 @@ def _find(folder, name, suffixes):
 def find_scans(inputs, masks=None, landmarks=None):
     """The scans of ``inputs`` (files or folders) with their masks or landmarks.
 
-    A folder contributes its scan files (NIfTI, .mha/.mhd/.nrrd), or, when
-    it has a ``scans/`` sub-folder (the folder layout of ``spine-tf
-    phantom``), those, with its ``masks/`` and ``landmarks/`` as defaults.
+    A folder contributes its scan files (NIfTI, .mha/.mhd/.nrrd, and 2D
+    sagittal pictures: PNG, JPEG, TIFF, BMP); a folder of DICOM files is one
+    scan (a series); a folder with a ``scans/`` sub-folder (the folder layout
+    of ``spine-tf phantom``) contributes those, with its ``masks/`` and
+    ``landmarks/`` as defaults.
     A scan's mask is ``<masks>/<name>.<suffix>`` and its landmarks
     ``<landmarks>/<name>.json`` (``name`` the scan's file name without its
     suffix); ``masks`` or ``landmarks`` may also be a single file when
@@ -91,10 +108,13 @@ def find_scans(inputs, masks=None, landmarks=None):
                 folder_masks = os.path.join(path, "masks")
                 folder_landmarks = os.path.join(path, "landmarks")
                 path = os.path.join(path, "scans")
-            files = sorted(os.path.join(path, f) for f in os.listdir(path))
-            files = [f for f in files if _is_scan(f)]
+            names = sorted(os.listdir(path))
+            files = [f for f in (os.path.join(path, n) for n in names) if _is_scan(f)]
+            if not files and _is_series_folder(path, names):
+                files = [path]
             if not files:
-                raise PredictError(f"{path}: no scan files ({', '.join(SCAN_SUFFIXES)})")
+                raise PredictError(f"{path}: no scan files ({', '.join(SCAN_SUFFIXES)}, 2D "
+                                   f"pictures) and no DICOM series")
         for file in files:
             name = scan_name(file)
             jobs.append(ScanJob(
