@@ -125,3 +125,21 @@ def test_a_spider_model_trains_scores_and_grades_its_own_tasks(spider_subset_dir
     with open(tmp_path / "graded" / "grades.csv", encoding="utf-8") as f:
         header = next(csv.reader(f))
     assert "modic_grade" in header and "marrow_upper_grade" not in header
+
+
+@pytest.mark.slow
+def test_a_saved_model_scores_as_its_keras_file(tiny_model_file, spider_subset_dir, tmp_path):
+    from spine_tf.serving import export
+    exported = export.export_run(os.fspath(tiny_model_file), os.fspath(tmp_path / "models"),
+                                 "tiny")
+    data_dir = tmp_path / "tfds"
+    keras_result, keras_rows = _evaluate(tiny_model_file, spider_subset_dir, data_dir,
+                                         tmp_path / "keras")
+    saved_result, saved_rows = _evaluate(exported, spider_subset_dir, data_dir, tmp_path / "saved")
+    assert "SavedModel" in saved_result["model"] and saved_result["tta_views"] == 54
+    for name, task in keras_result["tasks"].items():
+        assert saved_result["tasks"][name]["balanced_accuracy_tta"] == pytest.approx(
+            task["balanced_accuracy_tta"])
+    for a, b in zip(keras_rows, saved_rows):
+        assert a["series"] == b["series"] and a["pfirrmann_grade"] == b["pfirrmann_grade"]
+        assert float(a["pfirrmann_p_1"]) == pytest.approx(float(b["pfirrmann_p_1"]), abs=1e-4)
