@@ -12,8 +12,8 @@ def test_a_folder_of_pictures_gives_one_scan_per_picture(tmp_path):
         Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / name)
     (tmp_path / "notes.txt").write_text("not a scan")
     jobs = scans.find_scans([tmp_path])
-    assert [(j.name, j.scan) for j in jobs] == [("a", str(tmp_path / "a.bmp")),
-                                               ("b", str(tmp_path / "b.png"))]
+    assert [(j.name, j.scan) for j in jobs] == [
+        ("a", str(tmp_path / "a.bmp")), ("b", str(tmp_path / "b.png"))]
 
 
 def test_a_folder_of_dicom_files_is_one_series(tmp_path):
