@@ -36,11 +36,15 @@ from spine_tf import localisation
 from spine_tf.data.sources import PatientRecord
 from spine_tf.io.formats import ScanError
 from spine_tf.io.scan import read_scan
+from spine_tf.phantom.anatomy import anatomical_pixel_size
 
 SERIES_CSV = "series.csv"
 BOXES_CSV = "boxes.csv"
 GRADINGS_CSV = "radiological_gradings.csv"
 IMAGES = "images"
+SPACING_TOLERANCE = 0.2
+"""Largest relative difference between a listed pixel size and the one the discs' spacing
+gives before the build report says they disagree."""
 SPLIT_PERCENT = (60, 20, 20)
 """Train / validation / test shares of the patients: 165 patients hold too few discs for
 the usual 10 % to measure a grade with a useful interval."""
@@ -148,6 +152,21 @@ def boxes_name_levels(image, numbers):
     """Whether an image's boxes are the patient's graded discs, one each: as many boxes as
     graded discs, graded 1 upwards with no gap."""
     return bool(image.boxes) and numbers == list(range(1, len(image.boxes) + 1))
+
+
+def spacing_check(image):
+    """The listed row spacing of a boxed image beside the pixel size at which its boxes lie
+    as far apart as a typical spine's discs (``phantom.anatomy.anatomical_pixel_size``):
+    a dict with ``file``, ``listed_mm``, ``anatomy_mm`` and ``agrees`` (within
+    ``SPACING_TOLERANCE``), or None with too few lumbar boxes."""
+    located = localisation.from_boxes(
+        [(b.from_bottom, (b.y0, b.x0, b.y1, b.x1)) for b in image.boxes], (1.0, 1.0, 1.0))
+    estimate = anatomical_pixel_size(located)
+    if estimate is None:
+        return None
+    listed = float(image.spacing_mm[0])
+    return {"file": image.path, "listed_mm": listed, "anatomy_mm": round(estimate, 3),
+            "agrees": bool(abs(estimate / listed - 1) <= SPACING_TOLERANCE)}
 
 
 def positions(image, numbers, detect=None):

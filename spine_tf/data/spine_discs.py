@@ -334,6 +334,9 @@ class SpineDiscs(tfds.core.GeneratorBasedBuilder):
                 continue
             source = located.source if located is not None else "boxes"
             counts[source] = counts.get(source, 0) + 1
+            check = spider_slices.spacing_check(image) if located is None else None
+            if check is not None:
+                report.setdefault("spacing_checks", []).append(check)
             if located is not None:
                 report.setdefault("placed_by_detector", []).append({
                     "file": image.path, "levels": [disc.level for disc in located.discs],
@@ -359,8 +362,11 @@ class SpineDiscs(tfds.core.GeneratorBasedBuilder):
         Keys: ``skipped_scans`` (patient, file, reason), ``skipped_discs``
         (patient, level, reason), ``patients`` and ``examples`` per split;
         spider_slices also ``positions`` (images per position source),
-        ``examples_by_position`` (discs per position source) and
-        ``placed_by_detector`` (file, levels found, pixel size, notes).
+        ``examples_by_position`` (discs per position source),
+        ``placed_by_detector`` (file, levels found, pixel size, notes) and
+        ``spacing_checks`` (per box-placed image: the listed pixel size beside the one its
+        discs' spacing gives, and whether they agree; only the ratio of row to column
+        spacing shapes a volume, so this is a record, not a correction).
         """
         return json.loads((epath.Path(self.data_dir) / REPORT_NAME).read_text())
 

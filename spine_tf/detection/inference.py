@@ -27,6 +27,7 @@ from scipy import ndimage
 
 from spine_tf import localisation, tasks
 from spine_tf.detection import data, model
+from spine_tf.phantom.anatomy import anatomical_pixel_size
 
 _MIN_DISC_MM2 = 20.0
 _MIN_BODY_MM2 = 80.0
@@ -257,30 +258,11 @@ PIXEL_SEARCH_MM = tuple(float(f"{s:.3g}") for s in np.geomspace(0.25, 2.0, 8))
 """In-plane pixel sizes tried on a picture that records none: 0.25 to 2 mm, each about 1.35x
 the last, so the true size is within 16 % of one of them (the detector's training covers
 about +-30 %)."""
-MIN_ESTIMATE_DISCS = 3
-"""Named discs needed to estimate the pixel size from their spacing."""
-
-
 def _located_at(scan, detector, size):
     spacing = np.array([scan.spacing_mm[0], size, size], np.float64)
     probabilities, heat, factors = segment(dataclasses.replace(scan, spacing_mm=spacing),
                                            detector)
     return from_outputs(probabilities, heat, factors, spacing)
-
-
-def anatomical_pixel_size(located):
-    """The in-plane pixel size (mm) at which the named discs of ``located`` lie as far apart
-    as in a typical spine (``phantom.anatomy.DISC_SPACING_MM``): the median over pairs of
-    neighbouring levels of typical millimetres / pixels found; None with fewer than
-    ``MIN_ESTIMATE_DISCS`` named discs."""
-    from spine_tf.phantom.anatomy import DISC_SPACING_MM
-    centres = {d.level: np.asarray(d.centre[1:], np.float64) for d in located.discs}
-    if len(centres) < MIN_ESTIMATE_DISCS:
-        return None
-    ratios = [DISC_SPACING_MM[i] / np.linalg.norm(centres[upper] - centres[lower])
-              for i, (upper, lower) in enumerate(zip(tasks.LEVELS, tasks.LEVELS[1:]))
-              if upper in centres and lower in centres]
-    return float(np.median(ratios)) if ratios else None
 
 
 def detect(scan, detector, pixel_sizes=None):

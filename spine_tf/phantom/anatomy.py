@@ -32,6 +32,22 @@ DISC_SPACING_MM = tuple(_DISC_HEIGHT_MM[i] / 2 + _BODY_HEIGHT_MM[i + 1] + _DISC_
                         for i in range(len(_DISC_HEIGHT_MM) - 1))
 """Typical distance between the centres of neighbouring discs (T12-L1/L1-L2 .. L4-L5/L5-S1),
 from the body and disc heights above: about 31-38 mm."""
+MIN_ESTIMATE_DISCS = 3
+"""Named discs needed to estimate a pixel size from their spacing."""
+
+
+def anatomical_pixel_size(located):
+    """The in-plane pixel size (mm) at which the named discs of ``located`` (a
+    ``Localisation``, coordinates in pixels) lie as far apart as in a typical spine
+    (``DISC_SPACING_MM``): the median over pairs of neighbouring levels of typical
+    millimetres / pixels found; None with fewer than ``MIN_ESTIMATE_DISCS`` named discs."""
+    centres = {d.level: np.asarray(d.centre[1:], np.float64) for d in located.discs}
+    if len(centres) < MIN_ESTIMATE_DISCS:
+        return None
+    ratios = [DISC_SPACING_MM[i] / np.linalg.norm(centres[upper] - centres[lower])
+              for i, (upper, lower) in enumerate(zip(tasks.LEVELS, tasks.LEVELS[1:]))
+              if upper in centres and lower in centres]
+    return float(np.median(ratios)) if ratios else None
 # Reading noise (latent units) of the lesion tasks: endplate defects are read
 # less consistently than marrow changes, as in the paper's intra-rater figures.
 _LESION_READING_NOISE = {"endplate": 0.16, "marrow": 0.1}

@@ -49,6 +49,13 @@ def test_discs_come_from_boxes_where_they_name_the_graded_discs(built):
     boxed = sum(1 for _, e in examples if e["position_source"] == b"boxes")
     assert report["examples_by_position"]["boxes"] == boxed
     assert boxed == 6 + 6 + 6  # the six lumbar discs of 104 and of both images of 127
+    checks = {item["file"].rsplit("/", 1)[-1]: item for item in report["spacing_checks"]}
+    assert set(checks) == {"104_t2.png", "127_t2.png", "127_t2_SPACE.png"}
+    assert checks["104_t2.png"]["agrees"] and checks["104_t2.png"]["listed_mm"] == pytest.approx(
+        0.7292, abs=1e-4)
+    # 127_t2's boxes lie 1.3 times further apart than its listed 0.47 mm pixels allow
+    assert not checks["127_t2.png"]["agrees"]
+    assert checks["127_t2.png"]["anatomy_mm"] == pytest.approx(0.607, abs=0.01)
 
 
 def test_labels_levels_and_splits_follow_the_patient(built, spider_slices_dir):
