@@ -258,6 +258,8 @@ PIXEL_SEARCH_MM = tuple(float(f"{s:.3g}") for s in np.geomspace(0.25, 2.0, 8))
 """In-plane pixel sizes tried on a picture that records none: 0.25 to 2 mm, each about 1.35x
 the last, so the true size is within 16 % of one of them (the detector's training covers
 about +-30 %)."""
+
+
 def _located_at(scan, detector, size):
     spacing = np.array([scan.spacing_mm[0], size, size], np.float64)
     probabilities, heat, factors = segment(dataclasses.replace(scan, spacing_mm=spacing),

@@ -48,6 +48,8 @@ def anatomical_pixel_size(located):
               for i, (upper, lower) in enumerate(zip(tasks.LEVELS, tasks.LEVELS[1:]))
               if upper in centres and lower in centres]
     return float(np.median(ratios)) if ratios else None
+
+
 # Reading noise (latent units) of the lesion tasks: endplate defects are read
 # less consistently than marrow changes, as in the paper's intra-rater figures.
 _LESION_READING_NOISE = {"endplate": 0.16, "marrow": 0.1}
