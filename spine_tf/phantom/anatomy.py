@@ -13,6 +13,7 @@ spine axis, ``half_depth`` antero-posterior, ``half_width`` left-right.
 """
 
 import dataclasses
+import typing
 
 import numpy as np
 
@@ -74,12 +75,19 @@ class PhantomConfig:
             of the lumbar spine, so fewer than six discs are visible.
         lesion_scale: multiplies the prevalence of endplate defects and
             marrow changes.
+        slice_thickness_mm: every scan's slice thickness instead of the drawn
+            one (2.6-6 mm), e.g. 1.0 for a 3D acquisition's reconstruction.
+        lateral_coverage_mm: every scan's left-right extent instead of the
+            drawn one (55-80 mm); with ``slice_thickness_mm`` it sets the number
+            of slices (9 at least; without either, 9 to 20).
     """
 
     reader_noise: float = 1.0
     missing_fraction: float = 0.04
     cutoff_fraction: float = 0.12
     lesion_scale: float = 1.0
+    slice_thickness_mm: typing.Optional[float] = None
+    lateral_coverage_mm: typing.Optional[float] = None
 
 
 @dataclasses.dataclass
@@ -178,7 +186,7 @@ class Anatomy:
 
 def sample_anatomy(rng, patient_id, config=PhantomConfig()):
     """Draws a patient: spine geometry, acquisition, degeneration, lesions, labels."""
-    acquisition = _sample_acquisition(rng)
+    acquisition = _sample_acquisition(rng, config)
     age = rng.beta(2.0, 2.0)  # 0 young .. 1 old, drives degeneration
     discs_latent = [_sample_degeneration(rng, age, i) for i in range(len(tasks.LEVELS))]
     bodies, discs = _build_spine(rng, discs_latent)
@@ -224,7 +232,7 @@ def _inside(element, rows_mm, cols_mm, margin_mm=2.0):
             and corners[:, 1].min() > margin_mm and corners[:, 1].max() < cols_mm - margin_mm)
 
 
-def _sample_acquisition(rng):
+def _sample_acquisition(rng, config=PhantomConfig()):
     fov_mm = rng.uniform(260.0, 340.0)
     matrix = int(rng.integers(256, 513))
     matrix = max(matrix, int(np.ceil(fov_mm / 1.0)))  # in-plane spacing at most 1 mm
@@ -235,6 +243,10 @@ def _sample_acquisition(rng):
     thickness = float(np.clip(rng.lognormal(np.log(4.0), 0.18), 2.6, 6.0))
     lateral_fov = rng.uniform(55.0, 80.0)
     slices = int(np.clip(round(lateral_fov / thickness), 9, 20))
+    if config.slice_thickness_mm or config.lateral_coverage_mm:  # drawn first: same stream
+        thickness = float(config.slice_thickness_mm or thickness)
+        lateral_fov = float(config.lateral_coverage_mm or lateral_fov)
+        slices = max(9, int(round(lateral_fov / thickness)))
     mid = (slices - 1) / 2 + rng.uniform(-1.0, 1.0)
     storage = (("L", "I", "P"), ("R", "A", "S"), ("L", "P", "S"), ("P", "I", "R"),
                ("R", "S", "A"))[int(rng.integers(0, 5))]
