@@ -35,7 +35,7 @@ def add_parsers(commands):
                        help="source folder for the folder, spider and spider_slices configs")
     build.add_argument("--data-dir", default=None,
                        help="TFDS data dir (default: TFDS's; for a --manual-dir, a folder "
-                       "in it named after that folder)")
+                       "in it named after that folder and its files)")
     build.add_argument("--workers", type=int, default=None)
     build.add_argument("--strict", action="store_true",
                        help="stop at the first unusable scan instead of skipping it")

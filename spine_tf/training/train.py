@@ -48,17 +48,38 @@ def make_strategy(name):
 
 def data_dir_of(data_config):
     """The TFDS data dir of a DataConfig: its own, else, for a source folder
-    (``manual_dir``), one named after that folder's absolute path inside TFDS's default
-    (TFDS names a build by config and version only, so two folders built into one data
-    dir would read as one), else TFDS's default (None)."""
+    (``manual_dir``), one named after that folder inside TFDS's default, else TFDS's default
+    (None).
+
+    TFDS names a build by config and version only, so two folders built into one data dir
+    would read as one, and a folder whose files changed would keep its old build. The name
+    therefore holds a fingerprint of the folder's absolute path and of the name, size and
+    modification time of every file in it and in its sub-folders (``folder_fingerprint``).
+    """
     if data_config.data_dir or not data_config.manual_dir:
         return data_config.data_dir
-    import hashlib
     import tensorflow_datasets as tfds
     folder = os.path.abspath(data_config.manual_dir)
-    key = hashlib.sha256(folder.encode()).hexdigest()[:12]
-    name = f"{os.path.basename(folder.rstrip(os.sep)) or 'folder'}-{key}"
+    name = f"{os.path.basename(folder.rstrip(os.sep)) or 'folder'}-{folder_fingerprint(folder)}"
     return os.path.join(tfds.core.constants.DATA_DIR, "spine_tf_sources", name)
+
+
+def folder_fingerprint(folder):
+    """12 hex digits that change with a folder's absolute path or any of its files (name,
+    size, modification time), sub-folders included."""
+    import hashlib
+    digest = hashlib.sha256(os.path.abspath(folder).encode())
+    for root, dirs, files in sorted(os.walk(folder)):
+        dirs.sort()
+        for name in sorted(files):
+            try:
+                stat = os.stat(os.path.join(root, name))
+            except OSError:  # a broken link: its name still counts
+                stat = None
+            entry = (os.path.relpath(os.path.join(root, name), folder),
+                     stat and stat.st_size, stat and stat.st_mtime_ns)
+            digest.update(repr(entry).encode())
+    return digest.hexdigest()[:12]
 
 
 def prepare_dataset(data_config, detect=None):

@@ -68,10 +68,19 @@ def test_a_model_needs_an_out_folder(tiny_model_file, capsys):
 
 
 def test_each_source_folder_gets_its_own_data_dir(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / name / "images").mkdir(parents=True)
+        (tmp_path / name / "series.csv").write_text("series,patient\n")
     first = data_dir_of(DataConfig(manual_dir=os.fspath(tmp_path / "a")))
     second = data_dir_of(DataConfig(manual_dir=os.fspath(tmp_path / "b")))
     assert first != second and os.path.basename(first).startswith("a-")
     assert data_dir_of(DataConfig(manual_dir=os.fspath(tmp_path / "a") + "/")) == first
+    # a folder whose files change is built again, not read from its old build
+    (tmp_path / "a" / "images" / "1_t2.png").write_bytes(b"new image")
+    changed = data_dir_of(DataConfig(manual_dir=os.fspath(tmp_path / "a")))
+    assert changed != first
+    (tmp_path / "a" / "series.csv").write_text("series,patient\n1_t2,1\n")
+    assert data_dir_of(DataConfig(manual_dir=os.fspath(tmp_path / "a"))) != changed
     assert data_dir_of(DataConfig(manual_dir="x", data_dir="given")) == "given"
     assert data_dir_of(DataConfig()) is None
 
