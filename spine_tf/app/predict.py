@@ -115,6 +115,7 @@ def predict_scan(job, predictor, out_dir, tta=True, hotspots=True,
     stacked = np.stack([v.volume for v in volumes])
     probabilities = predictor.probabilities(stacked, tta=tta)
     record = {"scan": os.path.abspath(job.scan), "name": job.name,
+              **({"series": scan.series} if scan.series else {}),
               "localisation": _localisation_source(job, detector),
               "localisation_notes": list(located.notes),
               **({"pixel_size_mm": located.pixel_size_mm} if located.pixel_size_mm else {}),

@@ -37,6 +37,13 @@ def _page(title, body):
             f"<body>\n{body}\n</body></html>\n")
 
 
+def _series_line(series):
+    """The DICOM series a study was graded from, and why."""
+    return (f"{series.get('number', '?')} {series.get('description', '')!r} "
+            f"({series.get('orientation')}, {series.get('weighting')}, "
+            f"{series.get('images')} images): {series.get('why')}")
+
+
 def record_tasks(record):
     """The tasks a scan's record grades (its ``task_set``; records written before task
     sets graded the paper's)."""
@@ -63,7 +70,10 @@ def scan_page(record, pictures):
     # a record written before the input modes has no tta_views: it used the 54 views
     views = f"{record.get('tta_views', 54)} views" if record["tta"] else "off"
     parts = [f"<h1>{e(record['name'])}</h1>",
-             f"<p>Scan: <code>{e(record['scan'])}</code><br>Discs localised from: "
+             f"<p>Scan: <code>{e(record['scan'])}</code><br>"
+             + (f"Series: {e(_series_line(record['series']))}<br>" if record.get("series")
+                else "")
+             + "Discs localised from: "
              f"<code>{e(record['localisation'])}</code><br>Model: {e(record['model'])}<br>"
              f"Test-time augmentation: {views}</p>",
              *(f"<p class=\"flagged\">Detector: {e(note)}</p>"

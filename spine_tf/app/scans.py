@@ -38,6 +38,8 @@ class ScanJob:
         landmarks: its landmarks JSON, or None (neither: the detector).
         spacing_mm: only for a 2D image, which records none: its pixel
             spacing, (rows, cols) or (slices, rows, cols); None: 1 mm.
+        series: for a DICOM study, the series to grade (number, UID or
+            description); None: its sagittal T2 (``spine_tf.io.dicom``).
     """
 
     name: str
@@ -45,24 +47,27 @@ class ScanJob:
     mask: str = None
     landmarks: str = None
     spacing_mm: typing.Optional[tuple] = None
+    series: typing.Optional[str] = None
 
 
 def _is_scan(path):
     return os.path.isfile(path) and path.lower().endswith(SCAN_SUFFIXES + IMAGE_2D_SUFFIXES)
 
 
-def _is_series_folder(path, names):
-    """Whether a folder without scan files is itself a scan: a DICOM series (its files
-    carry DICOM's preamble, or no suffix at all, as many PACS exports do)."""
-    for name in names:
-        file = os.path.join(path, name)
-        if not os.path.isfile(file) or name.startswith("."):
-            continue
-        if name.lower().endswith(".dcm") or "." not in name:
-            return True
-        with open(file, "rb") as f:
-            if f.read(132)[128:] == b"DICM":
+def _holds_dicom(path):
+    """Whether a folder without scan files is itself a scan: a DICOM series or study, in any
+    nesting (files named .dcm, or with no suffix, as many PACS exports are, or carrying
+    DICOM's preamble)."""
+    for root, _, files in os.walk(path):
+        for name in files:
+            file = os.path.join(root, name)
+            if name.startswith("."):
+                continue
+            if name.lower().endswith(".dcm") or "." not in name:
                 return True
+            with open(file, "rb") as f:
+                if f.read(132)[128:] == b"DICM":
+                    return True
     return False
 
 
@@ -78,14 +83,15 @@ def _find(folder, name, suffixes):
     return None
 
 
-def find_scans(inputs, masks=None, landmarks=None):
+def find_scans(inputs, masks=None, landmarks=None, series=None):
     """The scans of ``inputs`` (files or folders) with their masks or landmarks.
 
     A folder contributes its scan files (NIfTI, .mha/.mhd/.nrrd, and 2D
-    sagittal pictures: PNG, JPEG, TIFF, BMP); a folder of DICOM files is one
-    scan (a series); a folder with a ``scans/`` sub-folder (the folder layout
-    of ``spine-tf phantom``) contributes those, with its ``masks/`` and
-    ``landmarks/`` as defaults.
+    sagittal pictures: PNG, JPEG, TIFF, BMP); a folder of DICOM files in any
+    nesting is one scan (a series, or a study whose series ``series`` chooses,
+    by default its sagittal T2: ``extract_scan``); a folder with a ``scans/``
+    sub-folder (the folder layout of ``spine-tf phantom``) contributes those,
+    with its ``masks/`` and ``landmarks/`` as defaults.
     A scan's mask is ``<masks>/<name>.<suffix>`` and its landmarks
     ``<landmarks>/<name>.json`` (``name`` the scan's file name without its
     suffix); ``masks`` or ``landmarks`` may also be a single file when
@@ -110,7 +116,7 @@ def find_scans(inputs, masks=None, landmarks=None):
                 path = os.path.join(path, "scans")
             names = sorted(os.listdir(path))
             files = [f for f in (os.path.join(path, n) for n in names) if _is_scan(f)]
-            if not files and _is_series_folder(path, names):
+            if not files and _holds_dicom(path):
                 files = [path]
             if not files:
                 raise PredictError(f"{path}: no scan files ({', '.join(SCAN_SUFFIXES)}, 2D "
@@ -120,7 +126,8 @@ def find_scans(inputs, masks=None, landmarks=None):
             jobs.append(ScanJob(
                 name=name, scan=file,
                 mask=_find(masks or folder_masks, name, SCAN_SUFFIXES),
-                landmarks=_find(landmarks or folder_landmarks, name, (".json",))))
+                landmarks=_find(landmarks or folder_landmarks, name, (".json",)),
+                series=series if os.path.isdir(file) else None))
     for option, value in (("--masks", masks), ("--landmarks", landmarks)):
         if value and os.path.isfile(value) and len(jobs) > 1:
             raise PredictError(f"{value}: one {option} file for {len(jobs)} scans; give a "
@@ -133,11 +140,30 @@ def find_scans(inputs, masks=None, landmarks=None):
     return jobs
 
 
+def _read(job):
+    """The job's scan; a DICOM study is read as its chosen series."""
+    import dataclasses as dc
+    from spine_tf.io import dicom
+    from spine_tf.io.scan import read_scan
+    if not os.path.isdir(job.scan) or not (job.series or dicom.is_study(job.scan)):
+        return read_scan(job.scan, spacing_mm=job.spacing_mm)
+    chosen, why = dicom.choose_series(dicom.study_series(job.scan), job.scan, job.series)
+    scan = read_scan(job.scan, series_files=chosen.files)
+    return dc.replace(scan, series={
+        "number": chosen.number, "uid": chosen.uid, "description": chosen.description,
+        "orientation": chosen.orientation, "weighting": chosen.weighting,
+        "images": len(chosen.files), "why": why})
+
+
 def extract_scan(job, detector=None):
     """Reads a job's scan, localises and extracts its discs.
 
     The job's mask or landmarks localise the discs; without either,
     ``detector`` (``spine_tf.detection``) finds them.
+
+    A DICOM folder holding a study (series in sub-folders, or several in one folder) is read
+    as the series ``job.series`` names, else its sagittal T2 (``spine_tf.io.dicom``); the
+    scan's ``series`` then says which and why.
 
     Returns:
         (scan, localisation, DiscVolumes top to bottom, skipped (level, reason)).
@@ -147,11 +173,10 @@ def extract_scan(job, detector=None):
             or no disc extracted.
     """
     from spine_tf import detection, extraction, localisation
-    from spine_tf.io.scan import read_scan
     if not job.mask and not job.landmarks and detector is None:
         raise PredictError(f"{job.scan}: no mask or landmarks file for this scan and no "
                            "detector (give --masks, --landmarks or --detector)")
-    scan = read_scan(job.scan, spacing_mm=job.spacing_mm)
+    scan = _read(job)
     located = localisation.localise(
         scan, mask_path=job.mask, landmarks_path=job.landmarks,
         detect=None if detector is None else functools.partial(detection.detect,

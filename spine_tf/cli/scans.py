@@ -60,6 +60,9 @@ def add_parsers(commands):
                     "(its newest version), or 'shipped': the package's model of real discs "
                     "(the default; spine_tf/modeling/weights/README.md)")
     pr.add_argument("--out", required=True, help="output folder")
+    pr.add_argument("--series", metavar="NUMBER|UID|DESCRIPTION",
+                    help="for a DICOM study folder: the series to grade (default: its one "
+                    "sagittal T2 series; spine_tf/io/dicom.py says how it is recognised)")
     pr.add_argument("--no-tta", action="store_true", help="single view instead of 54 views")
     pr.add_argument("--no-hotspots", action="store_true", help="grades only")
     pr.add_argument("--augmentations", type=int, default=150,
@@ -174,7 +177,8 @@ def _scan_hotspots(args):
 def _predict(args):
     at_least_one(args.augmentations, "--augmentations")
     from spine_tf.app import predict, predictors, scans
-    jobs = scans.find_scans(args.inputs, masks=args.masks, landmarks=args.landmarks)
+    jobs = scans.find_scans(args.inputs, masks=args.masks, landmarks=args.landmarks,
+                            series=args.series)
     predictor = predictors.load_predictor(args.model)
     detector = load_detector(args.detector,
                              needed=any(not (j.mask or j.landmarks) for j in jobs))

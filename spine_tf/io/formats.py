@@ -94,12 +94,14 @@ def squeeze_to_3d(path, data: np.ndarray, what: str) -> np.ndarray:
     return data
 
 
-def read_volume(path: str, kind: str, what: str) -> Tuple[np.ndarray, np.ndarray]:
-    """Reads a NIfTI / SimpleITK volume: (3D array in file order, RAS affine)."""
+def read_volume(path: str, kind: str, what: str, series_files=None) -> Tuple[np.ndarray,
+                                                                             np.ndarray]:
+    """Reads a NIfTI / SimpleITK volume: (3D array in file order, RAS affine); for a DICOM
+    folder, ``series_files`` (one series' files) where it holds several."""
     if kind == "nifti":
         data, affine = read_nifti(path, what)
     else:
-        data, affine = read_itk(path, kind, what)
+        data, affine = read_itk(path, kind, what, series_files)
     return squeeze_to_3d(path, data, what), affine
 
 
@@ -127,11 +129,12 @@ def import_sitk(path: str):
     return SimpleITK
 
 
-def read_itk(path: str, kind: str, what: str) -> Tuple[np.ndarray, np.ndarray]:
+def read_itk(path: str, kind: str, what: str, series_files=None) -> Tuple[np.ndarray,
+                                                                          np.ndarray]:
     sitk = import_sitk(path)
     try:
         if kind == "dicom":
-            image = read_dicom_series(sitk, path)
+            image = read_dicom_series(sitk, path, series_files)
         else:
             image = sitk.ReadImage(path)
     except ScanError:
@@ -163,8 +166,11 @@ def read_itk(path: str, kind: str, what: str) -> Tuple[np.ndarray, np.ndarray]:
     return array, affine
 
 
-def read_dicom_series(sitk, folder: str):
+def read_dicom_series(sitk, folder: str, files=None):
     reader = sitk.ImageSeriesReader()
+    if files:  # one series of a study, chosen by spine_tf.io.dicom
+        reader.SetFileNames(list(files))
+        return reader.Execute()
     series_ids = reader.GetGDCMSeriesIDs(folder)
     if not series_ids:
         raise scan_error(folder, "no DICOM series found in this folder")

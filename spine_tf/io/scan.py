@@ -91,6 +91,9 @@ class Scan:
         original_shape: spatial shape of the file's own voxel array.
         pixel_size_known: False for a 2D picture read without a pixel size
             (its 1 mm is a placeholder; the disc detector then estimates it).
+        series: for one series of a DICOM study, which (number, uid,
+            description, orientation, weighting, images) and why it was
+            chosen; None otherwise.
     """
 
     image: np.ndarray
@@ -100,6 +103,7 @@ class Scan:
     original_affine: np.ndarray
     original_shape: Tuple[int, ...]
     pixel_size_known: bool = True
+    series: Optional[dict] = None
 
     @property
     def num_slices(self) -> int:
@@ -244,7 +248,8 @@ def scan_from_array(image, spacing_mm=None, affine=None, path: str = "") -> Scan
     return _finish(path, image, affine, check_reorientation=True)
 
 
-def read_scan(path, *, spacing_mm: Optional[Sequence[float]] = None) -> Scan:
+def read_scan(path, *, spacing_mm: Optional[Sequence[float]] = None,
+              series_files: Optional[Sequence[str]] = None) -> Scan:
     """Reads a scan file (or DICOM series folder) into the internal frame.
 
     Args:
@@ -253,6 +258,8 @@ def read_scan(path, *, spacing_mm: Optional[Sequence[float]] = None) -> Scan:
             ``.png``/``.jpg``/``.jpeg``/``.tif``/``.bmp`` sagittal image.
         spacing_mm: only for 2D images, which record no spacing: the pixel
             spacing as (rows, cols) or (slices, rows, cols); default 1 mm.
+        series_files: for a DICOM folder holding several series (a study): the files
+            of the one to read (``spine_tf.io.dicom.choose_series``).
 
     Returns:
         The validated Scan.
@@ -270,7 +277,7 @@ def read_scan(path, *, spacing_mm: Optional[Sequence[float]] = None) -> Scan:
     if spacing_mm is not None:
         raise scan_error(path, "spacing_mm can only be given for 2D image files; volume "
                          "files record their own spacing")
-    data, affine = read_volume(path, kind, what="scan")
+    data, affine = read_volume(path, kind, what="scan", series_files=series_files)
     return _finish(path, data, affine, original_affine=affine, check_reorientation=True)
 
 

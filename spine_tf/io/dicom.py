@@ -1,0 +1,173 @@
+"""DICOM studies: every series in a folder, and which one is the sagittal T2.
+
+A study arrives as a folder in any layout: study/series/instances, one flat folder of mixed
+series, or a DICOMDIR beside its files. ``study_series`` reads the headers of every DICOM
+file below a folder (pydicom, no pixel data) and groups them by SeriesInstanceUID.
+``choose_series`` picks the sagittal T2 by these rules, written down once here:
+
+- **orientation**, from ImageOrientationPatient: the slice normal (row x column direction)
+  along the patient's left-right axis is sagittal, along anterior-posterior coronal, along
+  head-feet axial (the largest component; ``orientation_of``);
+- **weighting**, from SeriesDescription first, since scanners name their sequences: STIR,
+  TIRM or a fat-suppressed inversion recovery is ``STIR``; T2 (T2W, T2 TSE, T2 SPACE) is
+  ``T2``; T1 is ``T1``; PD is ``PD``. Else from EchoTime / RepetitionTime: TE >= 60 ms and
+  TR >= 1500 ms is ``T2``, TE <= 30 ms and TR <= 1000 ms is ``T1``, TE <= 30 ms and TR >=
+  1500 ms is ``PD`` (``weighting_of``);
+- the one sagittal T2 series is chosen; none, or several, is an error that lists every
+  series (number, description, orientation, weighting, images) so that ``--series NUMBER``,
+  ``UID`` or ``DESCRIPTION`` can choose.
+"""
+
+import dataclasses
+import os
+import re
+import typing
+
+import numpy as np
+
+from spine_tf.io.formats import ScanError
+
+T2_TE_MS, T2_TR_MS = 60.0, 1500.0
+T1_TE_MS, T1_TR_MS = 30.0, 1000.0
+_DESCRIPTIONS = (("STIR", r"stir|tirm|\bir\b"), ("T2", r"t2"), ("T1", r"t1"), ("PD", r"\bpd"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Series:
+    """One series of a study.
+
+    Attributes:
+        uid: SeriesInstanceUID.
+        number: SeriesNumber (None if absent).
+        description: SeriesDescription ('' if absent).
+        files: its files, sorted.
+        orientation: ``sagittal``, ``coronal``, ``axial`` or ``unknown``.
+        weighting: ``T2``, ``T1``, ``STIR``, ``PD`` or ``unknown``.
+        why: how the weighting was read.
+    """
+
+    uid: str
+    number: typing.Optional[int]
+    description: str
+    files: tuple
+    orientation: str
+    weighting: str
+    why: str
+
+    def label(self):
+        """One line naming the series for messages and reports."""
+        number = "?" if self.number is None else self.number
+        return (f"series {number} {self.description!r} ({self.orientation}, {self.weighting}; "
+                f"{len(self.files)} images)")
+
+
+def orientation_of(image_orientation):
+    """``sagittal``/``coronal``/``axial`` from ImageOrientationPatient (6 numbers), or
+    ``unknown``."""
+    try:
+        values = np.asarray([float(v) for v in image_orientation], np.float64)
+    except (TypeError, ValueError):
+        return "unknown"
+    if values.shape != (6,):
+        return "unknown"
+    normal = np.cross(values[:3], values[3:])
+    if not np.linalg.norm(normal):
+        return "unknown"
+    return ("sagittal", "coronal", "axial")[int(np.argmax(np.abs(normal)))]
+
+
+def weighting_of(description, echo_time, repetition_time):
+    """(weighting, why) from a series' description, else its TE and TR in ms."""
+    text = (description or "").lower()
+    for name, pattern in _DESCRIPTIONS:
+        if re.search(pattern, text):
+            return name, f"description {description!r}"
+    if echo_time is None or repetition_time is None:
+        return "unknown", "no telling description and no echo and repetition times"
+    te, tr = float(echo_time), float(repetition_time)
+    times = f"TE {te:g} ms, TR {tr:g} ms"
+    if te >= T2_TE_MS and tr >= T2_TR_MS:
+        return "T2", times
+    if te <= T1_TE_MS and tr <= T1_TR_MS:
+        return "T1", times
+    if te <= T1_TE_MS and tr >= T2_TR_MS:
+        return "PD", times
+    return "unknown", times
+
+
+def study_series(folder):
+    """Every DICOM series below ``folder`` (any nesting), by series number.
+
+    Raises:
+        ScanError: no DICOM file below the folder.
+    """
+    import pydicom
+    groups = {}
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            if name.upper() == "DICOMDIR" or name.startswith("."):
+                continue
+            try:
+                header = pydicom.dcmread(path, stop_before_pixels=True)
+            except Exception:  # pylint: disable=broad-except  (not DICOM: pydicom's many kinds)
+                continue
+            uid = str(getattr(header, "SeriesInstanceUID", "") or "")
+            if not uid or "ImagePositionPatient" not in header and "PixelSpacing" not in header:
+                continue
+            groups.setdefault(uid, []).append((path, header))
+    if not groups:
+        raise ScanError(f"{folder}: no DICOM image below this folder")
+    out = []
+    for uid, items in groups.items():
+        header = items[0][1]
+        description = str(getattr(header, "SeriesDescription", "") or "")
+        weighting, why = weighting_of(description, getattr(header, "EchoTime", None),
+                                      getattr(header, "RepetitionTime", None))
+        number = getattr(header, "SeriesNumber", None)
+        out.append(Series(uid=uid, number=None if number in (None, "") else int(number),
+                          description=description, files=tuple(sorted(p for p, _ in items)),
+                          orientation=orientation_of(getattr(header, "ImageOrientationPatient",
+                                                             None)),
+                          weighting=weighting, why=why))
+    return sorted(out, key=lambda s: (s.number is None, s.number or 0, s.uid))
+
+
+def choose_series(series, folder, choice=None):
+    """(the series to grade, the reason) among a study's ``series``.
+
+    Args:
+        series: ``study_series``'s list.
+        folder: the study, for messages.
+        choice: None (the sagittal T2), or a series number, SeriesInstanceUID or
+            description (case-insensitive) that names exactly one series.
+
+    Raises:
+        ScanError: naming the study and listing every series, when the choice names none or
+            several, or without a choice when no series or several are sagittal T2.
+    """
+    listing = "; ".join(s.label() for s in series)
+    if choice is not None:
+        text = str(choice).strip()
+        named = [s for s in series if text in (str(s.number), s.uid)
+                 or text.lower() == s.description.lower()]
+        if len(named) != 1:
+            raise ScanError(f"{folder}: --series {text!r} names {len(named)} of its series; "
+                            f"they are: {listing}")
+        return named[0], f"chosen with --series {text}"
+    fitting = [s for s in series if s.orientation == "sagittal" and s.weighting == "T2"]
+    if len(fitting) == 1:
+        chosen = fitting[0]
+        return chosen, (f"the study's one sagittal T2 series (orientation from "
+                        f"ImageOrientationPatient; T2 from its {chosen.why})")
+    what = "no sagittal T2 series" if not fitting else f"{len(fitting)} sagittal T2 series"
+    raise ScanError(f"{folder}: {what}; choose one with --series NUMBER|UID|DESCRIPTION. "
+                    f"Its series: {listing}")
+
+
+def is_study(folder):
+    """Whether a folder needs ``choose_series``: it holds DICOM files in sub-folders, or
+    files of more than one series (a folder of one series reads as it is)."""
+    nested = any(os.path.isdir(os.path.join(folder, n)) for n in os.listdir(folder))
+    return nested or len(study_series(folder)) > 1
