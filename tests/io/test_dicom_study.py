@@ -142,3 +142,31 @@ def test_predict_grades_a_study_folder_from_its_sagittal_t2(study, tmp_path):
     record = json.loads((tmp_path / "t1" / "STUDY1" / "grades.json").read_text())
     assert record["series"]["weighting"] == "T1" and record["series"]["why"] == (
         "chosen with --series 2")
+
+
+def test_a_compressed_series_is_found_and_read(study, tmp_path):
+    """JPEG 2000 (lossless) images: pydicom reads their headers without the pixels, and
+    SimpleITK's GDCM decodes them to the same voxels."""
+    import pydicom
+    patient, nested, _ = study
+    image = _sagittal_image(patient)
+    folder = tmp_path / "compressed"
+    folder.mkdir()
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    writer.SetUseCompression(True)
+    for k in range(image.GetDepth()):
+        plane = image[:, :, k]
+        position = image.TransformIndexToPhysicalPoint((0, 0, k))
+        for tag, value in {"0008|0060": "MR", "0020|000d": STUDY_UID, "0020|0011": "7",
+                           "0020|000e": f"{STUDY_UID}.70", "0008|103e": "T2 SAG J2K",
+                           "0020|0037": "0\\1\\0\\0\\0\\-1", "0020|0013": str(k + 1),
+                           "0020|0032": "\\".join(f"{v:.6f}" for v in position)}.items():
+            plane.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"{k:03d}.dcm"))
+        writer.Execute(plane)
+    header = pydicom.dcmread(folder / "000.dcm", stop_before_pixels=True)
+    assert header.file_meta.TransferSyntaxUID.is_compressed
+    [series] = dicom.study_series(folder)
+    assert (series.orientation, series.weighting) == ("sagittal", "T2")
+    np.testing.assert_array_equal(read_scan(folder).image, read_scan(nested / "t2_sag").image)
