@@ -34,6 +34,7 @@ import tensorflow as tf
 
 from spine_tf import augment, tasks
 from spine_tf.modeling.model import input_slices
+from spine_tf.modeling.model import task_set as model_task_set
 from spine_tf.tasks import VOLUME_SHAPE
 
 SHIFT_PX = 16
@@ -270,7 +271,7 @@ def predict(model, volumes_or_dataset, tta=True, discs_per_batch=1):
     """
     if discs_per_batch < 1:
         raise ValueError(f"discs_per_batch must be at least 1, not {discs_per_batch}")
-    task_set = tasks.task_set_of(model.output_names)
+    task_set = model_task_set(model)
     chunks = [[] for _ in task_set.tasks]
     if tta:
         function = _compiled_tta(model)

@@ -29,11 +29,11 @@ class KerasPredictor:
 
     def __init__(self, model, source):
         from spine_tf import hotspots, tta
-        from spine_tf.modeling.model import input_slices
+        from spine_tf.modeling.model import input_slices, task_set
         self.model, self.source = model, source
         self._hotspots = hotspots.Hotspots(model)
         self.input_slices = input_slices(model)
-        self.task_set = tasks.task_set_of(model.output_names)
+        self.task_set = task_set(model)
         self.tta_views = len(tta.views_for(model))
         self.description = f"{source} (Keras, {model.count_params():,} parameters)"
 

@@ -24,6 +24,7 @@ import numpy as np
 from spine_tf import tasks, tta
 from spine_tf.tta import views_for
 from spine_tf.modeling import metrics
+from spine_tf.modeling.model import task_set as model_task_set
 from spine_tf.io import pictures as report
 from spine_tf.io.codec import from_stored
 from spine_tf.io.atomic import write_csv, write_json, write_text
@@ -188,7 +189,7 @@ def evaluate(model, dataset_split, tta=True, discs_per_batch=1, batch_size=64,
         {task: list}). Rates are fractions in [0, 1]; None where no disc is
         labelled.
     """
-    task_set = getattr(model, "task_set", None) or tasks.task_set_of(model.output_names)
+    task_set = getattr(model, "task_set", None) or model_task_set(model)
     views = getattr(model, "tta_views", None) or len(views_for(model))
     seen = _collect(model, task_set, dataset_split, tta, discs_per_batch, batch_size)
     final = seen["tta"] if tta else seen["single"]

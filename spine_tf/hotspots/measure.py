@@ -18,6 +18,7 @@ from spine_tf.hotspots.saliency import (AUGMENTATIONS, CHUNK, COLS, ROWS, SLICES
                                         plain_saliency)
 from spine_tf.io.codec import from_stored
 from spine_tf.modeling import metrics
+from spine_tf.modeling.model import task_set as model_task_set
 from spine_tf.tasks import VOLUME_SHAPE
 
 PERCENTILE = 97.0
@@ -305,7 +306,7 @@ def label_specificity(model, examples, augmentations=AUGMENTATIONS, seed=0,
         ``interval``}), ``ids`` (patient/level/series per disc)}}}. Figures
         over no disc are None, as is the fraction of an all-zero hotspot.
     """
-    task_set = tasks.task_set_of(model.output_names)
+    task_set = model_task_set(model)
     pairs = sided_pairs(task_set)
     wanted = set(LABEL_GROUPS.values())
     volumes, rows = [], []  # rows: (labels, patient, id) of the discs kept

@@ -33,6 +33,7 @@ from spine_tf import augment, tasks
 from spine_tf.config import AugmentConfig
 from spine_tf.errors import SpineTFError
 from spine_tf.modeling.model import input_slices
+from spine_tf.modeling.model import task_set as model_task_set
 from spine_tf.tasks import VOLUME_SHAPE
 
 ROWS, COLS, SLICES = VOLUME_SHAPE
@@ -66,7 +67,7 @@ class UnknownTaskError(SpineTFError, KeyError):
 
 def _task_index(model, name):
     """(output index, Task) of task ``name`` of a model; UnknownTaskError naming its tasks."""
-    task_set = tasks.task_set_of(model.output_names)
+    task_set = model_task_set(model)
     try:
         task = task_set.task(name)
     except KeyError as error:
@@ -238,7 +239,7 @@ class Hotspots:
     """
 
     def __init__(self, model, augment_config=AugmentConfig(), chunk=CHUNK):
-        self.task_set = tasks.task_set_of(model.output_names)  # ValueError: not SpineNet's
+        self.task_set = model_task_set(model)  # ValueError: not SpineNet's
         if int(chunk) < 1:
             raise ValueError(f"chunk must be at least 1, not {chunk}")
         self.model = model

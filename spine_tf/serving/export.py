@@ -50,6 +50,7 @@ from spine_tf import tasks, tta
 from spine_tf.errors import SpineTFError
 from spine_tf.io.atomic import atomic_folder
 from spine_tf.modeling.model import input_slices, mean_subtraction
+from spine_tf.modeling.model import task_set as model_task_set
 from spine_tf.tasks import VOLUME_SHAPE
 
 METADATA_NAME = "spine_tf.json"
@@ -91,7 +92,7 @@ class ServingModule(tf.Module):
     def __init__(self, model, augmentations=hotspots_lib.AUGMENTATIONS):
         super().__init__(name="spine_tf")
         self.model = model
-        self.task_set = tasks.task_set_of(model.output_names)
+        self.task_set = model_task_set(model)
         self.augmentations = int(augmentations)
 
     def _logits(self, volumes):
@@ -146,6 +147,7 @@ class ServingModule(tf.Module):
 def metadata(model, config=None, augmentations=hotspots_lib.AUGMENTATIONS):
     """The JSON-ready description of an export (``assets/spine_tf.json``)."""
     views = len(tta.views_for(model))
+    task_set = model_task_set(model)
     return {
         "package": "spine_tf", "package_version": spine_tf.__version__,
         "tensorflow_version": tf.__version__,
@@ -156,11 +158,11 @@ def metadata(model, config=None, augmentations=hotspots_lib.AUGMENTATIONS):
                              "sagittal slices, intensities normalised per disc"},
         "input_slices": input_slices(model),
         "tta_views": views,
-        "task_set": tasks.task_set_of(model.output_names).name,
+        "task_set": task_set.name,
         "tasks": [{"name": t.name, "description": t.description,
                    "class_names": list(t.class_names),
                    "outputs": list(t.output_names)}
-                  for t in tasks.task_set_of(model.output_names).tasks],
+                  for t in task_set.tasks],
         "signatures": {
             "serving_default": "single view",
             "predict_tta": f"{views}-view test-time augmentation",
