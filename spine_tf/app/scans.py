@@ -145,9 +145,12 @@ def _read(job):
     import dataclasses as dc
     from spine_tf.io import dicom
     from spine_tf.io.scan import read_scan
-    if not os.path.isdir(job.scan) or not (job.series or dicom.is_study(job.scan)):
+    if not os.path.isdir(job.scan):
         return read_scan(job.scan, spacing_mm=job.spacing_mm)
-    chosen, why = dicom.choose_series(dicom.study_series(job.scan), job.scan, job.series)
+    series = dicom.study_series(job.scan)  # every header read once
+    if not job.series and not dicom.is_study(series, job.scan):
+        return read_scan(job.scan)
+    chosen, why = dicom.choose_series(series, job.scan, job.series)
     scan = read_scan(job.scan, series_files=chosen.files)
     return dc.replace(scan, series={
         "number": chosen.number, "uid": chosen.uid, "description": chosen.description,

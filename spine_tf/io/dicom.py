@@ -166,8 +166,9 @@ def choose_series(series, folder, choice=None):
                     f"Its series: {listing}")
 
 
-def is_study(folder):
-    """Whether a folder needs ``choose_series``: it holds DICOM files in sub-folders, or
-    files of more than one series (a folder of one series reads as it is)."""
-    nested = any(os.path.isdir(os.path.join(folder, n)) for n in os.listdir(folder))
-    return nested or len(study_series(folder)) > 1
+def is_study(series, folder):
+    """Whether a folder's ``study_series`` need ``choose_series``: more than one series, or
+    files in sub-folders (a folder of one series reads as it is)."""
+    folder = os.path.abspath(folder)
+    return len(series) > 1 or any(os.path.dirname(os.path.abspath(f)) != folder
+                                  for s in series for f in s.files)
