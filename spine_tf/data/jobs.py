@@ -32,7 +32,7 @@ class PatientJob:
         patient_id: the patient.
         file: its scan file (the patient id for phantoms), for the report.
         args: ``(seed, index, PhantomConfig)`` for phantoms; ``(image, labels,
-            Localisation or None)`` for spider_slices (``slice_record``);
+            Localisation)`` for spider_slices (``slice_record``);
             ``(manual_dir, labels)`` otherwise, ``labels`` holding this
             patient's rows only.
     """

@@ -85,6 +85,12 @@ class SpiderSlice:
     spacing_mm: tuple
     boxes: tuple = ()
 
+    @property
+    def row_boxes(self):
+        """The boxes as ``localisation.from_boxes`` and ``box_mask`` take them:
+        (from_bottom, (row0, col0, row1, col1))."""
+        return [(b.from_bottom, (b.y0, b.x0, b.y1, b.x1)) for b in self.boxes]
+
 
 def _rows(path):
     if not os.path.isfile(path):
@@ -154,13 +160,12 @@ def boxes_name_levels(image, numbers):
     return bool(image.boxes) and numbers == list(range(1, len(image.boxes) + 1))
 
 
-def spacing_check(image):
-    """The listed row spacing of a boxed image beside the pixel size at which its boxes lie
-    as far apart as a typical spine's discs (``phantom.anatomy.anatomical_pixel_size``):
-    a dict with ``file``, ``listed_mm``, ``anatomy_mm`` and ``agrees`` (within
-    ``SPACING_TOLERANCE``), or None with too few lumbar boxes."""
-    located = localisation.from_boxes(
-        [(b.from_bottom, (b.y0, b.x0, b.y1, b.x1)) for b in image.boxes], (1.0, 1.0, 1.0))
+def spacing_check(image, located):
+    """The listed row spacing of a boxed image beside the pixel size at which its discs
+    (``located``, from its boxes) lie as far apart as a typical spine's
+    (``phantom.anatomy.anatomical_pixel_size``): a dict with ``file``, ``listed_mm``,
+    ``anatomy_mm`` and ``agrees`` (within ``SPACING_TOLERANCE``), or None with too few
+    lumbar discs."""
     estimate = anatomical_pixel_size(located)
     if estimate is None:
         return None
@@ -172,28 +177,22 @@ def spacing_check(image):
 def positions(image, numbers, detect=None):
     """Where an image's discs are: a Localisation from its boxes (``boxes_name_levels``),
     else ``detect(scan)`` (run where it is given: the detector needs TensorFlow, the
-    build's workers do not load it), else None."""
+    build's workers do not load it), else None. Its ``source`` says which."""
     if boxes_name_levels(image, numbers):
-        return None  # from the boxes, in the worker (``slice_record``)
+        return localisation.from_boxes(image.row_boxes, (1.0, *image.spacing_mm))
     if detect is None:
         return None
     return detect(read_scan(image.path, spacing_mm=image.spacing_mm))
 
 
-def slice_record(image, labels, located=None):
-    """PatientRecord of one image: ``labels`` {level: labels} of its patient, its discs
-    from ``located`` or, where that is None, from its boxes.
+def slice_record(image, labels, located):
+    """PatientRecord of one image: ``labels`` {level: labels} of its patient, its discs as
+    ``located`` (``positions``) places them.
 
     Raises:
-        ScanError: the image cannot be read, or it has no boxes and no Localisation.
+        ScanError: the image cannot be read.
     """
     scan = read_scan(image.path, spacing_mm=image.spacing_mm)
-    if located is None:
-        if not image.boxes:
-            raise ScanError(f"{image.path}: no disc boxes and no detector to place its discs")
-        located = localisation.from_boxes(
-            [(box.from_bottom, (box.y0, box.x0, box.y1, box.x1)) for box in image.boxes],
-            scan.spacing_mm)
     return PatientRecord(image.patient, scan, located, labels, reread={}, series=image.series)
 
 
@@ -221,9 +220,7 @@ def write_box_masks(manual_dir, out_dir, patients=None):
         if not boxes_name_levels(image, numbers.get(image.patient, [])):
             continue
         scan = read_scan(image.path, spacing_mm=image.spacing_mm)
-        mask = localisation.box_mask(
-            [(b.from_bottom, (b.y0, b.x0, b.y1, b.x1)) for b in image.boxes],
-            scan.spacing_mm, scan.shape[1:])
+        mask = localisation.box_mask(image.row_boxes, scan.spacing_mm, scan.shape[1:])
         save_nifti(scan.image, os.path.join(out_dir, "scans", f"{image.series}.nii.gz"), scan)
         save_nifti(mask[None], os.path.join(out_dir, "masks", f"{image.series}.nii.gz"), scan)
         written.append(image.series)

@@ -212,7 +212,7 @@ class SpineDiscs(tfds.core.GeneratorBasedBuilder):
                     by_split[split].append(cache_path)
                     examples[split] += count
                 if job.source == "spider_slices":
-                    position = job.args[2].source if job.args[2] is not None else "boxes"
+                    position = job.args[2].source  # the job's Localisation
                     by_position[position] = by_position.get(position, 0) + count
         report["patients"] = len({job.patient_id for job in jobs}
                                  | {item["patient"] for item in report["skipped_scans"]})
@@ -323,7 +323,7 @@ class SpineDiscs(tfds.core.GeneratorBasedBuilder):
                 report["skipped_scans"].append(
                     {"patient": image.patient, "file": image.path, "reason": str(error)})
                 continue
-            if located is None and not spider_slices.boxes_name_levels(image, patient_numbers):
+            if located is None:
                 reason = (f"{image.path}: its {len(image.boxes)} boxes are not the patient's "
                           f"{len(patient_numbers)} graded discs" if image.boxes
                           else f"{image.path}: no disc boxes")
@@ -332,12 +332,12 @@ class SpineDiscs(tfds.core.GeneratorBasedBuilder):
                     "reason": reason + "; a detector places such discs (spine-tf build-data "
                                        "passes the shipped one)"})
                 continue
-            source = located.source if located is not None else "boxes"
-            counts[source] = counts.get(source, 0) + 1
-            check = spider_slices.spacing_check(image) if located is None else None
+            counts[located.source] = counts.get(located.source, 0) + 1
+            check = (spider_slices.spacing_check(image, located) if located.source == "boxes"
+                     else None)
             if check is not None:
                 report.setdefault("spacing_checks", []).append(check)
-            if located is not None:
+            if located.source == "detector":
                 report.setdefault("placed_by_detector", []).append({
                     "file": image.path, "levels": [disc.level for disc in located.discs],
                     "pixel_size_mm": located.pixel_size_mm, "notes": list(located.notes)})
