@@ -91,7 +91,8 @@ def _train(args):
                  if "." in key and value is not None]
     config = config_lib.preset(args.preset, args.config, args.set + shortcuts)
     start = time.perf_counter()
-    _, history = train.train(config, args.run_dir, verbose=fit_verbosity(args))
+    _, history = train.train(config, args.run_dir, verbose=fit_verbosity(args),
+                             detect=dataset_detector(config.data.config))
     epochs = len(history.get("loss", []))
     best = max(history.get(train.MONITOR, [float("nan")]))
     print(f"trained {epochs} epochs in {time.perf_counter() - start:.0f} s; best "
@@ -105,7 +106,9 @@ def _evaluate(args):
     if args.run_dir:
         result, out = runs.evaluate_run(args.run_dir, split=args.split, tta=not args.no_tta,
                                         out_dir=args.out, model_file=args.model_file,
-                                        data=args.data, calibrate_on=args.calibrate_on)
+                                        data=args.data, calibrate_on=args.calibrate_on,
+                                        detect=dataset_detector(
+                                            runs.run_data_config(args.run_dir, args.data).config))
     else:
         if not args.out:
             raise UsageError("--out is needed with --model (the report folder)")

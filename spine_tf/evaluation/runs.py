@@ -85,11 +85,12 @@ def evaluate_model(model, data_config, split, out_dir, model_name, tta=True, dat
 
 
 def evaluate_run(run_dir, split=None, tta=True, out_dir=None, model_file=rundir.BEST_MODEL,
-                 data=(), calibrate_on=None):
+                 data=(), calibrate_on=None, detect=None):
     """Evaluates a run's model on its test split (or ``split``) and writes the report.
 
     ``data``: overrides of the run's data config (``run_model_and_split``); the
-    result records them as ``data``.
+    result records them as ``data``. ``detect``: the disc detector, for a dataset whose
+    build needs one.
 
     Returns:
         (result of ``evaluation.evaluate``, the report folder).
@@ -100,7 +101,7 @@ def evaluate_run(run_dir, split=None, tta=True, out_dir=None, model_file=rundir.
     return evaluate_model(model, data_config, split,
                           out_dir or RunDir(run_dir).evaluation(split, data),
                           os.path.join(run_dir, model_file), tta=tta, data=data,
-                          calibrate_on=calibrate_on)
+                          detect=detect, calibrate_on=calibrate_on)
 
 
 def measure_hotspots(run_dir, split=None, model_file=rundir.BEST_MODEL,

@@ -246,7 +246,7 @@ def check_run_config(config, run_dir):
                              "settings to resume it")
 
 
-def train(config, run_dir, extra_callbacks=(), verbose="line"):
+def train(config, run_dir, extra_callbacks=(), verbose="line", detect=None):
     """Trains a model as ``config`` says, in ``run_dir`` (resuming an unfinished run).
 
     Args:
@@ -255,6 +255,8 @@ def train(config, run_dir, extra_callbacks=(), verbose="line"):
         extra_callbacks: more Keras callbacks (after the built-in ones).
         verbose: ``"line"``: one short line per epoch (``callbacks.EpochLine``); else
             ``model.fit``'s verbosity (0 silent, 1 progress bar, 2 Keras' full line).
+        detect: the disc detector, for a dataset whose build needs one
+            (``prepare_dataset``).
 
     Returns:
         (model, history dict of per-epoch logs of this call).
@@ -262,7 +264,7 @@ def train(config, run_dir, extra_callbacks=(), verbose="line"):
     os.makedirs(run_dir, exist_ok=True)
     check_run_config(config, run_dir)
     config_lib.save(config, RunDir(run_dir).config)
-    builder = prepare_dataset(config.data)
+    builder = prepare_dataset(config.data, detect=detect)
     train_split = builder.as_dataset(split=config.data.train_split)
     validation_split = builder.as_dataset(split=config.data.validation_split)
     task_set = tasks.task_set(config.model.task_set)

@@ -79,7 +79,8 @@ def test_train_command_applies_the_preset_then_set_then_shortcuts(flags, verbose
     from spine_tf.training import train
     calls = []
 
-    def fake_train(config, run_dir, verbose="line"):
+    def fake_train(config, run_dir, verbose="line", detect=None):
+        assert detect is None  # a phantom dataset needs no detector to build
         calls.append((config, run_dir, verbose))
         return None, {"loss": [1.0, 0.9], train.MONITOR: [0.4, 0.5]}
 
@@ -92,3 +93,27 @@ def test_train_command_applies_the_preset_then_set_then_shortcuts(flags, verbose
                                                             "model.width=0.25"])
     assert (run_dir, used) == (run, verbose)
     assert "trained 2 epochs" in capsys.readouterr().out
+
+
+def test_a_spider_slices_run_gets_the_detector_to_build_its_data(monkeypatch, tmp_path):
+    """Training or evaluating on spider_slices builds the same dataset build-data does: the
+    detector places the images without boxes (loaded only when a scan needs it)."""
+    from spine_tf import cli, detection
+    from spine_tf.training import train
+    loads, seen = [], []
+    monkeypatch.setattr(detection, "load", lambda path=None: loads.append(path) or "detector")
+    monkeypatch.setattr(detection, "detect",
+                        lambda scan, detector, pixel_sizes=None: (scan, detector, pixel_sizes))
+
+    def fake_train(config, run_dir, verbose="line", detect=None):
+        seen.append(detect)
+        return None, {"loss": [1.0], train.MONITOR: [0.5]}
+
+    monkeypatch.setattr(train, "train", fake_train)
+    assert cli.main(["train", "--run-dir", os.fspath(tmp_path / "run"), "--preset", "spider",
+                     "--set", "data.manual_dir='x'"]) == 0
+    assert loads == []  # nothing to detect yet: the detector is not loaded
+    scan, detector, sizes = seen[0]("scan")
+    assert (scan, detector, loads) == ("scan", "detector", [None]) and sizes[0] == 0.25
+    seen[0]("another scan")
+    assert loads == [None]  # loaded once
