@@ -95,6 +95,22 @@ def weighting_of(description, echo_time, repetition_time):
     return "unknown", times
 
 
+def _in_slice_order(items):
+    """A series' files along its slice normal (ImagePositionPatient), else by InstanceNumber,
+    else by name: a PACS names files by UID, which sorts ``.10`` before ``.2``."""
+    def key(item):
+        path, header = item
+        try:
+            cosines = np.asarray([float(v) for v in header.ImageOrientationPatient])
+            position = np.asarray([float(v) for v in header.ImagePositionPatient])
+            along = float(np.dot(np.cross(cosines[:3], cosines[3:]), position))
+        except (AttributeError, TypeError, ValueError):
+            along = None
+        number = getattr(header, "InstanceNumber", None)
+        return (along is None, along or 0.0, number in (None, ""), int(number or 0), path)
+    return tuple(path for path, _ in sorted(items, key=key))
+
+
 def study_series(folder):
     """Every DICOM series below ``folder`` (any nesting), by series number.
 
@@ -127,7 +143,7 @@ def study_series(folder):
                                       getattr(header, "RepetitionTime", None))
         number = getattr(header, "SeriesNumber", None)
         out.append(Series(uid=uid, number=None if number in (None, "") else int(number),
-                          description=description, files=tuple(sorted(p for p, _ in items)),
+                          description=description, files=_in_slice_order(items),
                           orientation=orientation_of(getattr(header, "ImageOrientationPatient",
                                                              None)),
                           weighting=weighting, why=why))

@@ -170,3 +170,23 @@ def test_a_compressed_series_is_found_and_read(study, tmp_path):
     [series] = dicom.study_series(folder)
     assert (series.orientation, series.weighting) == ("sagittal", "T2")
     np.testing.assert_array_equal(read_scan(folder).image, read_scan(nested / "t2_sag").image)
+
+
+@pytest.mark.parametrize("layout", ["nested", "flat", "dicomdir"])
+def test_a_phantom_study_in_every_layout_reads_back_as_its_scan(layout, tmp_path):
+    """spine_tf.phantom.dicom: four series; the T2 chosen and read gives the phantom's voxels
+    and geometry back. The flat layout names files by UID (".10" sorts before ".2"): the
+    series is read in slice order all the same."""
+    from spine_tf.phantom.dicom import write_study
+    patient = make_patient(0, 2)
+    study = write_study(patient, tmp_path / "study", layout=layout)
+    found = dicom.study_series(study.folder)
+    assert [(s.number, s.orientation, s.weighting, len(s.files)) for s in found] == [
+        (1, "sagittal", "T1", 3), (2, "sagittal", "T1", 18), (3, "sagittal", "T2", 18),
+        (4, "axial", "T2", 6)]
+    chosen, _ = dicom.choose_series(found, study.folder)
+    assert chosen.uid == study.series["t2"].uid
+    scan = read_scan(study.folder, series_files=chosen.files)
+    np.testing.assert_array_equal(scan.image, patient.image)
+    np.testing.assert_allclose(scan.affine, patient.affine, atol=1e-3)
+    assert (study.dicomdir is not None) == (layout == "dicomdir")
