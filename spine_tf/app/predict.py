@@ -115,7 +115,8 @@ def predict_scan(job, predictor, out_dir, tta=True, hotspots=True,
     stacked = np.stack([v.volume for v in volumes])
     probabilities = predictor.probabilities(stacked, tta=tta)
     record = {"scan": os.path.abspath(job.scan), "name": job.name,
-              **({"series": scan.series} if scan.series else {}),
+              **({"series": {k: v for k, v in scan.series.items() if k != "files"}}
+                 if scan.series else {}),
               "localisation": _localisation_source(job, detector),
               "localisation_notes": list(located.notes),
               **({"pixel_size_mm": located.pixel_size_mm} if located.pixel_size_mm else {}),

@@ -149,13 +149,14 @@ def _read(job):
         return read_scan(job.scan, spacing_mm=job.spacing_mm)
     series = dicom.study_series(job.scan)  # every header read once
     if not job.series and not dicom.is_study(series, job.scan):
-        return read_scan(job.scan)
-    chosen, why = dicom.choose_series(series, job.scan, job.series)
-    scan = read_scan(job.scan, series_files=chosen.files)
+        scan, (chosen,), why = read_scan(job.scan), series, "the folder's one series"
+    else:
+        chosen, why = dicom.choose_series(series, job.scan, job.series)
+        scan = read_scan(job.scan, series_files=chosen.files)
     return dc.replace(scan, series={
         "number": chosen.number, "uid": chosen.uid, "description": chosen.description,
         "orientation": chosen.orientation, "weighting": chosen.weighting,
-        "images": len(chosen.files), "why": why})
+        "images": len(chosen.files), "why": why, "files": list(chosen.files)})
 
 
 def extract_scan(job, detector=None):
@@ -165,8 +166,9 @@ def extract_scan(job, detector=None):
     ``detector`` (``spine_tf.detection``) finds them.
 
     A DICOM folder holding a study (series in sub-folders, or several in one folder) is read
-    as the series ``job.series`` names, else its sagittal T2 (``spine_tf.io.dicom``); the
-    scan's ``series`` then says which and why.
+    as the series ``job.series`` names, else its sagittal T2 (``spine_tf.io.dicom``). The
+    scan of any DICOM folder has a ``series``: which series and why, and its ``files`` in
+    slice order (the sources DICOM results reference).
 
     Returns:
         (scan, localisation, DiscVolumes top to bottom, skipped (level, reason)).

@@ -91,9 +91,10 @@ class Scan:
         original_shape: spatial shape of the file's own voxel array.
         pixel_size_known: False for a 2D picture read without a pixel size
             (its 1 mm is a placeholder; the disc detector then estimates it).
-        series: for one series of a DICOM study, which (number, uid,
-            description, orientation, weighting, images) and why it was
-            chosen; None otherwise.
+        series: for a DICOM series (alone in its folder or one of a study's),
+            which (number, uid, description, orientation, weighting, images),
+            why it was chosen and its ``files`` in slice order (set by
+            ``spine_tf.app.scans``); None otherwise.
     """
 
     image: np.ndarray
