@@ -17,8 +17,9 @@ import os
 import typing
 
 from spine_tf.errors import SpineTFError
+from spine_tf.io.dicom import is_dicomdir
 from spine_tf.io.formats import IMAGE_2D_SUFFIXES, ITK_SUFFIXES, NIFTI_SUFFIXES
-from spine_tf.io.scan import scan_name
+from spine_tf.io.scan import read_scan, scan_name
 
 SCAN_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
 
@@ -116,7 +117,8 @@ def find_scans(inputs, masks=None, landmarks=None, series=None):
                 path = os.path.join(path, "scans")
             names = sorted(os.listdir(path))
             files = [f for f in (os.path.join(path, n) for n in names) if _is_scan(f)]
-            if not files and _holds_dicom(path):
+            if not files and (is_dicomdir(os.path.join(path, "DICOMDIR"))
+                              or _holds_dicom(path)):
                 files = [path]
             if not files:
                 raise PredictError(f"{path}: no scan files ({', '.join(SCAN_SUFFIXES)}, 2D "
@@ -127,7 +129,7 @@ def find_scans(inputs, masks=None, landmarks=None, series=None):
                 name=name, scan=file,
                 mask=_find(masks or folder_masks, name, SCAN_SUFFIXES),
                 landmarks=_find(landmarks or folder_landmarks, name, (".json",)),
-                series=series if os.path.isdir(file) else None))
+                series=series if os.path.isdir(file) or is_dicomdir(file) else None))
     for option, value in (("--masks", masks), ("--landmarks", landmarks)):
         if value and os.path.isfile(value) and len(jobs) > 1:
             raise PredictError(f"{value}: one {option} file for {len(jobs)} scans; give a "
@@ -138,25 +140,6 @@ def find_scans(inputs, masks=None, landmarks=None, series=None):
         raise PredictError(f"several scans are called {', '.join(twice)}: outputs are named "
                            "after the scan, so the names must differ")
     return jobs
-
-
-def _read(job):
-    """The job's scan; a DICOM study is read as its chosen series."""
-    import dataclasses as dc
-    from spine_tf.io import dicom
-    from spine_tf.io.scan import read_scan
-    if not os.path.isdir(job.scan):
-        return read_scan(job.scan, spacing_mm=job.spacing_mm)
-    series = dicom.study_series(job.scan)  # every header read once
-    if not job.series and not dicom.is_study(series, job.scan):
-        scan, (chosen,), why = read_scan(job.scan), series, "the folder's one series"
-    else:
-        chosen, why = dicom.choose_series(series, job.scan, job.series)
-        scan = read_scan(job.scan, series_files=chosen.files)
-    return dc.replace(scan, series={
-        "number": chosen.number, "uid": chosen.uid, "description": chosen.description,
-        "orientation": chosen.orientation, "weighting": chosen.weighting,
-        "images": len(chosen.files), "why": why, "files": list(chosen.files)})
 
 
 def extract_scan(job, detector=None):
@@ -181,7 +164,7 @@ def extract_scan(job, detector=None):
     if not job.mask and not job.landmarks and detector is None:
         raise PredictError(f"{job.scan}: no mask or landmarks file for this scan and no "
                            "detector (give --masks, --landmarks or --detector)")
-    scan = _read(job)
+    scan = read_scan(job.scan, spacing_mm=job.spacing_mm, series=job.series)
     located = localisation.localise(
         scan, mask_path=job.mask, landmarks_path=job.landmarks,
         detect=None if detector is None else functools.partial(detection.detect,

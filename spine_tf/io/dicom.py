@@ -1,8 +1,10 @@
 """DICOM studies: every series in a folder, and which one is the sagittal T2.
 
 A study arrives as a folder in any layout: study/series/instances, one flat folder of mixed
-series, or a DICOMDIR beside its files. ``study_series`` reads the headers of every DICOM
-file below a folder (pydicom, no pixel data) and groups them by SeriesInstanceUID.
+series, or a DICOMDIR beside its files (the folder, or the DICOMDIR file itself, whose
+records name the files). ``study_series`` reads the headers of every DICOM file there
+(pydicom, no pixel data), groups them by SeriesInstanceUID and orders each series' files
+along its slice normal. ``select_series`` is the one path from a folder to the series read.
 ``choose_series`` picks the sagittal T2 by these rules, written down once here:
 
 - **orientation**, from ImageOrientationPatient: the slice normal (row x column direction)
@@ -13,6 +15,7 @@ file below a folder (pydicom, no pixel data) and groups them by SeriesInstanceUI
   ``T2``; T1 is ``T1``; PD is ``PD``. Else from EchoTime / RepetitionTime: TE >= 60 ms and
   TR >= 1500 ms is ``T2``, TE <= 30 ms and TR <= 1000 ms is ``T1``, TE <= 30 ms and TR >=
   1500 ms is ``PD`` (``weighting_of``);
+- a localiser (ImageType LOCALIZER) is never chosen unless named;
 - the one sagittal T2 series is chosen; none, or several, is an error that lists every
   series (number, description, orientation, weighting, images) so that ``--series NUMBER``,
   ``UID`` or ``DESCRIPTION`` can choose.
@@ -44,6 +47,8 @@ class Series:
         orientation: ``sagittal``, ``coronal``, ``axial`` or ``unknown``.
         weighting: ``T2``, ``T1``, ``STIR``, ``PD`` or ``unknown``.
         why: how the weighting was read.
+        localizer: its ImageType says LOCALIZER (a scout: never chosen unless named).
+        study_uid: StudyInstanceUID ('' if absent).
     """
 
     uid: str
@@ -53,12 +58,22 @@ class Series:
     orientation: str
     weighting: str
     why: str
+    localizer: bool = False
+    study_uid: str = ""
 
     def label(self):
         """One line naming the series for messages and reports."""
         number = "?" if self.number is None else self.number
-        return (f"series {number} {self.description!r} ({self.orientation}, {self.weighting}; "
-                f"{len(self.files)} images)")
+        kind = "localiser, " if self.localizer else ""
+        return (f"series {number} {self.description!r} ({kind}{self.orientation}, "
+                f"{self.weighting}; {len(self.files)} images)")
+
+    def record(self, why):
+        """What a scan and its grades.json say about the series: number, uid, description,
+        orientation, weighting, images, ``why`` it was chosen, its ``files`` in slice order."""
+        return {"number": self.number, "uid": self.uid, "description": self.description,
+                "orientation": self.orientation, "weighting": self.weighting,
+                "images": len(self.files), "why": why, "files": list(self.files)}
 
 
 def orientation_of(image_orientation):
@@ -111,30 +126,51 @@ def _in_slice_order(items):
     return tuple(path for path, _ in sorted(items, key=key))
 
 
+def is_dicomdir(path):
+    """Whether ``path`` is a DICOMDIR file (a DICOM file-set's index, as on a CD)."""
+    return os.path.isfile(path) and os.path.basename(path).upper() == "DICOMDIR"
+
+
+def _candidate_files(path):
+    """The files that may hold the images: a DICOMDIR's image records, or every file below
+    a folder."""
+    if is_dicomdir(path):
+        import pydicom
+        from pydicom.fileset import FileSet
+        try:
+            return sorted(str(instance.path) for instance in FileSet(pydicom.dcmread(path)))
+        except Exception as error:  # pylint: disable=broad-except  (pydicom's many kinds)
+            raise ScanError(f"{path}: cannot read this DICOMDIR: {error}") from error
+    found = []
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        found += [os.path.join(root, name) for name in sorted(files)
+                  if name.upper() != "DICOMDIR" and not name.startswith(".")]
+    return found
+
+
 def study_series(folder):
-    """Every DICOM series below ``folder`` (any nesting), by series number.
+    """Every DICOM series below ``folder`` (any nesting) or indexed by a DICOMDIR file, by
+    series number.
 
     Raises:
-        ScanError: no DICOM file below the folder.
+        ScanError: no DICOM image there.
     """
     import pydicom
     groups = {}
-    for root, dirs, files in os.walk(folder):
-        dirs.sort()
-        for name in sorted(files):
-            path = os.path.join(root, name)
-            if name.upper() == "DICOMDIR" or name.startswith("."):
-                continue
-            try:
-                header = pydicom.dcmread(path, stop_before_pixels=True)
-            except Exception:  # pylint: disable=broad-except  (not DICOM: pydicom's many kinds)
-                continue
-            uid = str(getattr(header, "SeriesInstanceUID", "") or "")
-            if not uid or "ImagePositionPatient" not in header and "PixelSpacing" not in header:
-                continue
-            groups.setdefault(uid, []).append((path, header))
+    for path in _candidate_files(folder):
+        try:
+            header = pydicom.dcmread(path, stop_before_pixels=True)
+        except Exception:  # pylint: disable=broad-except  (not DICOM: pydicom's many kinds)
+            continue
+        uid = str(getattr(header, "SeriesInstanceUID", "") or "")
+        if not uid or "ImagePositionPatient" not in header and "PixelSpacing" not in header:
+            continue
+        groups.setdefault(uid, []).append((path, header))
     if not groups:
-        raise ScanError(f"{folder}: no DICOM image below this folder")
+        raise ScanError(f"{folder}: no DICOM image "
+                        + ("indexed by this DICOMDIR" if is_dicomdir(folder)
+                           else "below this folder"))
     out = []
     for uid, items in groups.items():
         header = items[0][1]
@@ -146,7 +182,10 @@ def study_series(folder):
                           description=description, files=_in_slice_order(items),
                           orientation=orientation_of(getattr(header, "ImageOrientationPatient",
                                                              None)),
-                          weighting=weighting, why=why))
+                          weighting=weighting, why=why,
+                          localizer="LOCALIZER" in [str(v).upper() for v in
+                                                    getattr(header, "ImageType", [])],
+                          study_uid=str(getattr(header, "StudyInstanceUID", "") or "")))
     return sorted(out, key=lambda s: (s.number is None, s.number or 0, s.uid))
 
 
@@ -172,7 +211,8 @@ def choose_series(series, folder, choice=None):
             raise ScanError(f"{folder}: --series {text!r} names {len(named)} of its series; "
                             f"they are: {listing}")
         return named[0], f"chosen with --series {text}"
-    fitting = [s for s in series if s.orientation == "sagittal" and s.weighting == "T2"]
+    fitting = [s for s in series if s.orientation == "sagittal" and s.weighting == "T2"
+               and not s.localizer]
     if len(fitting) == 1:
         chosen = fitting[0]
         return chosen, (f"the study's one sagittal T2 series (orientation from "
@@ -182,9 +222,14 @@ def choose_series(series, folder, choice=None):
                     f"Its series: {listing}")
 
 
-def is_study(series, folder):
-    """Whether a folder's ``study_series`` need ``choose_series``: more than one series, or
-    files in sub-folders (a folder of one series reads as it is)."""
-    folder = os.path.abspath(folder)
-    return len(series) > 1 or any(os.path.dirname(os.path.abspath(f)) != folder
-                                  for s in series for f in s.files)
+def select_series(path, choice=None):
+    """(the series of a DICOM folder or DICOMDIR to read, why): a folder's one series, else
+    ``choose_series`` among the study's (``choice`` as there).
+
+    Raises:
+        ScanError: naming the folder (see ``study_series`` and ``choose_series``).
+    """
+    series = study_series(path)  # every header read once
+    if choice is None and len(series) == 1:
+        return series[0], "the folder's one series"
+    return choose_series(series, path, choice)

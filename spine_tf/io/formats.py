@@ -34,11 +34,14 @@ def scan_error(path, reason: str) -> ScanError:
 
 
 def scan_name(path) -> str:
-    """A scan's name: its file (or DICOM folder) name without the suffix.
+    """A scan's name: its file (or DICOM folder; a DICOMDIR's folder) name without the
+    suffix.
 
     Double suffixes count as one: ``case.01.nii.gz`` -> ``case.01``.
     """
     name = os.path.basename(os.path.normpath(os.fspath(path)))
+    if name.upper() == "DICOMDIR":  # a file-set is named after its folder
+        return os.path.basename(os.path.dirname(os.path.abspath(os.fspath(path))))
     for suffix in NIFTI_SUFFIXES + ITK_SUFFIXES + IMAGE_2D_SUFFIXES:
         if name.lower().endswith(suffix) and len(name) > len(suffix):
             return name[: -len(suffix)]
@@ -97,7 +100,7 @@ def squeeze_to_3d(path, data: np.ndarray, what: str) -> np.ndarray:
 def read_volume(path: str, kind: str, what: str, series_files=None) -> Tuple[np.ndarray,
                                                                              np.ndarray]:
     """Reads a NIfTI / SimpleITK volume: (3D array in file order, RAS affine); for a DICOM
-    folder, ``series_files`` (one series' files) where it holds several."""
+    folder, ``series_files``: the files of the series to read."""
     if kind == "nifti":
         data, affine = read_nifti(path, what)
     else:
@@ -134,7 +137,7 @@ def read_itk(path: str, kind: str, what: str, series_files=None) -> Tuple[np.nda
     sitk = import_sitk(path)
     try:
         if kind == "dicom":
-            image = read_dicom_series(sitk, path, series_files)
+            image = read_dicom_series(sitk, series_files)
         else:
             image = sitk.ReadImage(path)
     except ScanError:
@@ -166,18 +169,11 @@ def read_itk(path: str, kind: str, what: str, series_files=None) -> Tuple[np.nda
     return array, affine
 
 
-def read_dicom_series(sitk, folder: str, files=None):
+def read_dicom_series(sitk, files):
+    """One DICOM series from its files in slice order (``spine_tf.io.dicom.select_series``
+    chose them)."""
     reader = sitk.ImageSeriesReader()
-    if files:  # one series of a study, chosen by spine_tf.io.dicom
-        reader.SetFileNames(list(files))
-        return reader.Execute()
-    series_ids = reader.GetGDCMSeriesIDs(folder)
-    if not series_ids:
-        raise scan_error(folder, "no DICOM series found in this folder")
-    if len(series_ids) > 1:
-        raise scan_error(folder, f"{len(series_ids)} DICOM series found in this folder "
-                         f"({', '.join(series_ids)}); put each series in its own folder")
-    reader.SetFileNames(reader.GetGDCMSeriesFileNames(folder, series_ids[0]))
+    reader.SetFileNames(list(files))
     return reader.Execute()
 
 

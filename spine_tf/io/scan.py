@@ -5,12 +5,9 @@ The internal frame
 Every scan is brought to one internal sagittal frame: a numpy array ``image``
 of shape ``(slices, rows, cols)``:
 
-- axis 0 (slices): sagittal slices, index increasing towards the patient's
-  Left (nibabel axis code ``'L'``);
-- axis 1 (rows): index increasing towards Inferior (``'I'``) -- row 0 is at
-  the head end, as a sagittal image is displayed;
-- axis 2 (cols): index increasing towards Posterior (``'P'``) -- anterior is
-  on the left of the displayed image.
+- axis 0 (slices): towards the patient's Left (nibabel axis code ``'L'``);
+- axis 1 (rows): towards Inferior (``'I'``): row 0 at the head, as displayed;
+- axis 2 (cols): towards Posterior (``'P'``): anterior on the left, as displayed.
 
 So the internal axis codes are ``('L', 'I', 'P')``. World coordinates are
 NIfTI RAS+ millimetres: ``Scan.affine`` maps an internal voxel index
@@ -26,11 +23,9 @@ plane cannot be, and is rejected.
 Readers, chosen by suffix (case-insensitive):
 
 - ``.nii``, ``.nii.gz``: nibabel (scaled data, affine from sform/qform).
-- ``.mha``, ``.mhd``, ``.nrrd`` and a directory holding one DICOM series:
-  SimpleITK (optional extra ``spine-tf[mha]``). ITK's LPS geometry of the
-  array ``(x, y, z)`` is converted to RAS:
-  ``affine[:3, :3] = diag(-1, -1, 1) @ direction @ diag(spacing)`` and
-  ``affine[:3, 3] = diag(-1, -1, 1) @ origin``.
+- ``.mha``, ``.mhd``, ``.nrrd``, and DICOM: SimpleITK (optional extra
+  ``spine-tf[mha]``); ITK's LPS geometry is converted to RAS. A DICOM folder
+  (or DICOMDIR) may hold a study: ``spine_tf.io.dicom`` picks the series.
 - ``.png``, ``.jpg``, ``.jpeg``, ``.tif``, ``.tiff``, ``.bmp``: one greyscale 2D
   sagittal image, read as a one-slice scan (rows top to bottom = superior to
   inferior, columns left to right = anterior to posterior); it records no
@@ -42,8 +37,6 @@ with the offending path.
 
 Example:
     >>> scan = read_scan("case_001_t2.mha")               # doctest: +SKIP
-    >>> scan.image.shape, scan.spacing_mm                 # doctest: +SKIP
-    ((15, 512, 512), array([3.3 , 0.59, 0.59]))
     >>> save_nifti(heatmap, "case_001_heatmap.nii.gz", scan)  # doctest: +SKIP
 """
 
@@ -93,8 +86,8 @@ class Scan:
             (its 1 mm is a placeholder; the disc detector then estimates it).
         series: for a DICOM series (alone in its folder or one of a study's),
             which (number, uid, description, orientation, weighting, images),
-            why it was chosen and its ``files`` in slice order (set by
-            ``spine_tf.app.scans``); None otherwise.
+            why it was chosen and its ``files`` in slice order
+            (``spine_tf.io.dicom.Series.record``); None otherwise.
     """
 
     image: np.ndarray
@@ -250,17 +243,20 @@ def scan_from_array(image, spacing_mm=None, affine=None, path: str = "") -> Scan
 
 
 def read_scan(path, *, spacing_mm: Optional[Sequence[float]] = None,
-              series_files: Optional[Sequence[str]] = None) -> Scan:
-    """Reads a scan file (or DICOM series folder) into the internal frame.
+              series: Optional[str] = None) -> Scan:
+    """Reads a scan file (or DICOM folder) into the internal frame.
 
     Args:
-        path: ``.nii``/``.nii.gz`` (nibabel), ``.mha``/``.mhd``/``.nrrd`` or a
-            folder holding one DICOM series (SimpleITK), or a 2D
-            ``.png``/``.jpg``/``.jpeg``/``.tif``/``.bmp`` sagittal image.
+        path: ``.nii``/``.nii.gz`` (nibabel), ``.mha``/``.mhd``/``.nrrd``
+            (SimpleITK), a DICOM folder (a series, or a study in any layout) or
+            DICOMDIR file, or a 2D ``.png``/``.jpg``/``.jpeg``/``.tif``/``.bmp``
+            sagittal image.
         spacing_mm: only for 2D images, which record no spacing: the pixel
             spacing as (rows, cols) or (slices, rows, cols); default 1 mm.
-        series_files: for a DICOM folder holding several series (a study): the files
-            of the one to read (``spine_tf.io.dicom.choose_series``).
+        series: for a DICOM study, the series to read (number, UID or
+            description); None: a folder's one series, else the study's
+            sagittal T2 (``spine_tf.io.dicom.select_series``). The Scan's
+            ``series`` says which, why, and lists its files.
 
     Returns:
         The validated Scan.
@@ -271,15 +267,20 @@ def read_scan(path, *, spacing_mm: Optional[Sequence[float]] = None,
             voxels, no contrast (all voxels equal), an absurd spacing or a
             singular affine, or is a single axial/coronal plane.
     """
+    from spine_tf.io import dicom
     path = os.fspath(path)
-    kind = file_kind(path, IMAGE_2D_SUFFIXES)
+    kind = "dicom" if dicom.is_dicomdir(path) else file_kind(path, IMAGE_2D_SUFFIXES)
     if kind == "image2d":
         return _read_image_2d(path, spacing_mm)
     if spacing_mm is not None:
         raise scan_error(path, "spacing_mm can only be given for 2D image files; volume "
                          "files record their own spacing")
-    data, affine = read_volume(path, kind, what="scan", series_files=series_files)
-    return _finish(path, data, affine, original_affine=affine, check_reorientation=True)
+    if series is not None and kind != "dicom":
+        raise scan_error(path, "a series can only be chosen in a DICOM folder")
+    chosen, why = dicom.select_series(path, series) if kind == "dicom" else (None, None)
+    data, affine = read_volume(path, kind, what="scan", series_files=chosen and chosen.files)
+    scan = _finish(path, data, affine, original_affine=affine, check_reorientation=True)
+    return dataclasses.replace(scan, series=chosen.record(why)) if chosen else scan
 
 
 def read_mask(path, scan: Scan) -> np.ndarray:

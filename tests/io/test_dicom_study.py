@@ -1,9 +1,10 @@
 """DICOM studies (spine_tf.io.dicom): every series of a folder in any layout, the sagittal T2
-chosen by the written rules, and a study graded by spine-tf predict. The study is made here
-from a phantom scan: a sagittal T2, a sagittal T1 and an axial T2 series."""
+chosen by the written rules, and a study graded by spine-tf predict. The study is a phantom
+patient written by spine_tf.phantom.dicom."""
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,75 +13,33 @@ from spine_tf.io import dicom
 from spine_tf.io.formats import ScanError
 from spine_tf.io.scan import read_scan
 from spine_tf.phantom import make_patient
+from spine_tf.phantom.dicom import write_study
 
 sitk = pytest.importorskip("SimpleITK")
 pytest.importorskip("pydicom")
 
-STUDY_UID = "1.2.826.0.1.3680043.2.1125.7"
-# (folder, series number, description, TE ms, TR ms, axial?)
-SERIES = (("t2_sag", 3, "T2 TSE SAG", 100.0, 3500.0, False),
-          ("t1_sag", 2, "SAG TSE", 12.0, 550.0, False),   # T1 by its times only
-          ("t2_ax", 4, "T2 TSE AX", 95.0, 4000.0, True))
-
-
-def _sagittal_image(patient):
-    """The phantom's internal-frame voxels as a SimpleITK image with its LPS geometry."""
-    scan = read_scan_from(patient)
-    image = sitk.GetImageFromArray(np.round(scan.image).astype(np.int16))  # (slices, rows, cols)
-    image.SetSpacing(tuple(float(s) for s in scan.spacing_mm[::-1]))
-    # x: columns, towards posterior; y: rows, towards inferior; z: slices, towards left (LPS)
-    image.SetDirection((0, 0, 1, 1, 0, 0, 0, -1, 0))
-    return image
-
-
-def read_scan_from(patient):
-    from spine_tf.io import scan_from_array
-    return scan_from_array(patient.image, patient.spacing_mm, patient.affine, path="phantom")
-
-
-def _write_series(image, folder, number, description, te, tr, axial, uid_suffix):
-    folder.mkdir(parents=True, exist_ok=True)
-    direction = np.array(image.GetDirection()).reshape(3, 3)
-    orientation = (1, 0, 0, 0, 1, 0) if axial else tuple(direction[:, :2].T.ravel())
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    for k in range(image.GetDepth()):
-        plane = image[:, :, k]
-        position = image.TransformIndexToPhysicalPoint((0, 0, k))
-        tags = {"0008|0060": "MR", "0020|000d": STUDY_UID,
-                "0020|000e": f"{STUDY_UID}.{uid_suffix}", "0020|0011": str(number),
-                "0008|103e": description, "0018|0081": f"{te:g}", "0018|0080": f"{tr:g}",
-                "0020|0037": "\\".join(f"{v:.6f}" for v in orientation),
-                "0020|0032": "\\".join(f"{v:.6f}" for v in position),
-                "0020|0013": str(k + 1), "0018|0050": f"{image.GetSpacing()[2]:.3f}"}
-        for tag, value in tags.items():
-            plane.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"{uid_suffix}_{k:03d}.dcm"))
-        writer.Execute(plane)
-
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    """(patient, nested study folder, flat study folder)."""
+    """(patient, nested study folder, flat study folder): spine_tf.phantom.dicom's four
+    series (a localiser, a sagittal T1 by its times only, the sagittal T2, an axial T2)."""
     patient = make_patient(0, 2)
-    image = _sagittal_image(patient)
     root = tmp_path_factory.mktemp("dicom")
-    for n, (name, number, description, te, tr, axial) in enumerate(SERIES):
-        for layout in ("nested", "flat"):
-            folder = root / layout / "STUDY1" / (name if layout == "nested" else "")
-            _write_series(image, folder, number, description, te, tr, axial, n + 1)
-    return patient, root / "nested" / "STUDY1", root / "flat" / "STUDY1"
+    nested = write_study(patient, root / "nested" / "STUDY1", layout="nested")
+    flat = write_study(patient, root / "flat" / "STUDY1", layout="flat")
+    return patient, Path(nested.folder), Path(flat.folder)
 
 
 def test_every_series_with_its_orientation_and_weighting(study):
     _, nested, flat = study
     for folder in (nested, flat):
         found = dicom.study_series(folder)
-        assert [(s.number, s.orientation, s.weighting) for s in found] == [
-            (2, "sagittal", "T1"), (3, "sagittal", "T2"), (4, "axial", "T2")]
-        assert found[0].why == "TE 12 ms, TR 550 ms"
-        assert found[1].why == "description 'T2 TSE SAG'"
-        assert len({len(s.files) for s in found}) == 1
+        assert [(s.number, s.orientation, s.weighting, s.localizer) for s in found] == [
+            (1, "sagittal", "T1", True), (2, "sagittal", "T1", False),
+            (3, "sagittal", "T2", False), (4, "axial", "T2", False)]
+        assert found[1].why == "TE 12 ms, TR 550 ms"
+        assert found[2].why == "description 'T2 TSE SAG'"
+        assert [len(s.files) for s in found] == [3, 18, 18, 6]
 
 
 def test_the_sagittal_t2_is_chosen_and_a_choice_can_name_another(study):
@@ -91,13 +50,20 @@ def test_the_sagittal_t2_is_chosen_and_a_choice_can_name_another(study):
     assert dicom.choose_series(found, nested, "2")[0].weighting == "T1"
     assert dicom.choose_series(found, nested, "t2 tse ax")[0].orientation == "axial"
     with pytest.raises(ScanError, match=r"--series '9' names 0 of its series; they are: "
-                                        r"series 2 'SAG TSE' \(sagittal, T1; \d+ images\)"):
+                                        r"series 1 'LOCALIZER' \(localiser, sagittal, T1; 3 "
+                                        r"images\); series 2 'SAG TSE' \(sagittal, T1; 18"):
         dicom.choose_series(found, nested, "9")
-    two = [found[1], dataclass_copy(found[1], number=5, uid="other")]
+    two = [found[2], dataclass_copy(found[2], number=5, uid="other")]
     with pytest.raises(ScanError, match="2 sagittal T2 series; choose one with --series"):
         dicom.choose_series(two, nested)
     with pytest.raises(ScanError, match="no sagittal T2 series"):
-        dicom.choose_series([found[0], found[2]], nested)
+        dicom.choose_series([found[1], found[3]], nested)
+    # a localiser that reads as a sagittal T2 is still never chosen unless named
+    scout = dataclass_copy(found[0], weighting="T2")
+    assert dicom.choose_series([scout, found[2]], nested)[0].number == 3
+    with pytest.raises(ScanError, match="no sagittal T2 series"):
+        dicom.choose_series([scout], nested)
+    assert dicom.choose_series([scout], nested, "1")[0] is scout
 
 
 def dataclass_copy(series, **changes):
@@ -116,14 +82,50 @@ def test_rules_for_weighting_and_orientation():
     assert dicom.orientation_of(None) == "unknown"
 
 
-def test_a_flat_study_reads_the_chosen_series_as_its_own_folder_would(study):
+def test_a_study_reads_as_its_chosen_series_in_any_layout(study, tmp_path):
     patient, nested, flat = study
-    chosen, _ = dicom.choose_series(dicom.study_series(flat), flat)
-    from_flat = read_scan(flat, series_files=chosen.files)
-    from_folder = read_scan(nested / "t2_sag")
+    from_flat = read_scan(flat)
+    from_folder = read_scan(nested / "SE003")  # a folder of one series reads as it is
     np.testing.assert_array_equal(from_flat.image, from_folder.image)
     np.testing.assert_allclose(from_flat.spacing_mm, patient.spacing_mm, rtol=1e-3)
-    np.testing.assert_allclose(from_flat.image, np.round(patient.image), atol=0.5)
+    np.testing.assert_array_equal(from_flat.image, patient.image)
+    assert from_flat.series["number"] == 3 and from_flat.series["images"] == 18
+    assert "one sagittal T2" in from_flat.series["why"]
+    assert from_folder.series["why"] == "the folder's one series"
+    assert [os.path.dirname(f) for f in from_folder.series["files"]] == [
+        os.fspath(nested / "SE003")] * 18
+    t1 = read_scan(nested, series="2")
+    assert t1.series["why"] == "chosen with --series 2" and t1.shape == from_flat.shape
+    with pytest.raises(ScanError, match="a series can only be chosen in a DICOM folder"):
+        read_scan(_nifti(tmp_path, patient), series="2")
+
+
+def _nifti(tmp_path, patient):
+    import nibabel as nib
+    path = tmp_path / "x.nii.gz"
+    nib.save(nib.Nifti1Image(patient.image, patient.affine), path)
+    return path
+
+
+def test_a_dicomdir_is_read_through_its_records(tmp_path):
+    """A file-set as on a CD: the DICOMDIR file names the study; its records (not a walk of
+    the folder) give the files, so an unindexed stray series is not seen."""
+    from spine_tf.app.scans import find_scans
+    patient = make_patient(0, 2)
+    study = write_study(patient, tmp_path / "CD", layout="dicomdir")
+    write_study(make_patient(0, 3), tmp_path / "CD" / "stray", layout="nested")
+    with pytest.raises(ScanError, match="2 sagittal T2 series"):
+        read_scan(tmp_path / "CD")  # the folder walk sees both studies
+    scan = read_scan(study.dicomdir)
+    np.testing.assert_array_equal(scan.image, patient.image)
+    assert scan.series["uid"] == study.series["t2"].uid
+    [job] = find_scans([study.dicomdir], series="3")
+    assert (job.name, job.series) == ("CD", "3")
+    broken = tmp_path / "broken" / "DICOMDIR"
+    broken.parent.mkdir()
+    broken.write_bytes(b"not dicom")
+    with pytest.raises(ScanError, match=r"broken/DICOMDIR: cannot read this DICOMDIR"):
+        read_scan(broken)
 
 
 @pytest.mark.slow
@@ -148,8 +150,8 @@ def test_a_compressed_series_is_found_and_read(study, tmp_path):
     """JPEG 2000 (lossless) images: pydicom reads their headers without the pixels, and
     SimpleITK's GDCM decodes them to the same voxels."""
     import pydicom
-    patient, nested, _ = study
-    image = _sagittal_image(patient)
+    _, nested, _ = study
+    image = sitk.ReadImage([str(p) for p in sorted((nested / "SE003").iterdir())])
     folder = tmp_path / "compressed"
     folder.mkdir()
     writer = sitk.ImageFileWriter()
@@ -158,9 +160,10 @@ def test_a_compressed_series_is_found_and_read(study, tmp_path):
     for k in range(image.GetDepth()):
         plane = image[:, :, k]
         position = image.TransformIndexToPhysicalPoint((0, 0, k))
-        for tag, value in {"0008|0060": "MR", "0020|000d": STUDY_UID, "0020|0011": "7",
-                           "0020|000e": f"{STUDY_UID}.70", "0008|103e": "T2 SAG J2K",
-                           "0020|0037": "0\\1\\0\\0\\0\\-1", "0020|0013": str(k + 1),
+        for tag, value in {"0008|0060": "MR", "0020|000d": "1.2.826.0.1.3680043.2.1125.7",
+                           "0020|0011": "7", "0020|000e": "1.2.826.0.1.3680043.2.1125.7.70",
+                           "0008|103e": "T2 SAG J2K", "0020|0037": "0\\1\\0\\0\\0\\-1",
+                           "0020|0013": str(k + 1),
                            "0020|0032": "\\".join(f"{v:.6f}" for v in position)}.items():
             plane.SetMetaData(tag, value)
         writer.SetFileName(str(folder / f"{k:03d}.dcm"))
@@ -169,7 +172,7 @@ def test_a_compressed_series_is_found_and_read(study, tmp_path):
     assert header.file_meta.TransferSyntaxUID.is_compressed
     [series] = dicom.study_series(folder)
     assert (series.orientation, series.weighting) == ("sagittal", "T2")
-    np.testing.assert_array_equal(read_scan(folder).image, read_scan(nested / "t2_sag").image)
+    np.testing.assert_array_equal(read_scan(folder).image, read_scan(nested / "SE003").image)
 
 
 @pytest.mark.parametrize("layout", ["nested", "flat", "dicomdir"])
@@ -177,7 +180,6 @@ def test_a_phantom_study_in_every_layout_reads_back_as_its_scan(layout, tmp_path
     """spine_tf.phantom.dicom: four series; the T2 chosen and read gives the phantom's voxels
     and geometry back. The flat layout names files by UID (".10" sorts before ".2"): the
     series is read in slice order all the same."""
-    from spine_tf.phantom.dicom import write_study
     patient = make_patient(0, 2)
     study = write_study(patient, tmp_path / "study", layout=layout)
     found = dicom.study_series(study.folder)
@@ -186,7 +188,8 @@ def test_a_phantom_study_in_every_layout_reads_back_as_its_scan(layout, tmp_path
         (4, "axial", "T2", 6)]
     chosen, _ = dicom.choose_series(found, study.folder)
     assert chosen.uid == study.series["t2"].uid
-    scan = read_scan(study.folder, series_files=chosen.files)
+    scan = read_scan(study.folder)
+    assert scan.series["files"] == list(chosen.files)
     np.testing.assert_array_equal(scan.image, patient.image)
     np.testing.assert_allclose(scan.affine, patient.affine, atol=1e-3)
     assert (study.dicomdir is not None) == (layout == "dicomdir")

@@ -439,7 +439,7 @@ def test_missing_simpleitk(tmp_path, monkeypatch):
 def test_folder_without_dicom(tmp_path):
     pytest.importorskip("SimpleITK")
     (tmp_path / "notes.txt").write_text("no images here")
-    with _raises(tmp_path, "no DICOM series"):
+    with _raises(tmp_path, "no DICOM image below this folder"):
         read_scan(tmp_path)
 
 
