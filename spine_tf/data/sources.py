@@ -5,7 +5,8 @@ Three sources feed the TFDS builder and the command line:
 - ``phantom``: generated in memory from ``(seed, index)``;
 - ``folder``: a folder laid out as ``spine_tf.phantom.cohort`` writes it::
 
-      scans/<patient>.nii.gz       (or .nii / .mha)
+      scans/<patient>.nii.gz       (or .nii / .mha, or a DICOM folder scans/<patient>/:
+                                   a series, or a study read as its sagittal T2)
       masks/<patient>.nii.gz       label mask, SPIDER convention or 1 = disc / 2 = body
       landmarks/<patient>.json     instead of a mask (spine_tf.io.landmarks)
       lesions/<patient>.nii.gz     optional 4D lesion masks (phantoms): one channel per
@@ -145,13 +146,15 @@ def phantom_record(seed, index, config):
 
 # ------------------------------------------------------------------- folder
 
-def find_scan(folder, patient_id, suffixes=SCAN_SUFFIXES):
-    """Path of a patient's file in ``folder`` with one of ``suffixes``, or None."""
+def find_scan(folder, patient_id, suffixes=SCAN_SUFFIXES, dicom=False):
+    """Path of a patient's file in ``folder`` with one of ``suffixes`` (with ``dicom``, or
+    its DICOM folder ``folder/<patient>/``), or None."""
     for suffix in suffixes:
         path = os.path.join(folder, patient_id + suffix)
         if os.path.exists(path):
             return path
-    return None
+    path = os.path.join(folder, patient_id)
+    return path if dicom and os.path.isdir(path) else None
 
 
 def folder_patients(manual_dir):
@@ -166,7 +169,7 @@ def folder_patients(manual_dir):
     if missing:
         raise ScanError(f"{manual_dir}: not a spine_tf folder source; missing "
                         f"{', '.join(missing)} (see the README, 'Folder layout')")
-    return _ids_in(scans, SCAN_SUFFIXES)
+    return _ids_in(scans, SCAN_SUFFIXES, dicom=True)
 
 
 def annotated_scans(manual_dir):
@@ -201,11 +204,15 @@ def annotated_scans(manual_dir):
     return found
 
 
-def _ids_in(folder, suffixes):
-    """Names (without suffix) of the files in ``folder`` with one of ``suffixes``."""
+def _ids_in(folder, suffixes, dicom=False):
+    """Names (without suffix) of the files in ``folder`` with one of ``suffixes`` (with
+    ``dicom``, and of its sub-folders: DICOM series or studies)."""
     ids = set()
     for name in os.listdir(folder):
         if name.startswith("."):  # hidden and half-written (atomic_path) files
+            continue
+        if dicom and os.path.isdir(os.path.join(folder, name)):
+            ids.add(name)
             continue
         for suffix in suffixes:
             if name.endswith(suffix) and len(name) > len(suffix):
@@ -226,10 +233,10 @@ def folder_record(manual_dir, patient_id, labels_table):
         ScanError: the scan, mask, landmarks or lesion masks cannot be read,
             or neither a mask nor landmarks exist.
     """
-    scan_path = find_scan(os.path.join(manual_dir, "scans"), patient_id)
+    scan_path = find_scan(os.path.join(manual_dir, "scans"), patient_id, dicom=True)
     if scan_path is None:
         raise ScanError(f"{os.path.join(manual_dir, 'scans', patient_id)}.*: no scan file "
-                        f"(suffixes {', '.join(SCAN_SUFFIXES)})")
+                        f"(suffixes {', '.join(SCAN_SUFFIXES)}) or DICOM folder")
     scan = read_scan(scan_path)
     mask_path = find_scan(os.path.join(manual_dir, "masks"), patient_id)
     landmarks_path = os.path.join(manual_dir, "landmarks", patient_id + ".json")

@@ -262,7 +262,8 @@ class SpineDiscs(tfds.core.GeneratorBasedBuilder):
         if config.source == "folder":
             ids = sources.folder_patients(manual_dir)  # checks the layout first
             table = labels_io.read_labels(os.path.join(manual_dir, "labels.csv"))
-            files = {pid: sources.find_scan(os.path.join(manual_dir, "scans"), pid)
+            files = {pid: sources.find_scan(os.path.join(manual_dir, "scans"), pid,
+                                            dicom=True)
                      for pid in ids}
             what = "labels.csv"
         elif config.source == "spider":

@@ -152,7 +152,8 @@ def write_study(patient, folder, layout="nested"):
     """Writes ``patient`` (a ``PhantomPatient``) as a four-series DICOM study.
 
     Args:
-        patient: the phantom patient; its scan becomes series 3 (T2 sagittal).
+        patient: the phantom patient (or anything with its ``patient_id``, int16 internal-
+            frame ``image`` and ``affine``); its scan becomes series 3 (T2 sagittal).
         folder: the study's folder (created).
         layout: ``nested``, ``flat`` or ``dicomdir`` (see the module docstring).
 

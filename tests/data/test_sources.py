@@ -242,3 +242,29 @@ def test_spider_dummy_patient_matches_its_phantom():
     mask = read_mask(folder / "masks" / "1_t2.mha", record.scan)
     assert set(np.unique(mask)) >= {VERTEBRA_LABELS["L5"], 100, 201, 206}
     assert localisation.from_mask(mask, record.scan.spacing_mm).skipped == []
+
+
+def test_a_folder_source_reads_a_patient_s_dicom_study(tmp_path):
+    """scans/<patient>/ may be a DICOM study (here the phantom's four series): the patient
+    is read as its sagittal T2, and gives the discs its NIfTI scan gives."""
+    import types
+    from spine_tf.phantom.dicom import write_study
+    folder = tmp_path / "cohort"
+    shutil.copytree(DUMMY / "folder", folder)
+    table = labels_io.read_labels(folder / "labels.csv")
+    from_nifti = sources.folder_record(str(folder), "ph0-00011", table)
+    (folder / "scans" / "ph0-00011.nii.gz").unlink()
+    scan = from_nifti.scan  # the dummy data's smaller phantom, as a DICOM study
+    write_study(types.SimpleNamespace(patient_id="ph0-00011", affine=scan.affine,
+                                      image=np.round(scan.image).astype(np.int16)),
+                folder / "scans" / "ph0-00011", layout="nested")
+    assert sources.folder_patients(folder) == ["ph0-00000", "ph0-00007", "ph0-00011",
+                                               "ph0-00021"]
+    record = sources.folder_record(str(folder), "ph0-00011", table)
+    assert record.scan.series["number"] == 3 and record.scan.series["images"] > 1
+    np.testing.assert_array_equal(record.scan.image, np.round(scan.image))
+    examples, skipped = sources.disc_examples(record)
+    expected, _ = sources.disc_examples(from_nifti)
+    assert [e["level"] for e in examples] == [e["level"] for e in expected] and not skipped
+    a, b = (np.asarray(e[2]["disc_volume"], np.float64).ravel() for e in (examples, expected))
+    assert np.corrcoef(a, b)[0, 1] > 0.999  # the same disc, up to the int16 rounding
