@@ -18,7 +18,7 @@ import typing
 
 from spine_tf.errors import SpineTFError
 from spine_tf.io.dicom import is_dicomdir
-from spine_tf.io.formats import IMAGE_2D_SUFFIXES, ITK_SUFFIXES, NIFTI_SUFFIXES
+from spine_tf.io.formats import IMAGE_2D_SUFFIXES, ITK_SUFFIXES, NIFTI_SUFFIXES, ScanError
 from spine_tf.io.scan import read_scan, scan_name
 
 SCAN_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
@@ -41,6 +41,8 @@ class ScanJob:
             spacing, (rows, cols) or (slices, rows, cols); None: 1 mm.
         series: for a DICOM study, the series to grade (number, UID or
             description); None: its sagittal T2 (``spine_tf.io.dicom``).
+        study: for a DICOM folder holding several studies, this job's
+            StudyInstanceUID (the job is named ``<folder>_<PatientID>_<StudyDate>``).
     """
 
     name: str
@@ -49,6 +51,7 @@ class ScanJob:
     landmarks: str = None
     spacing_mm: typing.Optional[tuple] = None
     series: typing.Optional[str] = None
+    study: typing.Optional[str] = None
 
 
 def _is_scan(path):
@@ -84,13 +87,34 @@ def _find(folder, name, suffixes):
     return None
 
 
+def _per_study(files):
+    """(file, study UID or None, name) per scan: a DICOM folder holding several studies is
+    one scan per study."""
+    from spine_tf.io import dicom
+    for file in files:
+        name = scan_name(file)
+        if not (os.path.isdir(file) or is_dicomdir(file)):
+            yield file, None, name
+            continue
+        try:
+            names = dicom.studies(dicom.study_series(file))
+        except ScanError:  # no image: reading the job says so, with the others going on
+            names = {}
+        if len(names) < 2:
+            yield file, None, name
+            continue
+        for uid, study_name in sorted(names.items(), key=lambda item: item[1]):
+            yield file, uid, f"{name}_{study_name}"
+
+
 def find_scans(inputs, masks=None, landmarks=None, series=None):
     """The scans of ``inputs`` (files or folders) with their masks or landmarks.
 
     A folder contributes its scan files (NIfTI, .mha/.mhd/.nrrd, and 2D
     sagittal pictures: PNG, JPEG, TIFF, BMP); a folder of DICOM files in any
     nesting is one scan (a series, or a study whose series ``series`` chooses,
-    by default its sagittal T2: ``extract_scan``); a folder with a ``scans/``
+    by default its sagittal T2: ``extract_scan``; a folder of several studies is one scan
+    per study; a DICOMDIR file is its folder's scan); a folder with a ``scans/``
     sub-folder (the folder layout of ``spine-tf phantom``) contributes those,
     with its ``masks/`` and ``landmarks/`` as defaults.
     A scan's mask is ``<masks>/<name>.<suffix>`` and its landmarks
@@ -123,13 +147,13 @@ def find_scans(inputs, masks=None, landmarks=None, series=None):
             if not files:
                 raise PredictError(f"{path}: no scan files ({', '.join(SCAN_SUFFIXES)}, 2D "
                                    f"pictures) and no DICOM series")
-        for file in files:
-            name = scan_name(file)
+        for file, study, name in _per_study(files):
             jobs.append(ScanJob(
                 name=name, scan=file,
                 mask=_find(masks or folder_masks, name, SCAN_SUFFIXES),
                 landmarks=_find(landmarks or folder_landmarks, name, (".json",)),
-                series=series if os.path.isdir(file) or is_dicomdir(file) else None))
+                series=series if os.path.isdir(file) or is_dicomdir(file) else None,
+                study=study))
     for option, value in (("--masks", masks), ("--landmarks", landmarks)):
         if value and os.path.isfile(value) and len(jobs) > 1:
             raise PredictError(f"{value}: one {option} file for {len(jobs)} scans; give a "
@@ -164,7 +188,7 @@ def extract_scan(job, detector=None):
     if not job.mask and not job.landmarks and detector is None:
         raise PredictError(f"{job.scan}: no mask or landmarks file for this scan and no "
                            "detector (give --masks, --landmarks or --detector)")
-    scan = read_scan(job.scan, spacing_mm=job.spacing_mm, series=job.series)
+    scan = read_scan(job.scan, spacing_mm=job.spacing_mm, series=job.series, study=job.study)
     located = localisation.localise(
         scan, mask_path=job.mask, landmarks_path=job.landmarks,
         detect=None if detector is None else functools.partial(detection.detect,

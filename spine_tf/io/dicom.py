@@ -16,6 +16,7 @@ along its slice normal. ``select_series`` is the one path from a folder to the s
   TR >= 1500 ms is ``T2``, TE <= 30 ms and TR <= 1000 ms is ``T1``, TE <= 30 ms and TR >=
   1500 ms is ``PD`` (``weighting_of``);
 - a localiser (ImageType LOCALIZER) is never chosen unless named;
+- a folder holding several studies is one scan per study (``studies``);
 - the one sagittal T2 series is chosen; none, or several, is an error that lists every
   series (number, description, orientation, weighting, images) so that ``--series NUMBER``,
   ``UID`` or ``DESCRIPTION`` can choose.
@@ -49,6 +50,7 @@ class Series:
         why: how the weighting was read.
         localizer: its ImageType says LOCALIZER (a scout: never chosen unless named).
         study_uid: StudyInstanceUID ('' if absent).
+        study_name: PatientID and StudyDate, to name a study among several ('' if absent).
     """
 
     uid: str
@@ -60,6 +62,7 @@ class Series:
     why: str
     localizer: bool = False
     study_uid: str = ""
+    study_name: str = ""
 
     def label(self):
         """One line naming the series for messages and reports."""
@@ -185,7 +188,9 @@ def study_series(folder):
                           weighting=weighting, why=why,
                           localizer="LOCALIZER" in [str(v).upper() for v in
                                                     getattr(header, "ImageType", [])],
-                          study_uid=str(getattr(header, "StudyInstanceUID", "") or "")))
+                          study_uid=str(getattr(header, "StudyInstanceUID", "") or ""),
+                          study_name="_".join(str(getattr(header, tag, "") or "") for tag in
+                                              ("PatientID", "StudyDate")).strip("_")))
     return sorted(out, key=lambda s: (s.number is None, s.number or 0, s.uid))
 
 
@@ -222,14 +227,33 @@ def choose_series(series, folder, choice=None):
                     f"Its series: {listing}")
 
 
-def select_series(path, choice=None):
-    """(the series of a DICOM folder or DICOMDIR to read, why): a folder's one series, else
-    ``choose_series`` among the study's (``choice`` as there).
+def studies(series):
+    """{StudyInstanceUID: a name for it} of a folder's ``study_series``: its PatientID and
+    StudyDate, made unique with the UID's end where two studies share them."""
+    names = {}
+    for one in series:
+        names.setdefault(one.study_uid, one.study_name or one.study_uid[-8:])
+    shared = [n for n in names.values() if list(names.values()).count(n) > 1]
+    return {uid: f"{name}_{uid[-6:]}" if name in shared else name
+            for uid, name in names.items()}
+
+
+def select_series(path, choice=None, study=None):
+    """(the series of a DICOM folder or DICOMDIR to read, why): a folder's one sagittal (or
+    unoriented) series, else ``choose_series`` among the study's (``choice`` as there: it
+    can name an axial 3D series, which is then resliced); ``study``: a StudyInstanceUID, for
+    a folder holding several studies.
 
     Raises:
         ScanError: naming the folder (see ``study_series`` and ``choose_series``).
     """
     series = study_series(path)  # every header read once
-    if choice is None and len(series) == 1:
+    if study is not None:
+        series = [s for s in series if s.study_uid == study]
+        if not series:
+            raise ScanError(f"{path}: no series of study {study}")
+        path = f"{path} (study {study})"
+    if choice is None and len(series) == 1 and series[0].orientation in ("sagittal",
+                                                                         "unknown"):
         return series[0], "the folder's one series"
     return choose_series(series, path, choice)

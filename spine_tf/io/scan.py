@@ -243,7 +243,7 @@ def scan_from_array(image, spacing_mm=None, affine=None, path: str = "") -> Scan
 
 
 def read_scan(path, *, spacing_mm: Optional[Sequence[float]] = None,
-              series: Optional[str] = None) -> Scan:
+              series: Optional[str] = None, study: Optional[str] = None) -> Scan:
     """Reads a scan file (or DICOM folder) into the internal frame.
 
     Args:
@@ -253,10 +253,10 @@ def read_scan(path, *, spacing_mm: Optional[Sequence[float]] = None,
             sagittal image.
         spacing_mm: only for 2D images, which record no spacing: the pixel
             spacing as (rows, cols) or (slices, rows, cols); default 1 mm.
-        series: for a DICOM study, the series to read (number, UID or
-            description); None: a folder's one series, else the study's
-            sagittal T2 (``spine_tf.io.dicom.select_series``). The Scan's
-            ``series`` says which, why, and lists its files.
+        series, study: for a DICOM study, the series to read (number, UID or
+            description; None: a folder's one series, else the sagittal T2) and,
+            in a folder of several studies, the StudyInstanceUID
+            (``spine_tf.io.dicom.select_series``). ``Scan.series`` says which.
 
     Returns:
         The validated Scan.
@@ -277,7 +277,7 @@ def read_scan(path, *, spacing_mm: Optional[Sequence[float]] = None,
                          "files record their own spacing")
     if series is not None and kind != "dicom":
         raise scan_error(path, "a series can only be chosen in a DICOM folder")
-    chosen, why = dicom.select_series(path, series) if kind == "dicom" else (None, None)
+    chosen, why = dicom.select_series(path, series, study) if kind == "dicom" else (None,) * 2
     data, affine = read_volume(path, kind, what="scan", series_files=chosen and chosen.files)
     scan = _finish(path, data, affine, original_affine=affine, check_reorientation=True)
     return dataclasses.replace(scan, series=chosen.record(why)) if chosen else scan

@@ -144,6 +144,7 @@ def _dataset(patient, name, index, pixels, position, orientation, spacing, thick
     ds.Rows, ds.Columns = pixels.shape
     ds.PixelSpacing = [f"{v:.6f}" for v in spacing]
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    pixels = np.clip(np.rint(pixels), -32768, 32767)
     ds.PixelData = np.ascontiguousarray(pixels, dtype="<i2").tobytes()
     return ds
 

@@ -24,8 +24,11 @@ def test_a_folder_of_dicom_files_is_one_series(tmp_path):
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     for k in range(volume.GetDepth()):
+        plane = volume[:, :, k]
+        plane.SetMetaData("0020|000d", "1.2.826.0.1.3680043.2.1125.9")  # one study, one series
+        plane.SetMetaData("0020|000e", "1.2.826.0.1.3680043.2.1125.9.1")
         writer.SetFileName(str(series / f"IM{k:04d}.dcm"))
-        writer.Execute(volume[:, :, k])
+        writer.Execute(plane)
     jobs = scans.find_scans([series])
     assert [(j.name, j.scan) for j in jobs] == [("T2_SAG", str(series))]
     for k in range(volume.GetDepth()):  # PACS exports often have other names, or none

@@ -193,3 +193,27 @@ def test_a_phantom_study_in_every_layout_reads_back_as_its_scan(layout, tmp_path
     np.testing.assert_array_equal(scan.image, patient.image)
     np.testing.assert_allclose(scan.affine, patient.affine, atol=1e-3)
     assert (study.dicomdir is not None) == (layout == "dicomdir")
+
+
+def test_a_folder_of_several_studies_is_one_scan_per_study(tmp_path):
+    """A PACS export of three studies: one job each, named after PatientID and StudyDate;
+    the study without a sagittal T2 fails on its own, naming itself and its series."""
+    import shutil
+    from spine_tf.app.scans import find_scans
+    root = tmp_path / "EXPORT"
+    for index in (2, 3, 4):
+        write_study(make_patient(0, index), root / f"S{index}", layout="nested")
+    for number in (1, 2, 3):
+        shutil.rmtree(root / "S4" / f"SE{number:03d}")  # study 4: only its axial series
+    jobs = find_scans([root])
+    assert [j.name for j in jobs] == ["EXPORT_ph0-00002_20260101", "EXPORT_ph0-00003_20260101",
+                                      "EXPORT_ph0-00004_20260101"]
+    assert len({j.study for j in jobs}) == 3 and {j.scan for j in jobs} == {os.fspath(root)}
+    for job, index in zip(jobs[:2], (2, 3)):
+        scan = read_scan(job.scan, study=job.study)
+        np.testing.assert_array_equal(scan.image, np.rint(make_patient(0, index).image))
+    with pytest.raises(ScanError, match=rf"EXPORT \(study {jobs[2].study}\): no sagittal T2 "
+                                        r"series; .* series 4 'T2 TSE AX' \(axial"):
+        read_scan(jobs[2].scan, study=jobs[2].study)
+    with pytest.raises(ScanError, match="no series of study 1.2.3"):
+        read_scan(root, study="1.2.3")
