@@ -16,10 +16,18 @@ Output folder::
                              masks and landmarks), per task grade, class name and
                              probabilities; discs not graded and why; detector notes;
                              the model's input_slices, the scan's scan_slices, the TTA
-                             views, and notes where the two do not fit (input_notes)
-    <scan>/report.html       levels x tasks table, disc and hotspot montages, model
+                             views, and notes where the two do not fit (input_notes);
+                             per disc (graded or not) its box_voxel: 4 (row, col) corners
+                             on its own slice (app.overview.disc_box); overview: the slice
+                             shown, the task colouring the boxes, pixels per voxel
+    <scan>/report.html       the overview (boxes countable, tooltips), levels x tasks
+                             table, hotspots on the scan, disc and hotspot montages, model
+    <scan>/overview.png      the mid-sagittal slice, every disc boxed, named and coloured by
+                             its Pfirrmann grade; low-confidence discs dashed magenta "?"
     <scan>/discs.png         the disc volumes, slices 1..9
     <scan>/hotspots_<task>.png   hotspots over the volumes, per task
+    <scan>/hotspots_scan_<task>.png   the same on the overview slice, each disc's from its
+                             own centre slice
     <scan>/hotspots.nii.gz   one volume per task in the scan's own grid and affine
 
 Each scan's folder is written under a temporary name and renamed, so a scan
@@ -42,7 +50,7 @@ import os
 
 import numpy as np
 
-from spine_tf.app import render
+from spine_tf.app import overview, render
 from spine_tf.app.predictors import HOTSPOT_AUGMENTATIONS
 from spine_tf.app.render import (CSV_NAME, GRADES_NAME, INDEX_NAME, NIFTI_NAME,
                                  REPORT_NAME, SUMMARY_NAME)
@@ -54,14 +62,20 @@ LOW_CONFIDENCE = 0.5
 """Discs localised with less confidence are flagged in every output."""
 
 
-def _disc_records(task_set, volumes, located, probabilities, skipped):
-    by_level = {d.level: d for d in located.discs}
+def _box(disc, spacing_mm):
+    corners = overview.disc_box(disc, spacing_mm)
+    return [[round(float(v), 3) for v in corner] for corner in corners]
+
+
+def _disc_records(task_set, volumes, located, probabilities, skipped, spacing_mm):
+    by_level = located.by_level()
     discs = []
     for n, volume in enumerate(volumes):
         place = by_level[volume.level]
         record = {"level": volume.level, "centre_voxel": [float(v) for v in place.centre],
                   "height_mm": float(place.height_mm), "confidence": float(volume.confidence),
-                  "flagged": bool(volume.confidence < LOW_CONFIDENCE), "tasks": {}}
+                  "flagged": bool(volume.confidence < LOW_CONFIDENCE),
+                  "box_voxel": _box(place, spacing_mm), "tasks": {}}
         for task, p in zip(task_set.tasks, probabilities):
             grade = int(np.argmax(p[n]))
             record["tasks"][task.name] = {
@@ -69,8 +83,10 @@ def _disc_records(task_set, volumes, located, probabilities, skipped):
                 "probability": float(p[n][grade]),
                 "probabilities": [float(v) for v in p[n]]}
         discs.append(record)
-    return {"discs": discs, "not_graded": [{"level": level, "reason": reason}
-                                           for level, reason in skipped]}
+    not_graded = [{"level": level, "reason": reason,
+                   **({"box_voxel": _box(by_level[level], spacing_mm)} if level in by_level
+                      else {})} for level, reason in skipped]
+    return {"discs": discs, "not_graded": not_graded}
 
 
 def input_notes(scan_slices, model_slices):
@@ -126,12 +142,15 @@ def predict_scan(job, predictor, out_dir, tta=True, hotspots=True,
               "input_slices": predictor.input_slices, "scan_slices": scan.num_slices,
               "input_notes": input_notes(scan.num_slices, predictor.input_slices),
               "written": datetime.datetime.now().isoformat(timespec="seconds"),
-              **_disc_records(predictor.task_set, volumes, located, probabilities, skipped)}
+              **_disc_records(predictor.task_set, volumes, located, probabilities, skipped,
+                              scan.spacing_mm)}
     levels = [v.level for v in volumes]
     with atomic_folder(os.path.join(out_dir, job.name)) as tmp:
         report.save_png(report.montage(list(stacked), levels),
                         os.path.join(tmp, render.DISCS_PICTURE))
-        pictures = {}
+        record["overview"] = overview.save_overview(
+            os.path.join(tmp, render.OVERVIEW_PICTURE), scan, record)
+        pictures, scan_pictures = {}, {}
         if hotspots:
             from spine_tf import hotspots as hotspots_lib
             classes = {t.name: p.argmax(axis=1)
@@ -144,14 +163,18 @@ def predict_scan(job, predictor, out_dir, tta=True, hotspots=True,
                                                               levels),
                                 os.path.join(tmp, pictures[task.name]))
             transforms = np.stack([v.voxel_to_scan for v in volumes])
-            hotspots_lib.save_scan_hotspots(os.path.join(tmp, NIFTI_NAME), scan, per_task,
-                                            transforms)
+            scan_maps = hotspots_lib.save_scan_hotspots(os.path.join(tmp, NIFTI_NAME), scan,
+                                                        per_task, transforms)
+            for n, task in enumerate(predictor.task_set.tasks):
+                scan_pictures[task.name] = render.hotspot_scan_picture(task.name)
+                overview.save_scan_hotspot(os.path.join(tmp, scan_pictures[task.name]), scan,
+                                           record, scan_maps[..., n], transforms)
             record["hotspots"] = {"nifti": NIFTI_NAME, "volumes": list(predictor.task_set.names),
                                   "augmentations": int(augmentations), "seed": seed}
         with open(os.path.join(tmp, GRADES_NAME), "w", encoding="utf-8") as f:
             json.dump(record, f, indent=1)
         with open(os.path.join(tmp, REPORT_NAME), "w", encoding="utf-8") as f:
-            f.write(render.scan_page(record, pictures))
+            f.write(render.scan_page(record, pictures, scan_pictures))
     return record
 
 

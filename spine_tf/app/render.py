@@ -8,15 +8,21 @@ offline.
 import html
 
 from spine_tf import tasks
+from spine_tf.app import overview
 
 CSV_NAME, SUMMARY_NAME, INDEX_NAME = "grades.csv", "summary.json", "index.html"
 GRADES_NAME, REPORT_NAME, NIFTI_NAME = "grades.json", "report.html", "hotspots.nii.gz"
-DISCS_PICTURE = "discs.png"
+DISCS_PICTURE, OVERVIEW_PICTURE = "discs.png", "overview.png"
 
 
 def hotspot_picture(task_name):
     """The file name of a task's hotspot montage in a scan's folder."""
     return f"hotspots_{task_name}.png"
+
+
+def hotspot_scan_picture(task_name):
+    """The file name of a task's hotspots on the overview slice in a scan's folder."""
+    return f"hotspots_scan_{task_name}.png"
 
 
 _STYLE = """
@@ -28,6 +34,15 @@ td.flagged, span.flagged, p.flagged { color: #b00; font-weight: bold; }
 small { color: #666; }
 img { max-width: 100%; border: 1px solid #ccc; }
 .failed { color: #b00; }
+svg.overview { max-width: 100%; height: auto; border: 1px solid #ccc; background: #000; }
+svg.overview polygon { fill: transparent; stroke: #fff; stroke-opacity: 0; stroke-width: 3; }
+svg.overview polygon:hover { stroke-opacity: 0.9; }
+ul.legend { list-style: none; padding: 0; display: flex; flex-wrap: wrap; gap: 0.4em 1.2em; }
+ul.legend span { display: inline-block; width: 1.4em; height: 0.9em; margin-right: 0.3em;
+                 vertical-align: middle; }
+div.pictures { display: flex; flex-wrap: wrap; gap: 1em; }
+div.pictures figure { margin: 0; width: 340px; }
+div.pictures img { width: 100%; }
 """
 
 
@@ -50,8 +65,71 @@ def record_tasks(record):
     return tasks.task_set(record.get("task_set", tasks.DEFAULT_TASK_SET)).tasks
 
 
-def scan_page(record, pictures):
-    """The HTML report of one scan: grades table, montages, model (self-contained, offline)."""
+def _grades_tooltip(disc, graded):
+    lines = [disc["level"]] + [
+        f"{task.name.replace('_', ' ')}: {disc['tasks'][task.name]['class_name']} "
+        f"(p = {disc['tasks'][task.name]['probability']:.2f})" for task in graded]
+    if disc["flagged"]:
+        lines.append(f"low localisation confidence {disc['confidence']:.2f}: check it")
+    return "\n".join(lines)
+
+
+def _polygon(box, frame, css, colour, tooltip, level):
+    points = " ".join(f"{x:.1f},{y:.1f}" for x, y in frame.to_pixels(box))
+    return (f"<polygon class=\"{css}\" data-level=\"{html.escape(level)}\" "
+            f"data-colour=\"{colour}\" points=\"{points}\"><title>{html.escape(tooltip)}"
+            "</title></polygon>")
+
+
+def overview_section(record):
+    """The overview of a scan's report: ``overview.png`` under an inline SVG with one
+    polygon per disc box (class ``disc-box``, plus ``flagged``; ``ungraded-box`` for a disc
+    not graded) carrying its grades as a tooltip, and the colour legend. Empty for a record
+    written before overviews."""
+    view = record.get("overview")
+    if not view:
+        return ""
+    e = html.escape
+    graded = record_tasks(record)
+    width, height = view["size_px"]
+    frame = overview.Frame(tuple(view["pixels_per_voxel"]), tuple(view["image_px"]),
+                           (width, height))
+    marks = overview.disc_marks(record)
+    shapes = [_polygon(mark.box, frame, "disc-box flagged" if mark.flagged else "disc-box",
+                       overview.hex_colour(mark.colour), _grades_tooltip(disc, graded),
+                       mark.level) for mark, disc in zip(marks, record["discs"])]
+    shapes += [_polygon(mark.box, frame, "ungraded-box", overview.hex_colour(mark.colour),
+                        f"{mark.level}: not graded", mark.level)
+               for mark in marks[len(record["discs"]):]]
+    legend = "".join(f"<li><span style=\"background: {overview.hex_colour(c)}\"></span>"
+                     f"{e(text)}</li>" for c, text in overview.legend_items(record))
+    legend += (f"<li><span style=\"border: 2px dashed {overview.hex_colour(overview.FLAG_COLOUR)}"
+               "\"></span>? low localisation confidence: check the disc and its level</li>"
+               f"<li><span style=\"border: 1px solid "
+               f"{overview.hex_colour(overview.UNGRADED_COLOUR)}\"></span>not graded</li>")
+    task = overview.short_name(view["task"])
+    where = (f"slice {view['slice'] + 1} of {record['scan_slices']}, the discs' middle"
+             if record["scan_slices"] > 1 else "its one slice")
+    return (f"<h2>Overview</h2><p><small>The scan ({e(where)}; anterior left, head up) with "
+            f"every graded disc boxed, named and coloured by its {e(task)} grade; hover a box "
+            "for all its grades.</small></p>"
+            f"<svg class=\"overview\" xmlns=\"http://www.w3.org/2000/svg\" "
+            f"viewBox=\"0 0 {width} {height}\" width=\"{width}\" height=\"{height}\" "
+            f"role=\"img\" aria-label=\"overview of {e(record['name'])}\">"
+            f"<image href=\"{OVERVIEW_PICTURE}\" x=\"0\" y=\"0\" width=\"{width}\" "
+            f"height=\"{height}\"/>{''.join(shapes)}</svg>"
+            f"<ul class=\"legend\">{legend}</ul>")
+
+
+def scan_page(record, pictures, scan_pictures=None):
+    """The HTML report of one scan: overview, grades table, hotspots on the scan and on the
+    disc volumes, model (self-contained, offline).
+
+    Args:
+        record: the scan's record (``grades.json``).
+        pictures: {task: file} of the hotspot montages (empty: no hotspots).
+        scan_pictures: {task: file} of the hotspots on the scan, if any.
+    """
     e = html.escape
     graded = record_tasks(record)
     head = "".join(f"<th>{e(t.name.replace('_', ' '))}</th>" for t in graded)
@@ -79,6 +157,7 @@ def scan_page(record, pictures):
              *(f"<p class=\"flagged\">Detector: {e(note)}</p>"
                for note in record.get("localisation_notes", [])),
              *(f"<p class=\"flagged\">{e(note)}</p>" for note in record.get("input_notes", [])),
+             overview_section(record),
              f"<table><tr><th>level</th>{head}</tr>{''.join(rows)}</table>",
              "<p><small>Each cell: the predicted class and its probability; the higher "
              "the class, the darker the shade.</small></p>"]
@@ -95,6 +174,14 @@ def scan_page(record, pictures):
                      f"{record['hotspots']['augmentations']} augmented copies per disc. The "
                      f"same maps in the scan's grid: <code>{NIFTI_NAME}</code> (one volume per "
                      "task, in table order).</small></p>")
+        if scan_pictures:
+            parts.append("<h3>On the scan</h3><p><small>Each disc's hotspot from its own "
+                         "centre slice, drawn over the overview slice.</small></p>"
+                         "<div class=\"pictures\">" + "".join(
+                             f"<figure><img src=\"{e(scan_pictures[task.name])}\" "
+                             f"alt=\"{e(task.name)} on the scan\"><figcaption>"
+                             f"{e(task.description)}</figcaption></figure>" for task in graded)
+                         + "</div><h3>On the disc volumes</h3>")
         for task in graded:
             parts.append(f"<h3>{e(task.description)}</h3>"
                          f"<img src=\"{e(pictures[task.name])}\" alt=\"{e(task.name)}\">")
@@ -138,6 +225,7 @@ def csv_rows(record):
     return rows
 
 
-__all__ = ["CSV_NAME", "DISCS_PICTURE", "GRADES_NAME", "INDEX_NAME", "NIFTI_NAME", "REPORT_NAME",
-           "SUMMARY_NAME", "csv_header", "csv_rows", "hotspot_picture", "index_page",
+__all__ = ["CSV_NAME", "DISCS_PICTURE", "GRADES_NAME", "INDEX_NAME", "NIFTI_NAME",
+           "OVERVIEW_PICTURE", "REPORT_NAME", "SUMMARY_NAME", "csv_header", "csv_rows",
+           "hotspot_picture", "hotspot_scan_picture", "index_page", "overview_section",
            "scan_page"]
