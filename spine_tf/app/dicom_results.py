@@ -46,12 +46,10 @@ SR_NAME = "grades_sr.dcm"
 HOTSPOT_PATTERN = "hotspots_{task}.dcm"
 CODING_SCHEME = "99SPINETF"
 """The private coding scheme of tasks, classes and spine_tf's own concepts."""
-EVIDENCE_LEVELS = 65535
-"""Stored hotspot value of evidence 1 (evidence = stored / EVIDENCE_LEVELS)."""
+EVIDENCE_LEVELS = 65535  # the stored hotspot value of evidence 1
 REQUIRED = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID",
             "FrameOfReferenceUID", "ImagePositionPatient", "ImageOrientationPatient",
-            "PixelSpacing", "Rows", "Columns")
-"""Attributes every source image must have."""
+            "PixelSpacing", "Rows", "Columns")  # what every source image must have
 _LEVEL_CONCEPTS = {"T12-L1": "TwelfthThoracic", "L1-L2": "FirstLumbar",
                    "L2-L3": "SecondLumbar", "L3-L4": "ThirdLumbar", "L4-L5": "FourthLumbar",
                    "L5-S1": "FifthLumbar"}
@@ -74,16 +72,13 @@ def _code(value, meaning):
 
 
 def task_concept(task):
-    """The concept of a task: its name, meant as its description (up to its first comma
-    when the description is longer than a Code Meaning may be)."""
+    """A task's concept: its name, meaning its description (to the first comma if too long)."""
     meaning = task.description
-    if len(meaning) > _MAX_MEANING:
-        meaning = meaning.split(",")[0]
-    return _code(task.name, meaning)
+    return _code(task.name, meaning if len(meaning) <= _MAX_MEANING else meaning.split(",")[0])
 
 
 def class_concept(task, class_name):
-    """The coded value of one class of a task: ``<task>.<class>``."""
+    """The coded value of a task's class: ``<task>.<class>``."""
     return _code(f"{task.name}.{class_name}", f"{task.name} {class_name}")
 
 

@@ -189,6 +189,19 @@ def test_each_map_has_a_frame_per_source_image_and_its_hotspot_where_it_was(grad
     assert not series_uids & {s.uid for s in study.series.values()}
 
 
+def test_highdicom_reads_each_map_as_a_volume_with_the_hotspot_at_its_patient_position(graded):
+    """As a viewer would: the map's own geometry puts evidence 1 where the spike's voxel
+    lies in the patient (the scan's RAS affine, in DICOM's LPS)."""
+    for k, task in enumerate(TASK_SET.tasks):
+        volume = hd.imread(graded["paths"][k]).get_volume(apply_real_world_transform=True)
+        spike = graded["scan"].affine @ np.append(graded["spikes"][task.name], 1.0)
+        index = np.linalg.inv(volume.affine) @ np.append(spike[:3] * (-1, -1, 1), 1.0)
+        assert np.allclose(index[:3], np.round(index[:3]), atol=1e-3)
+        assert np.unravel_index(np.argmax(volume.array), volume.spatial_shape) \
+            == tuple(np.round(index[:3]).astype(int))
+        assert volume.array.max() == pytest.approx(1.0)
+
+
 def _header(position, orientation, spacing=(0.5, 0.5), rows=4, cols=3):
     ds = pydicom.Dataset()
     ds.ImagePositionPatient, ds.ImageOrientationPatient = list(position), list(orientation)
