@@ -3,12 +3,16 @@
 from spine_tf.errors import UsageError
 
 
-def add_scan_inputs(parser):
-    """The scans and their masks or landmarks (``app.scans.find_scans``'s arguments)."""
-    parser.add_argument("inputs", nargs="+", metavar="SCAN_OR_FOLDER",
+def add_scan_inputs(parser, optional=False):
+    """The scans and their masks or landmarks (``app.scans.find_scans``'s arguments).
+
+    With ``optional`` the scans may be left out (the handler checks that another source,
+    such as ``--dicomweb``, is given instead)."""
+    parser.add_argument("inputs", nargs="*" if optional else "+", metavar="SCAN_OR_FOLDER",
                         help="scan files (NIfTI; .mha/.nrrd with the mha extra) or folders of "
                         "them; a folder with scans/, masks/, landmarks/ (spine-tf phantom's "
-                        "layout) finds its masks and landmarks itself")
+                        "layout) finds its masks and landmarks itself"
+                        + ("; none with --dicomweb" if optional else ""))
     parser.add_argument("--masks",
                         help="folder of label masks named after the scans (or one file)")
     parser.add_argument("--landmarks",

@@ -53,8 +53,9 @@ def add_parsers(commands):
                              "model (.keras, run directory or SavedModel) and writes per-disc "
                              "grades (JSON, CSV), hotspot NIfTI overlays in each scan's grid, "
                              "PNG montages and an HTML report per scan. Discs are found from "
-                             "a label mask or landmarks file per scan.")
-    add_scan_inputs(pr)
+                             "a label mask or landmarks file per scan. With --dicomweb the "
+                             "studies come from a PACS instead (docs/dicomweb.md).")
+    add_scan_inputs(pr, optional=True)
     pr.add_argument("--model", default="shipped",
                     help="a .keras model, a run directory, a SavedModel, a model base folder "
                     "(its newest version), or 'shipped': the package's model of real discs "
@@ -69,6 +70,20 @@ def add_parsers(commands):
                     help="augmented copies per hotspot (default: %(default)s)")
     pr.add_argument("--seed", type=int, default=0, help="hotspot augmentation seed")
     add_detector(pr)
+    pacs = pr.add_argument_group(
+        "PACS (DICOMweb)", "grade studies of a DICOMweb server instead of SCAN_OR_FOLDER: each "
+        "study's sagittal T2 series (or --series) is fetched with QIDO-RS/WADO-RS to "
+        "OUT/.dicomweb/STUDY_UID/ (kept; a rerun fetches again) and graded into "
+        "OUT/STUDY_UID/; the disc detector finds the discs")
+    pacs.add_argument("--dicomweb", metavar="URL",
+                      help="the DICOMweb root, e.g. http://pacs:8042/dicom-web (Orthanc)")
+    pacs.add_argument("--study", action="append", metavar="STUDY_UID",
+                      help="a StudyInstanceUID to grade (repeat for several; a study that "
+                      "fails is recorded and the others are still graded)")
+    pacs.add_argument("--store", action="store_true",
+                      help="store each graded study's DICOM results (OUT/STUDY_UID/dicom/"
+                      "*.dcm) back with STOW-RS, the structured report last; exit status 1 if "
+                      "any store fails")
     pr.set_defaults(run=_predict)
 
 
@@ -174,23 +189,51 @@ def _scan_hotspots(args):
     return 0
 
 
+def _check_pacs_options(args):
+    if args.dicomweb:
+        if args.inputs:
+            raise UsageError("give SCAN_OR_FOLDER or --dicomweb URL --study UID, not both")
+        if not args.study:
+            raise UsageError("--dicomweb needs one or more --study STUDY_UID")
+        if args.masks or args.landmarks:
+            raise UsageError("--masks and --landmarks do not apply to --dicomweb studies (the "
+                             "disc detector finds their discs)")
+    elif args.study or args.store:
+        raise UsageError(f"{'--study' if args.study else '--store'} needs --dicomweb URL")
+    elif not args.inputs:
+        raise UsageError("give SCAN_OR_FOLDER (scans or folders) or --dicomweb URL --study "
+                         "STUDY_UID")
+
+
 def _predict(args):
     at_least_one(args.augmentations, "--augmentations")
+    _check_pacs_options(args)
     from spine_tf.app import predict, predictors, scans
-    jobs = scans.find_scans(args.inputs, masks=args.masks, landmarks=args.landmarks,
-                            series=args.series)
+    jobs = [] if args.dicomweb else scans.find_scans(
+        args.inputs, masks=args.masks, landmarks=args.landmarks, series=args.series)
     predictor = predictors.load_predictor(args.model)
-    detector = load_detector(args.detector,
-                             needed=any(not (j.mask or j.landmarks) for j in jobs))
-    print(f"{len(jobs)} scan(s); model: {predictor.description}"
+    detector = load_detector(args.detector, needed=bool(args.dicomweb) or any(
+        not (j.mask or j.landmarks) for j in jobs))
+    settings = dict(tta=not args.no_tta, hotspots=not args.no_hotspots,
+                    augmentations=args.augmentations, seed=args.seed, progress=True,
+                    detector=detector)
+    count = len(set(args.study)) if args.dicomweb else len(jobs)
+    print(f"{count} {'stud(ies) of ' + args.dicomweb if args.dicomweb else 'scan(s)'}; "
+          f"model: {predictor.description}"
           + (f"; detector: {detector.source}" if detector is not None else ""))
-    summary = predict.run(jobs, predictor, args.out, tta=not args.no_tta,
-                          hotspots=not args.no_hotspots, augmentations=args.augmentations,
-                          seed=args.seed, progress=True, detector=detector)
+    if args.dicomweb:
+        from spine_tf.app import dicomweb
+        summary = dicomweb.grade_studies(args.dicomweb, args.study, predictor, args.out,
+                                         series=args.series, store=args.store, log=print,
+                                         **settings)
+    else:
+        summary = predict.run(jobs, predictor, args.out, **settings)
     failed = [s for s in summary["scans"] if s["status"] != "done"]
     for scan in failed:
         print(f"  failed: {scan['name']}: {scan['reason']}")
+    not_stored = [s for s in summary["scans"] if s.get("stored", {}).get("status") == "failed"]
     discs = sum(s.get("discs", 0) for s in summary["scans"])
-    print(f"{len(jobs) - len(failed)} of {len(jobs)} scans graded ({discs} discs); report: "
-          f"{os.path.join(args.out, predict.INDEX_NAME)}")
-    return 1 if failed and len(failed) == len(jobs) else 0
+    print(f"{count - len(failed)} of {count} scans graded ({discs} discs)"
+          + (f", {count - len(failed) - len(not_stored)} stored" if args.store else "")
+          + f"; report: {os.path.join(args.out, predict.INDEX_NAME)}")
+    return 1 if (failed and len(failed) == count) or not_stored else 0

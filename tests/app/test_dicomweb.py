@@ -372,3 +372,44 @@ def test_predict_grades_studies_of_the_pacs_and_goes_on_past_bad_ones(orthanc, s
     printed = capsys.readouterr().out
     assert f"  failed: 1.2.3.4.5.6: {orthanc[1]}: study 1.2.3.4.5.6 is not" in printed
     assert "1 of 3 scans graded" in printed
+
+
+def test_store_of_predicts_dicom_results_reads_back_on_the_server(orthanc, study, tmp_path):
+    """The SR and Parametric Maps of ``app.dicom_results`` (highdicom) for the uploaded
+    study: all stored, the report last, and the report read back says what was written."""
+    from spine_tf import phantom, tasks
+    from spine_tf.app import dicom_results, scans
+    from spine_tf.io import landmarks as landmarks_io
+    patient = phantom.make_patient(0, 2)
+    landmarks_io.write_landmarks(tmp_path / "landmarks.json", patient.landmarks)
+    job = scans.ScanJob("case", scan=study.folder, landmarks=os.fspath(tmp_path / "landmarks.json"))
+    scan, located, volumes, _ = scans.extract_scan(job)
+    task_set = tasks.task_set("paper")
+    discs = [{"level": v.level, "centre_voxel": [float(c) for c in place.centre],
+              "height_mm": float(place.height_mm), "confidence": 1.0, "flagged": False,
+              "tasks": {t.name: {"grade": 0, "class_name": t.class_names[0],
+                                 "probability": 0.9, "probabilities":
+                                 [0.9] + [0.1 / (t.num_classes - 1)] * (t.num_classes - 1)}
+                        for t in task_set.tasks}}
+             for v, place in zip(volumes, ({d.level: d for d in located.discs}[v.level]
+                                           for v in volumes))]
+    record = {"series": {k: v for k, v in scan.series.items() if k != "files"},
+              "model": "test", "task_set": task_set.name, "discs": discs, "not_graded": []}
+    hotspots = np.zeros(scan.shape + (len(task_set.tasks),), np.float32)
+    folder = tmp_path / "case" / dicomweb.RESULTS_FOLDER
+    dicom_results.write_dicom_results(record, scan, hotspots, folder)
+    stored = dicomweb.store_results(orthanc[1], folder)
+    names = [os.path.basename(p) for p, _ in stored.instances]
+    assert names[-1] == dicom_results.SR_NAME
+    assert sorted(names[:-1]) == sorted(dicom_results.HOTSPOT_PATTERN.format(task=t.name)
+                                        for t in task_set.tasks)
+    client = dicomweb.connect(orthanc[1])
+    for path, uid in stored.instances:
+        local = pydicom.dcmread(path)
+        back = client.retrieve_instance(study.study_uid, local.SeriesInstanceUID, uid)
+        assert (back.SOPClassUID, back.Modality) == (local.SOPClassUID, local.Modality)
+    report = client.retrieve_instance(study.study_uid, pydicom.dcmread(
+        stored.instances[-1][0]).SeriesInstanceUID, stored.instances[-1][1])
+    report.save_as(tmp_path / "back.dcm")
+    described = dicom_results.describe(tmp_path / "back.dcm")
+    assert sorted(described["levels"]) == sorted(d["level"] for d in discs)
