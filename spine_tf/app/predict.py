@@ -116,6 +116,39 @@ def _localisation_source(job, detector):
     return f"detector {getattr(detector, 'source', detector.name)}"
 
 
+def _write_hotspots(folder, scan, volumes, record, predictor, probabilities, augmentations,
+                    seed):
+    """Computes a scan's hotspots and writes them into its folder: per task the montage over
+    the disc volumes and the picture on the scan, and the NIfTI; notes them in the record.
+
+    Returns:
+        ({task: montage file}, {task: scan picture file}, the (slices, rows, cols, tasks)
+        internal-frame hotspots in the scan's grid).
+    """
+    from spine_tf import hotspots as hotspots_lib
+    from spine_tf.io import pictures as report
+    stacked = np.stack([v.volume for v in volumes])
+    levels = [v.level for v in volumes]
+    task_set = predictor.task_set
+    classes = {t.name: p.argmax(axis=1) for t, p in zip(task_set.tasks, probabilities)}
+    augmentations, seed = predictor.hotspot_settings(augmentations, seed)
+    per_task = predictor.hotspots(stacked, classes, augmentations, seed)
+    transforms = np.stack([v.voxel_to_scan for v in volumes])
+    scan_maps = hotspots_lib.save_scan_hotspots(os.path.join(folder, NIFTI_NAME), scan,
+                                                per_task, transforms)
+    pictures, scan_pictures = {}, {}
+    for n, task in enumerate(task_set.tasks):
+        pictures[task.name] = render.hotspot_picture(task.name)
+        report.save_png(hotspots_lib.overlay_pictures(stacked, per_task[task.name], levels),
+                        os.path.join(folder, pictures[task.name]))
+        scan_pictures[task.name] = render.hotspot_scan_picture(task.name)
+        overview.save_scan_hotspot(os.path.join(folder, scan_pictures[task.name]), scan, record,
+                                   scan_maps[..., n], transforms)
+    record["hotspots"] = {"nifti": NIFTI_NAME, "volumes": list(task_set.names),
+                          "augmentations": int(augmentations), "seed": seed}
+    return pictures, scan_pictures, scan_maps
+
+
 def predict_scan(job, predictor, out_dir, tta=True, hotspots=True,
                  augmentations=HOTSPOT_AUGMENTATIONS, seed=0, detector=None):
     """Grades one scan and writes its folder ``out_dir/<name>`` (see the module docstring).
@@ -150,27 +183,10 @@ def predict_scan(job, predictor, out_dir, tta=True, hotspots=True,
                         os.path.join(tmp, render.DISCS_PICTURE))
         record["overview"] = overview.save_overview(
             os.path.join(tmp, render.OVERVIEW_PICTURE), scan, record)
-        pictures, scan_pictures = {}, {}
+        pictures, scan_pictures, scan_maps = {}, {}, None  # the maps: for later writers
         if hotspots:
-            from spine_tf import hotspots as hotspots_lib
-            classes = {t.name: p.argmax(axis=1)
-                       for t, p in zip(predictor.task_set.tasks, probabilities)}
-            augmentations, seed = predictor.hotspot_settings(augmentations, seed)
-            per_task = predictor.hotspots(stacked, classes, augmentations, seed)
-            for task in predictor.task_set.tasks:
-                pictures[task.name] = render.hotspot_picture(task.name)
-                report.save_png(hotspots_lib.overlay_pictures(stacked, per_task[task.name],
-                                                              levels),
-                                os.path.join(tmp, pictures[task.name]))
-            transforms = np.stack([v.voxel_to_scan for v in volumes])
-            scan_maps = hotspots_lib.save_scan_hotspots(os.path.join(tmp, NIFTI_NAME), scan,
-                                                        per_task, transforms)
-            for n, task in enumerate(predictor.task_set.tasks):
-                scan_pictures[task.name] = render.hotspot_scan_picture(task.name)
-                overview.save_scan_hotspot(os.path.join(tmp, scan_pictures[task.name]), scan,
-                                           record, scan_maps[..., n], transforms)
-            record["hotspots"] = {"nifti": NIFTI_NAME, "volumes": list(predictor.task_set.names),
-                                  "augmentations": int(augmentations), "seed": seed}
+            pictures, scan_pictures, scan_maps = _write_hotspots(
+                tmp, scan, volumes, record, predictor, probabilities, augmentations, seed)
         with open(os.path.join(tmp, GRADES_NAME), "w", encoding="utf-8") as f:
             json.dump(record, f, indent=1)
         with open(os.path.join(tmp, REPORT_NAME), "w", encoding="utf-8") as f:
