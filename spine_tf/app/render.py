@@ -176,10 +176,12 @@ def scan_page(record, pictures, scan_pictures=None):
                      "task, in table order).</small></p>")
         if scan_pictures:
             parts.append("<h3>On the scan</h3><p><small>Each disc's hotspot from its own "
-                         "centre slice, drawn over the overview slice.</small></p>"
+                         "centre slice, drawn over the overview slice (click for full size)."
+                         "</small></p>"
                          "<div class=\"pictures\">" + "".join(
-                             f"<figure><img src=\"{e(scan_pictures[task.name])}\" "
-                             f"alt=\"{e(task.name)} on the scan\"><figcaption>"
+                             f"<figure><a href=\"{e(scan_pictures[task.name])}\"><img "
+                             f"src=\"{e(scan_pictures[task.name])}\" "
+                             f"alt=\"{e(task.name)} on the scan\"></a><figcaption>"
                              f"{e(task.description)}</figcaption></figure>" for task in graded)
                          + "</div><h3>On the disc volumes</h3>")
         for task in graded:
