@@ -322,10 +322,6 @@ def store_results(url, folder):
     return StoredResults(study_uid, tuple(stored))
 
 
-RESULTS_FOLDER = "dicom"
-"""A graded scan's DICOM results: ``OUT/<name>/dicom/`` (``app.predict`` writes them)."""
-
-
 def _store_entry(url, folder):
     """The ``stored`` record of one study's ``--store``."""
     if not os.path.isdir(folder):
@@ -362,7 +358,7 @@ def grade_studies(url, study_uids, predictor, out_dir, series=None, store=False,
     Returns:
         The summary (``summary.json``) with every study in the order given, each with
         ``study_uid`` and ``dicomweb``, the fetched ones ``fetched`` (the series fetched
-        and why: the grades' own ``series`` says "the folder's one series"); with
+        and why, which the grades' ``series`` repeats); with
         ``store``, the done ones have ``stored``: ``status`` and the SOPInstanceUIDs
         stored, or the reason.
     """
@@ -381,7 +377,7 @@ def grade_studies(url, study_uids, predictor, out_dir, series=None, store=False,
             continue
         log(f"  fetched {uid}: " + "; ".join(s.label() for s in fetched.fetched))
         fetches[uid] = {"series": [s.label() for s in fetched.fetched], "why": fetched.why}
-        jobs.append(ScanJob(uid, fetched.folder, series=series))
+        jobs.append(ScanJob(uid, fetched.folder, series=series, series_why=fetched.why))
     summary = predict.run(jobs, predictor, out_dir, **settings)
     for entry in summary["scans"]:
         entries[entry["name"]] = entry
@@ -391,7 +387,7 @@ def grade_studies(url, study_uids, predictor, out_dir, series=None, store=False,
     for entry in summary["scans"]:
         if store and entry["status"] == "done":
             entry["stored"] = _store_entry(url, os.path.join(out_dir, entry["name"],
-                                                             RESULTS_FOLDER))
+                                                             render.DICOM_FOLDER))
             log(f"  stored {entry['name']}: {len(entry['stored']['instances'])} instances"
                 if entry["stored"]["status"] == "done"
                 else f"  not stored: {entry['stored']['reason']}")
@@ -400,6 +396,6 @@ def grade_studies(url, study_uids, predictor, out_dir, series=None, store=False,
     return summary
 
 
-__all__ = ["BACKOFF_S", "CACHE_NAME", "DicomWebError", "FetchedStudy", "RESULTS_FOLDER",
+__all__ = ["BACKOFF_S", "CACHE_NAME", "DicomWebError", "FetchedStudy",
            "RETRIES", "StoredResults", "call", "connect", "fetch_study", "find_study",
            "grade_studies", "remote_series", "store_results"]

@@ -29,6 +29,10 @@ Output folder::
     <scan>/hotspots_scan_<task>.png   the same on the overview slice, each disc's from its
                              own centre slice
     <scan>/hotspots.nii.gz   one volume per task in the scan's own grid and affine
+    <scan>/dicom/            a DICOM scan's results in its study (app.dicom_results):
+                             grades_sr.dcm (TID 1500 SR), hotspots_<task>.dcm
+                             (Parametric Maps); grades.json's ``dicom`` lists them, or
+                             says why they could not be written (the rest still is)
 
 Each scan's folder is written under a temporary name and renamed, so a scan
 that fails half way leaves no partial folder (and an older result of the
@@ -110,6 +114,13 @@ def input_notes(scan_slices, model_slices):
     return []
 
 
+def _series_record(series, job):
+    """grades.json's ``series``: the scan's, without its file list; why it was chosen is
+    the job's where the choice was made before (``ScanJob.series_why``)."""
+    return {**{k: v for k, v in series.items() if k != "files"},
+            **({"why": job.series_why} if job.series_why else {})}
+
+
 def _localisation_source(job, detector):
     if job.mask or job.landmarks:
         return os.path.abspath(job.mask or job.landmarks)
@@ -149,6 +160,16 @@ def _write_hotspots(folder, scan, volumes, record, predictor, probabilities, aug
     return pictures, scan_pictures, scan_maps
 
 
+def _write_dicom(folder, record, scan, scan_maps):
+    """A DICOM scan's grades and hotspots as DICOM; what grades.json says of them."""
+    from spine_tf.app import dicom_results
+    try:
+        paths = dicom_results.write_dicom_results(record, scan, scan_maps, folder)
+    except dicom_results.DicomResultsError as error:
+        return {"error": str(error)}
+    return {"folder": render.DICOM_FOLDER, "files": [os.path.basename(p) for p in paths]}
+
+
 def predict_scan(job, predictor, out_dir, tta=True, hotspots=True,
                  augmentations=HOTSPOT_AUGMENTATIONS, seed=0, detector=None):
     """Grades one scan and writes its folder ``out_dir/<name>`` (see the module docstring).
@@ -164,8 +185,7 @@ def predict_scan(job, predictor, out_dir, tta=True, hotspots=True,
     stacked = np.stack([v.volume for v in volumes])
     probabilities = predictor.probabilities(stacked, tta=tta)
     record = {"scan": os.path.abspath(job.scan), "name": job.name,
-              **({"series": {k: v for k, v in scan.series.items() if k != "files"}}
-                 if scan.series else {}),
+              **({"series": _series_record(scan.series, job)} if scan.series else {}),
               "localisation": _localisation_source(job, detector),
               "localisation_notes": list(located.notes),
               **({"pixel_size_mm": located.pixel_size_mm} if located.pixel_size_mm else {}),
@@ -187,6 +207,9 @@ def predict_scan(job, predictor, out_dir, tta=True, hotspots=True,
         if hotspots:
             pictures, scan_pictures, scan_maps = _write_hotspots(
                 tmp, scan, volumes, record, predictor, probabilities, augmentations, seed)
+        if scan.series:
+            record["dicom"] = _write_dicom(os.path.join(tmp, render.DICOM_FOLDER), record,
+                                           scan, scan_maps)
         with open(os.path.join(tmp, GRADES_NAME), "w", encoding="utf-8") as f:
             json.dump(record, f, indent=1)
         with open(os.path.join(tmp, REPORT_NAME), "w", encoding="utf-8") as f:

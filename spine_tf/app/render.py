@@ -13,6 +13,8 @@ from spine_tf.app import overview
 CSV_NAME, SUMMARY_NAME, INDEX_NAME = "grades.csv", "summary.json", "index.html"
 GRADES_NAME, REPORT_NAME, NIFTI_NAME = "grades.json", "report.html", "hotspots.nii.gz"
 DISCS_PICTURE, OVERVIEW_PICTURE = "discs.png", "overview.png"
+DICOM_FOLDER = "dicom"
+"""A DICOM scan's results as DICOM (``app.dicom_results``), which ``--store`` sends back."""
 
 
 def hotspot_picture(task_name):
@@ -57,6 +59,19 @@ def _series_line(series):
     return (f"{series.get('number', '?')} {series.get('description', '')!r} "
             f"({series.get('orientation')}, {series.get('weighting')}, "
             f"{series.get('images')} images): {series.get('why')}")
+
+
+def _dicom_line(dicom):
+    """Where a DICOM scan's DICOM results are, or why they could not be written."""
+    if not dicom:
+        return ""
+    if "error" in dicom:
+        return (f"<p class=\"flagged\">No DICOM results: {html.escape(dicom['error'])}</p>")
+    links = ", ".join(f"<a href=\"{DICOM_FOLDER}/{html.escape(f)}\">{html.escape(f)}</a>"
+                      for f in dicom["files"])
+    return (f"<p>DICOM results (in the scan's study, for a PACS or viewer): {links}<br>"
+            "<small>the grades as a TID 1500 structured report; the hotspots as Parametric "
+            "Maps over the graded series</small></p>")
 
 
 def record_tasks(record):
@@ -157,6 +172,7 @@ def scan_page(record, pictures, scan_pictures=None):
              *(f"<p class=\"flagged\">Detector: {e(note)}</p>"
                for note in record.get("localisation_notes", [])),
              *(f"<p class=\"flagged\">{e(note)}</p>" for note in record.get("input_notes", [])),
+             _dicom_line(record.get("dicom")),
              overview_section(record),
              f"<table><tr><th>level</th>{head}</tr>{''.join(rows)}</table>",
              "<p><small>Each cell: the predicted class and its probability; the higher "
@@ -227,7 +243,7 @@ def csv_rows(record):
     return rows
 
 
-__all__ = ["CSV_NAME", "DISCS_PICTURE", "GRADES_NAME", "INDEX_NAME", "NIFTI_NAME",
+__all__ = ["CSV_NAME", "DICOM_FOLDER", "DISCS_PICTURE", "GRADES_NAME", "INDEX_NAME", "NIFTI_NAME",
            "OVERVIEW_PICTURE", "REPORT_NAME", "SUMMARY_NAME", "csv_header", "csv_rows",
            "hotspot_picture", "hotspot_scan_picture", "index_page", "overview_section",
            "scan_page"]

@@ -43,6 +43,8 @@ class ScanJob:
             description); None: its sagittal T2 (``spine_tf.io.dicom``).
         study: for a DICOM folder holding several studies, this job's
             StudyInstanceUID (the job is named ``<folder>_<PatientID>_<StudyDate>``).
+        series_why: where the series was chosen before the folder was made (a
+            DICOMweb fetch of that series only): why, for the grades and report.
     """
 
     name: str
@@ -52,6 +54,7 @@ class ScanJob:
     spacing_mm: typing.Optional[tuple] = None
     series: typing.Optional[str] = None
     study: typing.Optional[str] = None
+    series_why: typing.Optional[str] = None
 
 
 def _is_scan(path):

@@ -279,3 +279,24 @@ def test_a_source_image_without_its_position_is_named(graded, tmp_path):
 def test_describe_rejects_what_is_not_a_report(graded):
     with pytest.raises(dicom_results.DicomResultsError, match="not a TID 1500"):
         dicom_results.describe(graded["paths"][0])
+
+
+def test_predict_keeps_a_scans_grades_when_its_dicom_results_cannot_be_written(graded,
+                                                                               tmp_path):
+    """predict records why (grades.json's ``dicom``) and the report shows it; what was made
+    before is kept and nothing is left in the DICOM folder."""
+    from spine_tf.app import predict, render
+    record = dict(graded["record"], name="case", scan="study", localisation="landmarks",
+                  model="m", tta=False, task_set=TASK_SET.name)
+    folder = tmp_path / "dicom"
+    written = predict._write_dicom(folder, record, graded["scan"], graded["hotspots"])
+    assert written == {"folder": "dicom", "files": [f"hotspots_{t}.dcm" for t in
+                                                    TASK_SET.names] + ["grades_sr.dcm"]}
+    failed = predict._write_dicom(tmp_path / "none", record, graded["scan"],
+                                  graded["hotspots"][..., :1])
+    assert set(failed) == {"error"} and "hotspots of shape" in failed["error"]
+    assert not os.path.exists(tmp_path / "none") or not os.listdir(tmp_path / "none")
+    page = render.scan_page(dict(record, dicom=failed), {})
+    assert "No DICOM results: " in page
+    page = render.scan_page(dict(record, dicom=written), {})
+    assert '<a href="dicom/grades_sr.dcm">grades_sr.dcm</a>' in page

@@ -19,7 +19,7 @@ import pydicom
 import pytest
 
 from spine_tf import cli
-from spine_tf.app import dicomweb
+from spine_tf.app import dicomweb, render
 from spine_tf.errors import UsageError
 from spine_tf.io import ScanError, dicom
 from spine_tf.phantom import make_patient
@@ -364,7 +364,7 @@ def test_store_of_predicts_dicom_results_reads_back_on_the_server(orthanc, study
     record = {"series": {k: v for k, v in scan.series.items() if k != "files"},
               "model": "test", "task_set": task_set.name, "discs": discs, "not_graded": []}
     hotspots = np.zeros(scan.shape + (len(task_set.tasks),), np.float32)
-    folder = tmp_path / "case" / dicomweb.RESULTS_FOLDER
+    folder = tmp_path / "case" / render.DICOM_FOLDER
     dicom_results.write_dicom_results(record, scan, hotspots, folder)
     stored = dicomweb.store_results(orthanc[1], folder)
     names = [os.path.basename(p) for p, _ in stored.instances]
@@ -404,15 +404,14 @@ def test_predict_grades_studies_of_the_pacs_and_goes_on_past_bad_ones(orthanc, s
     assert grades["series"]["uid"] == study.series["t2"].uid
     assert len(grades["discs"]) >= 5
     assert grades["scan"] == os.fspath(out / dicomweb.CACHE_NAME / study.study_uid)
+    assert grades["series"]["why"] == scans[1]["fetched"]["why"]
+    assert "one sagittal T2 series" in grades["series"]["why"]
     stored = scans[1]["stored"]
-    results = out / study.study_uid / dicomweb.RESULTS_FOLDER
-    if results.is_dir():  # predict writes DICOM results: they are on the server now
-        assert stored["status"] == "done" and code == 0
-        assert all(_on_server(orthanc, study.study_uid, uid) for uid in stored["instances"])
-    else:
-        assert stored == {"status": "failed", "reason": f"{results}: no DICOM results to "
-                          "store (this predict writes none there); nothing stored"}
-        assert code == 1
+    results = out / study.study_uid / render.DICOM_FOLDER
+    assert sorted(os.listdir(results)) == sorted(grades["dicom"]["files"])
+    assert stored["status"] == "done" and code == 0
+    assert len(stored["instances"]) == len(grades["dicom"]["files"])
+    assert all(_on_server(orthanc, study.study_uid, uid) for uid in stored["instances"])
     printed = capsys.readouterr().out
     assert f"  failed: 1.2.3.4.5.6: {orthanc[1]}: study 1.2.3.4.5.6 is not" in printed
     assert "1 of 3 scans graded" in printed

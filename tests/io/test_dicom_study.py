@@ -132,12 +132,23 @@ def test_a_dicomdir_is_read_through_its_records(tmp_path):
 def test_predict_grades_a_study_folder_from_its_sagittal_t2(study, tmp_path):
     from spine_tf.cli import main
     _, nested, _ = study
-    main(["predict", os.fspath(nested), "--out", os.fspath(tmp_path), "--no-hotspots",
+    from spine_tf.app import dicom_results
+    main(["predict", os.fspath(nested), "--out", os.fspath(tmp_path), "--augmentations", "2",
           "--no-tta"])
     record = json.loads((tmp_path / "STUDY1" / "grades.json").read_text())
     assert record["series"]["number"] == 3 and record["series"]["weighting"] == "T2"
     assert "one sagittal T2 series" in record["series"]["why"]
     assert len(record["discs"]) >= 5
+    # its DICOM results: a hotspot map per task, then the report of every graded disc
+    assert record["dicom"]["files"] == [f"hotspots_{t}.dcm" for t in record["hotspots"][
+        "volumes"]] + ["grades_sr.dcm"]
+    held = dicom_results.describe(tmp_path / "STUDY1" / "dicom" / "grades_sr.dcm")
+    assert list(held["levels"]) == [d["level"] for d in record["discs"]]
+    assert held["source_series"] == [record["series"]["uid"]]
+    for disc in record["discs"]:
+        for task, result in disc["tasks"].items():
+            assert held["levels"][disc["level"]]["tasks"][task]["class_name"] == (
+                result["class_name"])
     assert "Series: 3 &#x27;T2 TSE SAG&#x27;" in (tmp_path / "STUDY1" / "report.html").read_text()
     main(["predict", os.fspath(nested), "--out", os.fspath(tmp_path / "t1"), "--no-hotspots",
           "--no-tta", "--series", "2"])
