@@ -9,7 +9,7 @@ def add_scan_inputs(parser, optional=False):
     With ``optional`` the scans may be left out (the handler checks that another source,
     such as ``--dicomweb``, is given instead)."""
     parser.add_argument("inputs", nargs="*" if optional else "+", metavar="SCAN_OR_FOLDER",
-                        help="scan files (NIfTI; .mha/.nrrd with the mha extra) or folders of "
+                        help="scan files (NIfTI, .mha/.nrrd, 2D pictures) or folders of "
                         "them; a folder with scans/, masks/, landmarks/ (spine-tf phantom's "
                         "layout) finds its masks and landmarks itself"
                         + ("; none with --dicomweb" if optional else ""))

@@ -6,7 +6,7 @@ Configs:
   any size or seed through ``SpineDiscsConfig``.
 - ``folder``: a folder of NIfTI scans with masks or landmarks and a labels
   CSV, given as ``manual_dir`` (layout in ``spine_tf.data.sources``).
-- ``spider``: the SPIDER set in ``manual_dir`` (needs ``spine-tf[mha]``).
+- ``spider``: the SPIDER set in ``manual_dir``.
 - ``spider_slices``: single real T2 slices with SPIDER's gradings in
   ``manual_dir`` (``spine_tf.data.spider_slices``); discs placed from the boxes
   or, given ``detect``, by the disc detector.

@@ -3,7 +3,7 @@
 Every reader returns plain arrays (and a RAS affine) in the file's own voxel
 order; ``spine_tf.io.scan`` turns them into a ``Scan`` in the internal frame.
 NIfTI through nibabel, .mha/.mhd/.nrrd and DICOM series folders through
-SimpleITK (the ``mha`` extra), 2D pictures through Pillow.
+SimpleITK, 2D pictures through Pillow.
 """
 
 import os
@@ -22,7 +22,7 @@ ITK_SUFFIXES = (".mha", ".mhd", ".nrrd")
 IMAGE_2D_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 MASK_2D_SUFFIXES = (".npy", ".png")
 
-_SITK_HINT = "needs SimpleITK: pip install 'spine-tf[mha]'"
+_SITK_HINT = "needs SimpleITK (a spine-tf dependency): pip install SimpleITK"
 
 
 class ScanError(SpineTFError, ValueError):

@@ -23,8 +23,8 @@ plane cannot be, and is rejected.
 Readers, chosen by suffix (case-insensitive):
 
 - ``.nii``, ``.nii.gz``: nibabel (scaled data, affine from sform/qform).
-- ``.mha``, ``.mhd``, ``.nrrd``, and DICOM: SimpleITK (optional extra
-  ``spine-tf[mha]``); ITK's LPS geometry is converted to RAS. A DICOM folder
+- ``.mha``, ``.mhd``, ``.nrrd``, and DICOM: SimpleITK; ITK's LPS geometry
+  is converted to RAS. A DICOM folder
   (or DICOMDIR) may hold a study: ``spine_tf.io.dicom`` picks the series.
 - ``.png``, ``.jpg``, ``.jpeg``, ``.tif``, ``.tiff``, ``.bmp``: one greyscale 2D
   sagittal image, read as a one-slice scan (rows top to bottom = superior to
