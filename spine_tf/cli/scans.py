@@ -61,9 +61,7 @@ def add_parsers(commands):
                     "(its newest version), or 'shipped': the package's model of real discs "
                     "(the default; spine_tf/modeling/weights/README.md)")
     pr.add_argument("--out", required=True, help="output folder")
-    pr.add_argument("--series", metavar="NUMBER|UID|DESCRIPTION",
-                    help="for a DICOM study folder: the series to grade (default: its one "
-                    "sagittal T2 series; spine_tf/io/dicom.py says how it is recognised)")
+    _add_series(pr)
     pr.add_argument("--no-tta", action="store_true", help="single view instead of 54 views")
     pr.add_argument("--no-hotspots", action="store_true", help="grades only")
     pr.add_argument("--augmentations", type=int, default=150,
@@ -99,6 +97,13 @@ def _add_localisation(parser, what=None):
 def _add_spacing(parser):
     parser.add_argument("--spacing", type=float, nargs=2, metavar=("ROW_MM", "COL_MM"),
                         help="pixel spacing of a 2D image (default: 1 mm)")
+    _add_series(parser)
+
+
+def _add_series(parser):
+    parser.add_argument("--series", metavar="NUMBER|UID|DESCRIPTION",
+                        help="for a DICOM study: the series to read (default: its one "
+                        "sagittal T2 series; spine_tf/io/dicom.py says how it is recognised)")
 
 
 def _scan_discs(args):
@@ -108,9 +113,13 @@ def _scan_discs(args):
     from spine_tf.io.scan import scan_name
     job = scans.ScanJob(scan_name(args.scan), args.scan, mask=args.mask,
                         landmarks=args.landmarks,
-                        spacing_mm=(1.0, *args.spacing) if args.spacing else None)
+                        spacing_mm=(1.0, *args.spacing) if args.spacing else None,
+                        series=args.series)
     detector = load_detector(args.detector, needed=not (args.mask or args.landmarks))
     scan, located, volumes, skipped = scans.extract_scan(job, detector)
+    if scan.series:
+        print(f"  series {scan.series['number']} {scan.series['description']!r}: "
+              f"{scan.series['why']}")
     for level, reason in skipped:
         print(f"  {level}: skipped: {reason}")
     for note in located.notes:

@@ -228,3 +228,26 @@ def test_a_folder_of_several_studies_is_one_scan_per_study(tmp_path):
         read_scan(jobs[2].scan, study=jobs[2].study)
     with pytest.raises(ScanError, match="no series of study 1.2.3"):
         read_scan(root, study="1.2.3")
+
+
+def test_extract_reads_a_study_as_its_sagittal_t2_or_the_series_named(study, tmp_path, capsys):
+    from spine_tf.cli import main
+    from spine_tf.io import landmarks as landmarks_io
+    patient, nested, _ = study
+    landmarks = tmp_path / "landmarks.json"
+    landmarks_io.write_landmarks(landmarks, patient.landmarks)
+    volumes = {}
+    for series, out in ((None, tmp_path / "t2"), ("2", tmp_path / "t1")):
+        args = ["extract", os.fspath(nested), "--landmarks", os.fspath(landmarks), "--out",
+                os.fspath(out)] + (["--series", series] if series else [])
+        out.mkdir()
+        assert main(args) == 0
+        volumes[series] = np.load(out / "STUDY1_discs.npz")
+    printed = capsys.readouterr().out
+    assert "series 3 'T2 TSE SAG': the study's one sagittal T2 series" in printed
+    assert "series 2 'SAG TSE': chosen with --series 2" in printed
+    t2, t1 = (volumes[k] for k in (None, "2"))
+    assert list(t2["levels"]) == list(t1["levels"]) == list(patient.levels)
+    np.testing.assert_allclose(t2["voxel_to_scan"], t1["voxel_to_scan"])  # the same places
+    # the same discs cut from another series: another contrast
+    assert np.abs(t1["volumes"] - t2["volumes"]).mean() > 0.05

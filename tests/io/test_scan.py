@@ -432,7 +432,8 @@ def test_unsupported_suffix_and_spacing_for_volumes(tmp_path):
 def test_missing_simpleitk(tmp_path, monkeypatch):
     (tmp_path / "scan.mha").write_bytes(b"ObjectType = Image\n")
     monkeypatch.setitem(sys.modules, "SimpleITK", None)
-    with _raises(tmp_path / "scan.mha", re.escape("needs SimpleITK (a spine-tf dependency): pip install SimpleITK")):
+    with _raises(tmp_path / "scan.mha",
+                 re.escape("needs SimpleITK (a spine-tf dependency): pip install SimpleITK")):
         read_scan(tmp_path / "scan.mha")
 
 
