@@ -23,8 +23,10 @@ algorithm (``spine_tf``, its version, the model and task set).
 
 Every object belongs to the source study and references the source series and images,
 in a new series (numbered from 100 x the source series' number: the report, then the
-hotspots in task order). The files are written atomically once every object is made, so
-an error leaves none behind. ``describe`` reads a report back.
+hotspots in task order), with UIDs made from the source series and the results
+(``result_uid``): the same results again are the same objects, so storing a rerun's adds no
+copies to a PACS. The files are written atomically once every object is made, so an error
+leaves none behind. ``describe`` reads a report back.
 
 Example:
     scan, located, volumes, skipped = scans.extract_scan(job)
@@ -33,6 +35,7 @@ Example:
 """
 
 import hashlib
+import json
 import os
 
 import numpy as np
@@ -44,8 +47,7 @@ from spine_tf.tasks import task_set as task_set_named
 
 SR_NAME = "grades_sr.dcm"
 HOTSPOT_PATTERN = "hotspots_{task}.dcm"
-CODING_SCHEME = "99SPINETF"
-"""The private coding scheme of tasks, classes and spine_tf's own concepts."""
+CODING_SCHEME, SCHEME_NAME = "99SPINETF", "spine_tf tasks, classes and concepts"
 EVIDENCE_LEVELS = 65535  # the stored hotspot value of evidence 1
 REQUIRED = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID",
             "FrameOfReferenceUID", "ImagePositionPatient", "ImageOrientationPatient",
@@ -54,8 +56,7 @@ _LEVEL_CONCEPTS = {"T12-L1": "TwelfthThoracic", "L1-L2": "FirstLumbar",
                    "L2-L3": "SecondLumbar", "L3-L4": "ThirdLumbar", "L4-L5": "FourthLumbar",
                    "L5-S1": "FifthLumbar"}
 _LPS = np.diag([-1.0, -1.0, 1.0])  # RAS <-> LPS, its own inverse
-_MAX_MEANING = 64  # characters of a Code Meaning (LO)
-# spine_tf's own concepts and values: (code value, code meaning)
+_MAX_MEANING = 64  # characters of a Code Meaning (LO); spine_tf's concepts: (value, meaning)
 CONFIDENCE = ("confidence", "disc localisation confidence")
 LOCALISATION = ("localisation", "disc localisation")
 RELIABLE = ("reliable", "localised with confidence")
@@ -64,6 +65,12 @@ FLAGGED = ("flagged", "low localisation confidence")
 
 class DicomResultsError(PredictError):
     """Grading results that cannot be written as DICOM; the message names the scan."""
+
+
+def result_uid(*parts):
+    """A UID made from ``parts``: the source series UID, what the object is, its content."""
+    from pydicom.uid import generate_uid
+    return generate_uid(entropy_srcs=[str(part) for part in parts])
 
 
 def _code(value, meaning):
@@ -100,9 +107,8 @@ def level_concept(level):
 
 
 def _level_of(concept):
-    by_code = {(c.value, c.scheme_designator): level
-               for level, c in ((level, level_concept(level)) for level in _LEVEL_CONCEPTS)}
-    return by_code.get((concept.value, concept.scheme_designator), concept.value)
+    levels = {level_concept(level).value: level for level in _LEVEL_CONCEPTS}  # SNOMED CT's
+    return levels.get(concept.value, concept.value)
 
 
 def _what(scan):
@@ -130,8 +136,7 @@ def _read_sources(scan, record):
                                     f"{error}") from error
         missing = [name for name in REQUIRED if ds.get(name) in (None, "")]
         if missing:
-            raise DicomResultsError(f"{what}: source image {path} lacks "
-                                    f"{', '.join(missing)}")
+            raise DicomResultsError(f"{what}: source image {path} lacks {', '.join(missing)}")
         if int(ds.get("NumberOfFrames") or 1) != 1:
             raise DicomResultsError(f"{what}: source image {path} has several frames; DICOM "
                                     "results need a series of single-frame images")
@@ -254,10 +259,13 @@ def _hotspot_maps(record, scan, hotspots, sources, task_set, base):
     serial = hashlib.sha1(str(record.get("model", "")).encode()).hexdigest()[:16]  # the model
     maps = []
     for k, task in enumerate(task_set.tasks):
+        key = (scan.series["uid"], "hotspots", task.name, record.get("model", ""),
+               hashlib.sha1(stored[..., k].tobytes()).hexdigest())
         try:
             maps.append(hd.pm.ParametricMap(
-                sources, stored[..., k], series_instance_uid=hd.UID(),
-                series_number=base + 1 + k, sop_instance_uid=hd.UID(), instance_number=1,
+                sources, stored[..., k], series_instance_uid=result_uid(*key, "series"),
+                series_number=base + 1 + k, sop_instance_uid=result_uid(*key, "instance"),
+                instance_number=1,
                 manufacturer="spine_tf", manufacturer_model_name="spine_tf",
                 software_versions=spine_tf.__version__,
                 device_serial_number=serial,
@@ -271,7 +279,7 @@ def _hotspot_maps(record, scan, hotspots, sources, task_set, base):
     return maps
 
 
-def _disc_group(disc, task_set, sources, affine, algorithm):
+def _disc_group(disc, task_set, sources, affine, algorithm, series_uid):
     import highdicom as hd
     from pydicom.sr.codedict import codes
     index, place = nearest_image(disc["centre_voxel"], sources, affine)
@@ -293,8 +301,8 @@ def _disc_group(disc, task_set, sources, affine, algorithm):
     measurements.append(hd.sr.Measurement(codes.DCM.Height, float(disc["height_mm"]),
                                           codes.UCUM.Millimeter))
     return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(),
-                                                     identifier=f"disc {disc['level']}"),
+        tracking_identifier=hd.sr.TrackingIdentifier(  # the same disc: the same UID
+            uid=result_uid(series_uid, "disc", disc["level"]), identifier=f"disc {disc['level']}"),
         referenced_region=region, geometric_purpose=codes.DCM.Center,
         finding_sites=[hd.sr.FindingSite(level_concept(disc["level"]))],
         algorithm_id=algorithm, measurements=measurements,
@@ -303,8 +311,8 @@ def _disc_group(disc, task_set, sources, affine, algorithm):
 
 def _report(record, scan, sources, task_set, base):
     import highdicom as hd
+    from highdicom.coding_schemes import CodingSchemeIdentificationItem
     from pydicom.sr.codedict import codes
-    from pydicom.uid import generate_uid
     what = _what(scan)
     model = str(record.get("model", ""))
     algorithm = hd.sr.AlgorithmIdentification(
@@ -313,7 +321,7 @@ def _report(record, scan, sources, task_set, base):
     device = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=generate_uid(entropy_srcs=["spine_tf", spine_tf.__version__, model]),
+            uid=result_uid("spine_tf", spine_tf.__version__, model),
             name="spine_tf", manufacturer_name="spine_tf", model_name=model))
     groups = []
     for disc in record["discs"]:
@@ -321,16 +329,22 @@ def _report(record, scan, sources, task_set, base):
         if missing:
             raise DicomResultsError(f"{what}: disc {disc.get('level')} has no grade for "
                                     f"{', '.join(missing)}")
-        groups.append(_disc_group(disc, task_set, sources, scan.affine, algorithm))
+        groups.append(_disc_group(disc, task_set, sources, scan.affine, algorithm,
+                                  scan.series["uid"]))
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=device),
         procedure_reported=codes.SCT.ImagingProcedure, imaging_measurements=groups)
+    key = (scan.series["uid"], "grades", model, task_set.name,
+           json.dumps(record["discs"], sort_keys=True))
     try:
         return hd.sr.Comprehensive3DSR(
-            evidence=sources, content=report[0], series_instance_uid=hd.UID(),
-            series_number=base, sop_instance_uid=hd.UID(), instance_number=1,
-            manufacturer="spine_tf", is_complete=True, is_final=False,
-            series_description="spine_tf grades")
+            evidence=sources, content=report[0], series_instance_uid=result_uid(*key, "series"),
+            series_number=base, sop_instance_uid=result_uid(*key, "instance"),
+            instance_number=1, manufacturer="spine_tf", is_complete=True, is_final=False,
+            series_description="spine_tf grades", manufacturer_model_name="spine_tf",
+            software_versions=spine_tf.__version__, coding_schemes=[  # the private scheme
+                CodingSchemeIdentificationItem(CODING_SCHEME, name=SCHEME_NAME,
+                                               responsible_organization="spine_tf")])
     except ValueError as error:
         raise DicomResultsError(f"{what}: grades report: {error}") from error
 
@@ -433,4 +447,4 @@ def describe(path):
 
 
 __all__ = ["DicomResultsError", "HOTSPOT_PATTERN", "SR_NAME", "describe", "nearest_image",
-           "pixel_geometry", "resample_to_sources", "write_dicom_results"]
+           "pixel_geometry", "resample_to_sources", "result_uid", "write_dicom_results"]

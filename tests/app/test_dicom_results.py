@@ -5,6 +5,7 @@ series' image with InstanceNumber ``s + 1`` is internal slice ``s``, and that im
 ``(r, c)`` is internal voxel ``(s, r, c)`` (checked against the pixels below).
 """
 
+import copy
 import dataclasses
 import os
 import shutil
@@ -14,6 +15,7 @@ import numpy as np
 import pydicom
 import pytest
 
+import spine_tf
 from spine_tf import phantom, tasks
 from spine_tf.app import dicom_results, scans
 from spine_tf.io import landmarks as landmarks_io
@@ -110,6 +112,42 @@ def test_the_report_codes_levels_with_snomed_and_grades_with_the_private_scheme(
     assert pfirrmann[0].value.value == f"pfirrmann.{grade}"
     units = {m.name.value: m.unit.value for m in l4[0].get_measurements()}
     assert units["pfirrmann.probability"] == "{probability}" and units["121207"] == "mm"
+
+
+def test_the_report_declares_its_private_coding_scheme_and_the_software(graded):
+    sr = pydicom.dcmread(graded["paths"][-1])
+    (scheme,) = sr.CodingSchemeIdentificationSequence
+    assert scheme.CodingSchemeDesignator == dicom_results.CODING_SCHEME == "99SPINETF"
+    assert scheme.CodingSchemeName and scheme.CodingSchemeResponsibleOrganization == "spine_tf"
+    assert (sr.Manufacturer, sr.ManufacturerModelName) == ("spine_tf", "spine_tf")
+    assert sr.SoftwareVersions == spine_tf.__version__
+
+
+def test_a_rerun_with_the_same_results_writes_the_same_objects(graded, tmp_path):
+    """So that --store of a rerun adds no second copy to the PACS; other results are new
+    objects in new series."""
+    def uids(paths):
+        return [(ds.SeriesInstanceUID, ds.SOPInstanceUID, ds.SeriesNumber)
+                for ds in (pydicom.dcmread(p, stop_before_pixels=True) for p in paths)]
+    first = uids(graded["paths"])
+    again = dicom_results.write_dicom_results(graded["record"], graded["scan"],
+                                              graded["hotspots"], tmp_path / "again")
+    assert uids(again) == first
+    assert len({uid for series, sop, _ in first for uid in (series, sop)}) == 2 * len(first)
+    record = copy.deepcopy(graded["record"])
+    record["discs"][0]["tasks"]["pfirrmann"]["probability"] += 0.01
+    hotspots = graded["hotspots"].copy()
+    hotspots[..., 0] *= 0.5
+    other = uids(dicom_results.write_dicom_results(record, graded["scan"], hotspots,
+                                                   tmp_path / "other"))
+    assert other[1:-1] == first[1:-1]  # the maps of the other tasks did not change
+    for changed in (0, -1):  # the first task's map, the report
+        assert other[changed][:2] != first[changed][:2]
+        assert other[changed][2] == first[changed][2]
+    trackers = [[g.tracking_uid for g in hd.sr.MeasurementReport.from_sequence(
+        hd.sr.srread(folder / "grades_sr.dcm").content[:1]).get_planar_roi_measurement_groups()]
+        for folder in (graded["out"], tmp_path / "other")]
+    assert trackers[0] == trackers[1] and len(set(trackers[0])) == 6  # a disc keeps its UID
 
 
 def test_the_report_belongs_to_the_source_study_and_references_its_images(graded):

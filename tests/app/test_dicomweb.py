@@ -269,6 +269,15 @@ def _on_server(orthanc, study_uid, sop_uid):
     return bool(answer.json())
 
 
+def _series_on_server(orthanc, study_uid):
+    """{SeriesInstanceUID: its number of instances} of a study on the server."""
+    import requests
+    answer = requests.get(f"{orthanc[1]}/studies/{study_uid}/series", timeout=10,
+                          params={"includefield": "NumberOfSeriesRelatedInstances"})
+    answer.raise_for_status()
+    return {s["0020000E"]["Value"][0]: s["00201209"]["Value"][0] for s in answer.json()}
+
+
 def test_store_sends_the_report_last_and_reads_back(orthanc, study, tmp_path):
     import requests
     root = _result_folder(study, tmp_path / "dicom", "101")
@@ -381,6 +390,13 @@ def test_store_of_predicts_dicom_results_reads_back_on_the_server(orthanc, study
     report.save_as(tmp_path / "back.dcm")
     described = dicom_results.describe(tmp_path / "back.dcm")
     assert sorted(described["levels"]) == sorted(d["level"] for d in discs)
+    # a rerun's same results, stored again: the same instances, no second copy on the server
+    series = _series_on_server(orthanc, study.study_uid)
+    again = tmp_path / "again" / render.DICOM_FOLDER
+    dicom_results.write_dicom_results(record, scan, hotspots, again)
+    assert dicomweb.store_results(orthanc[1], again).instances == tuple(
+        (os.fspath(again / os.path.basename(p)), uid) for p, uid in stored.instances)
+    assert _series_on_server(orthanc, study.study_uid) == series
 
 
 @pytest.mark.slow
