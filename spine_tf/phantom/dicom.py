@@ -98,8 +98,8 @@ def _planes(patient, name):
              for r in axial_rows]
     if name == "axial":
         return axial
-    coronal = plane(np.ascontiguousarray(image[:, :, image.shape[2] // 2]), (0, 0, 0), 0, 1,
-                    step[2])
+    middle = image.shape[2] // 2  # pixel rows along the slices, columns along the rows
+    coronal = plane(np.ascontiguousarray(image[:, :, middle]), (0, 0, middle), 1, 0, step[2])
     # a localiser is coarse and the coronal plane of a 3-4 mm sagittal series is blocky
     return [sagittal[slices // 2], coronal, axial[len(axial) // 2]]
 

@@ -251,3 +251,27 @@ def test_extract_reads_a_study_as_its_sagittal_t2_or_the_series_named(study, tmp
     np.testing.assert_allclose(t2["voxel_to_scan"], t1["voxel_to_scan"])  # the same places
     # the same discs cut from another series: another contrast
     assert np.abs(t1["volumes"] - t2["volumes"]).mean() > 0.05
+
+
+@pytest.mark.parametrize("name", ["localizer", "t2", "axial"])
+def test_every_phantom_image_lies_where_its_voxels_are(name, tmp_path):
+    """Each pixel of each image (the localiser's three planes too), placed by its own
+    ImagePositionPatient, ImageOrientationPatient and PixelSpacing, lands on the phantom
+    voxel whose value it holds."""
+    import pydicom
+    patient = make_patient(0, 2)
+    study = write_study(patient, tmp_path / "study", layout="nested")
+    to_voxel = np.linalg.inv(patient.affine)
+    for path in study.series[name].files:
+        ds = pydicom.dcmread(path)
+        cosines = np.asarray(ds.ImageOrientationPatient, float)
+        row_mm, col_mm = (float(v) for v in ds.PixelSpacing)
+        rows, cols = np.meshgrid(np.arange(ds.Rows), np.arange(ds.Columns), indexing="ij")
+        lps = (np.asarray(ds.ImagePositionPatient, float)[:, None, None]
+               + cosines[:3, None, None] * cols * col_mm + cosines[3:, None, None] * rows * row_mm)
+        ras = np.diag([-1.0, -1.0, 1.0]) @ lps.reshape(3, -1)
+        voxels = to_voxel[:3, :3] @ ras + to_voxel[:3, 3:]
+        np.testing.assert_allclose(voxels, np.round(voxels), atol=1e-2)
+        s, r, c = np.round(voxels).astype(int)
+        expected = np.asarray(patient.image)[s, r, c].reshape(ds.Rows, ds.Columns)
+        np.testing.assert_array_equal(ds.pixel_array, np.rint(expected))
