@@ -19,9 +19,13 @@ along its slice normal. ``select_series`` is the one path from a folder to the s
 - a folder holding several studies is one scan per study (``studies``);
 - the one sagittal T2 series is chosen; none, or several, is an error that lists every
   series (number, description, orientation, weighting, images) so that ``--series NUMBER``,
-  ``UID`` or ``DESCRIPTION`` can choose.
+  ``UID`` or ``DESCRIPTION`` can choose;
+- the series read must have its images evenly spaced along the slice normal: two images at
+  one position (an image sent twice under a new UID, repeated acquisitions) or a gap (a
+  missing slice) are an error naming the series, where a reader would misplace the slices.
 """
 
+import contextlib
 import dataclasses
 import os
 import re
@@ -33,6 +37,8 @@ from spine_tf.io.formats import ScanError
 
 T2_TE_MS, T2_TR_MS = 60.0, 1500.0
 T1_TE_MS, T1_TR_MS = 30.0, 1000.0
+SLICE_GAP_TOLERANCE = 0.1
+"""Largest relative difference of a series' slice gaps from their median."""
 _DESCRIPTIONS = (("STIR", r"stir|tirm|\bir\b"), ("T2", r"t2"), ("T1", r"t1"), ("PD", r"\bpd"))
 
 
@@ -51,6 +57,8 @@ class Series:
         localizer: its ImageType says LOCALIZER (a scout: never chosen unless named).
         study_uid: StudyInstanceUID ('' if absent).
         study_name: PatientID and StudyDate, to name a study among several ('' if absent).
+        slice_problem: what keeps its images from being one evenly spaced stack ('' if
+            nothing; ``slice_problem``).
     """
 
     uid: str
@@ -63,6 +71,7 @@ class Series:
     localizer: bool = False
     study_uid: str = ""
     study_name: str = ""
+    slice_problem: str = ""
 
     def label(self):
         """One line naming the series for messages and reports."""
@@ -113,20 +122,42 @@ def weighting_of(description, echo_time, repetition_time):
     return "unknown", times
 
 
+def _along(header):
+    """An image's position (mm) along its slice normal, or None without its geometry."""
+    try:
+        cosines = np.asarray([float(v) for v in header.ImageOrientationPatient])
+        position = np.asarray([float(v) for v in header.ImagePositionPatient])
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return float(np.dot(np.cross(cosines[:3], cosines[3:]), position))
+
+
 def _in_slice_order(items):
     """A series' files along its slice normal (ImagePositionPatient), else by InstanceNumber,
     else by name: a PACS names files by UID, which sorts ``.10`` before ``.2``."""
     def key(item):
         path, header = item
-        try:
-            cosines = np.asarray([float(v) for v in header.ImageOrientationPatient])
-            position = np.asarray([float(v) for v in header.ImagePositionPatient])
-            along = float(np.dot(np.cross(cosines[:3], cosines[3:]), position))
-        except (AttributeError, TypeError, ValueError):
-            along = None
-        number = getattr(header, "InstanceNumber", None)
+        along, number = _along(header), getattr(header, "InstanceNumber", None)
         return (along is None, along or 0.0, number in (None, ""), int(number or 0), path)
     return tuple(path for path, _ in sorted(items, key=key))
+
+
+def slice_problem(headers):
+    """'' where a series' images lie one per position, evenly spaced along the slice normal
+    (or carry no position), else what is wrong, in words."""
+    positions = np.sort([a for a in map(_along, headers) if a is not None])
+    gaps = np.diff(positions)
+    if not len(gaps):
+        return ""
+    repeated = int(np.sum(gaps < 1e-3))
+    if repeated:
+        return (f"{repeated} of its {len(positions)} images repeat another's slice position (an "
+                "image stored twice, or several acquisitions in one series)")
+    median = float(np.median(gaps))
+    if np.any(np.abs(gaps - median) > SLICE_GAP_TOLERANCE * median):
+        return (f"uneven slice gaps ({gaps.min():.3g} to {gaps.max():.3g} mm; a missing "
+                "slice?): its slices cannot be placed as one volume")
+    return ""
 
 
 def is_dicomdir(path):
@@ -190,7 +221,8 @@ def study_series(folder):
                                                     getattr(header, "ImageType", [])],
                           study_uid=str(getattr(header, "StudyInstanceUID", "") or ""),
                           study_name="_".join(str(getattr(header, tag, "") or "") for tag in
-                                              ("PatientID", "StudyDate")).strip("_")))
+                                              ("PatientID", "StudyDate")).strip("_"),
+                          slice_problem=slice_problem([h for _, h in items])))
     return sorted(out, key=lambda s: (s.number is None, s.number or 0, s.uid))
 
 
@@ -227,6 +259,19 @@ def choose_series(series, folder, choice=None):
                     f"Its series: {listing}")
 
 
+@contextlib.contextmanager
+def naming_series(path, chosen):
+    """Turns a ScanError raised inside into one line naming ``chosen`` (a ``Series``, or None:
+    left as it is); ITK's errors about a series' pixel data run over several lines."""
+    try:
+        yield
+    except ScanError as error:
+        if chosen is None:
+            raise
+        reason = " ".join(str(error).split()).removeprefix(f"{path}: ")
+        raise ScanError(f"{path}: {chosen.label()}: {reason}") from None
+
+
 def studies(series):
     """{StudyInstanceUID: a name for it} of a folder's ``study_series``: its PatientID and
     StudyDate, made unique with the UID's end where two studies share them."""
@@ -255,5 +300,9 @@ def select_series(path, choice=None, study=None):
         path = f"{path} (study {study})"
     if choice is None and len(series) == 1 and series[0].orientation in ("sagittal",
                                                                          "unknown"):
-        return series[0], "the folder's one series"
-    return choose_series(series, path, choice)
+        chosen, why = series[0], "the folder's one series"
+    else:
+        chosen, why = choose_series(series, path, choice)
+    if chosen.slice_problem:
+        raise ScanError(f"{path}: {chosen.label()}: {chosen.slice_problem}")
+    return chosen, why

@@ -275,3 +275,45 @@ def test_every_phantom_image_lies_where_its_voxels_are(name, tmp_path):
         s, r, c = np.round(voxels).astype(int)
         expected = np.asarray(patient.image)[s, r, c].reshape(ds.Rows, ds.Columns)
         np.testing.assert_array_equal(ds.pixel_array, np.rint(expected))
+
+
+def _copy_series(study, folder):
+    """The T2 series (SE003) of the nested ``study`` copied to ``folder``; its files."""
+    import shutil
+    shutil.copytree(study / "SE003", folder)
+    return sorted(folder.iterdir())
+
+
+def test_a_series_with_a_repeated_or_missing_slice_is_refused_naming_it(study, tmp_path):
+    """An image stored twice under a new UID, or one missing: a reader would misplace the
+    slices (ITK only warns), so the series is refused with one line naming it."""
+    import pydicom
+    files = _copy_series(study[1], tmp_path / "repeated")
+    again = pydicom.dcmread(files[0])
+    again.SOPInstanceUID = again.file_meta.MediaStorageSOPInstanceUID = \
+        again.SOPInstanceUID + ".9"
+    again.save_as(tmp_path / "repeated" / "IM00099")
+    with pytest.raises(ScanError) as error:
+        read_scan(tmp_path / "repeated")
+    assert str(error.value) == (
+        f"{tmp_path / 'repeated'}: series 3 'T2 TSE SAG' (sagittal, T2; 19 images): 1 of its "
+        "19 images repeat another's slice position (an image stored twice, or several "
+        "acquisitions in one series)")
+    files = _copy_series(study[1], tmp_path / "missing")
+    os.remove(files[6])
+    with pytest.raises(ScanError, match=r"^\S+missing: series 3 'T2 TSE SAG' \(sagittal, T2; "
+                       r"17 images\): uneven slice gaps \(3.34 to 6.68 mm; a missing slice"):
+        read_scan(tmp_path / "missing")
+    assert dicom.slice_problem([pydicom.dcmread(f) for f in files[:6]]) == ""
+
+
+def test_a_series_whose_pixels_cannot_be_read_is_named_in_one_line(study, tmp_path):
+    files = _copy_series(study[1], tmp_path / "truncated")
+    with open(files[4], "r+b") as f:
+        f.truncate(2000)
+    with pytest.raises(ScanError) as error:
+        read_scan(tmp_path / "truncated")
+    text = str(error.value)
+    assert "\n" not in text
+    assert text.startswith(f"{tmp_path / 'truncated'}: series 3 'T2 TSE SAG' (sagittal, T2; "
+                           "18 images): cannot read corrupt or unrecognised image file")
