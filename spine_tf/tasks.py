@@ -39,12 +39,22 @@ class Task:
         description: one line for reports and help texts.
         lesion: for lesion tasks, where the lesion lies (``"endplate"`` or
             ``"marrow"``) and on which side of the disc (``"upper"``/``"lower"``).
+        short_code: where the name is longer than 14 characters, the task's code
+            in DICOM results instead (``code``).
     """
 
     name: str
     class_names: tuple
     description: str
     lesion: tuple = None
+    short_code: str = None
+
+    @property
+    def code(self):
+        """The task's code in spine_tf's private DICOM coding scheme: its name, or its
+        ``short_code``; with ``-<class index>`` or ``-p`` it stays within a DICOM Code
+        Value's 16 characters."""
+        return self.short_code or self.name
 
     @property
     def num_classes(self):
@@ -72,7 +82,8 @@ TABLE = (
          "Modic change of the marrow next to the disc, any type, either side"),
     Task("herniation", ("no", "yes"), "disc herniation"),
     Task("bulging", ("no", "yes"), "disc bulging"),
-    Task("spondylolisthesis", ("no", "yes"), "slip of the vertebra above over the one below"),
+    Task("spondylolisthesis", ("no", "yes"), "slip of the vertebra above over the one below",
+         short_code="listhesis"),
 )
 
 

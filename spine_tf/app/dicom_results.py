@@ -10,16 +10,11 @@
     grades_sr.dcm         a Comprehensive 3D SR: a TID 1500 measurement report of the
                           grades (written last)
 
-The report holds one TID 1410 measurement group per graded disc: the disc centre as a
-point on the source image nearest it, the level as the finding site (SNOMED CT's disc of
-the vertebra above: T12-L1 is the disc of T12), each task's grade as a qualitative
-evaluation (concept: the task; value: its class), the class's probability as a
-measurement (UCUM ``{probability}``), the disc height (mm), the localisation confidence,
-and a qualitative evaluation ``localisation``: ``flagged`` (low confidence) or
-``reliable``. Tasks, classes and spine_tf's own concepts use the private coding scheme
-``99SPINETF``; levels not graded are left out (``grades.json`` says why). The observer is
-the device ``spine_tf`` (model name: the model's description); each group names the
-algorithm (``spine_tf``, its version, the model and task set).
+The report holds a TID 1410 measurement group per graded disc (table: docs/formats.md):
+its centre as a point on the nearest source image, its level (SNOMED CT), each task's
+grade (``<task code>-<class index>``) with its probability (``<task code>-p``), its height,
+localisation confidence and flag; the private coding scheme ``99SPINETF``. The observer is
+the device ``spine_tf``; each group names the algorithm, its version, model and task set.
 
 Every object belongs to the source study and references the source series and images,
 in a new series (numbered from 100 x the source series' number: the report, then the
@@ -43,10 +38,9 @@ import numpy as np
 import spine_tf
 from spine_tf.app.scans import PredictError
 from spine_tf.io.atomic import atomic_path
-from spine_tf.tasks import task_set as task_set_named
+from spine_tf.tasks import TABLE, task_set as task_set_named
 
-SR_NAME = "grades_sr.dcm"
-HOTSPOT_PATTERN = "hotspots_{task}.dcm"
+SR_NAME, HOTSPOT_PATTERN = "grades_sr.dcm", "hotspots_{task}.dcm"
 CODING_SCHEME, SCHEME_NAME = "99SPINETF", "spine_tf tasks, classes and concepts"
 EVIDENCE_LEVELS = 65535  # the stored hotspot value of evidence 1
 REQUIRED = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID",
@@ -79,19 +73,22 @@ def _code(value, meaning):
 
 
 def task_concept(task):
-    """A task's concept: its name, meaning its description (to the first comma if too long)."""
+    """A task's concept: its code (``Task.code``), meaning its description (to the first
+    comma if too long)."""
     meaning = task.description
-    return _code(task.name, meaning if len(meaning) <= _MAX_MEANING else meaning.split(",")[0])
+    return _code(task.code, meaning if len(meaning) <= _MAX_MEANING else meaning.split(",")[0])
 
 
 def class_concept(task, class_name):
-    """The coded value of a task's class: ``<task>.<class>``."""
-    return _code(f"{task.name}.{class_name}", f"{task.name} {class_name}")
+    """The coded value of a task's class: ``<task code>-<class index>``, meaning
+    ``<task> <class>``."""
+    return _code(f"{task.code}-{task.class_names.index(class_name)}",
+                 f"{task.name} {class_name}")
 
 
 def probability_concept(task):
-    """The concept of a graded class's probability: ``<task>.probability``."""
-    return _code(f"{task.name}.probability", f"probability of the {task.name} class")
+    """The concept of a graded class's probability: ``<task code>-p``."""
+    return _code(f"{task.code}-p", f"probability of the {task.name} class")
 
 
 def level_concept(level):
@@ -399,12 +396,15 @@ def _described(group):
     evaluations = {e.name.value: e.value for e in group.get_qualitative_evaluations()
                    if e.name.scheme_designator == CODING_SCHEME}
     values = {m.name.value: m.value for m in group.get_measurements()}
-    for name, value in evaluations.items():
-        if name == LOCALISATION[0]:
+    by_code = {task.code: task for task in TABLE}
+    for code, value in evaluations.items():
+        if code == LOCALISATION[0]:
             entry["flagged"] = value.value == FLAGGED[0]
         else:
-            entry["tasks"][name] = {"class_name": value.value[len(name) + 1:],
-                                    "probability": float(values[f"{name}.probability"])}
+            task = by_code[code]
+            entry["tasks"][task.name] = {
+                "class_name": task.class_names[int(value.value.rsplit("-", 1)[1])],
+                "probability": float(values[probability_concept(task).value])}
     entry["confidence"] = float(values[CONFIDENCE[0]])
     entry["height_mm"] = float(values[codes.DCM.Height.value])
     region = group.roi  # the point; its content item names the image it lies on

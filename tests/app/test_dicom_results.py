@@ -109,9 +109,24 @@ def test_the_report_codes_levels_with_snomed_and_grades_with_the_private_scheme(
     pfirrmann = [e for e in l4[0].get_qualitative_evaluations() if e.name.value == "pfirrmann"]
     assert pfirrmann[0].name.scheme_designator == "99SPINETF"
     grade = graded["record"]["discs"][4]["tasks"]["pfirrmann"]["class_name"]
-    assert pfirrmann[0].value.value == f"pfirrmann.{grade}"
+    assert pfirrmann[0].value.value == f"pfirrmann-{int(grade) - 1}"
+    assert pfirrmann[0].value.meaning == f"pfirrmann {grade}"
     units = {m.name.value: m.unit.value for m in l4[0].get_measurements()}
-    assert units["pfirrmann.probability"] == "{probability}" and units["121207"] == "mm"
+    assert units["pfirrmann-p"] == "{probability}" and units["121207"] == "mm"
+
+
+def test_every_code_fits_a_dicom_code_value():
+    """16 characters at most (longer ones become LongCodeValue, which many readers miss),
+    and no two tasks share a code."""
+    from spine_tf import tasks
+    values = []
+    for task in tasks.TABLE:
+        values += [dicom_results.task_concept(task).value,
+                   dicom_results.probability_concept(task).value]
+        values += [dicom_results.class_concept(task, c).value for c in task.class_names]
+    assert max(len(v) for v in values) <= 16
+    assert len(set(values)) == len(values)
+    assert dicom_results.task_concept(tasks.task_set("spider").tasks[-1]).value == "listhesis"
 
 
 def test_the_report_declares_its_private_coding_scheme_and_the_software(graded):
