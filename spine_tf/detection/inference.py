@@ -292,12 +292,12 @@ def _locate(probabilities, heat, spacing):
         level = tasks.LEVELS[len(tasks.LEVELS) - 1 - k]
         mask[tuple(candidate.voxels.T)] = tasks.disc_label_of_level(level)
         confidence[level] = candidate.peak * (1.0 if anchored else NO_SACRUM_FACTOR)
-    located = localisation.from_mask(mask, spacing, localisation.SPIDER)
+    located = localisation.from_mask(mask, spacing, localisation.SPIDER, cut_bodies=True)
     discs = [dataclasses.replace(d, confidence=float(confidence[d.level]))
              for d in located.discs]
     skipped = [(level, "not found by the detector" if "not in the mask" in reason else reason)
                for level, reason in located.skipped]
-    return localisation.Localisation(discs, skipped, notes, source="detector")
+    return localisation.Localisation(discs, skipped, notes + located.notes, source="detector")
 
 
 def _to_scan(location, factors):

@@ -6,13 +6,13 @@ from scipy import ndimage
 
 from spine_tf import tasks
 from spine_tf.localisation.locations import (BodyLocation, DiscLocation, Localisation,
-                                             normal_up)
+                                             body_height_mm, normal_up)
 
 SPIDER = "spider"
 BINARY = "binary"
 
 
-def from_mask(mask, spacing_mm, convention=SPIDER):
+def from_mask(mask, spacing_mm, convention=SPIDER, cut_bodies=False):
     """Localises discs from a label mask in the internal frame.
 
     A disc's centre is the middle of the disc space: half way along the disc
@@ -32,6 +32,10 @@ def from_mask(mask, spacing_mm, convention=SPIDER):
             L5-S1). Either way a disc takes the nearest body above and below
             it along its normal, so the vertebra numbering (which differs
             between data sets: S1 or L5 as 1) does not matter.
+        cut_bodies: keep a disc one of whose bodies is cut off by the field of
+            view (``extend_cut_body``; the top disc of many real slices), with
+            a note, instead of skipping it. The detector does; masks (training
+            data) do not.
 
     Returns:
         Localisation. A disc whose body above or below is missing, or which
@@ -62,7 +66,7 @@ def from_mask(mask, spacing_mm, convention=SPIDER):
     else:
         raise ValueError(f"unknown mask convention {convention!r}; use 'spider' or 'binary'")
 
-    found, skipped = [], []
+    found, skipped, notes = [], [], []
     for level, disc_mask in discs:
         disc = _Shape(disc_mask, spacing_mm)
         if disc.touches_edge:
@@ -74,19 +78,57 @@ def from_mask(mask, spacing_mm, convention=SPIDER):
             reason = f"no vertebral body found {'above' if upper is None else 'below'} the disc"
         elif upper.touches_edge or lower.touches_edge:
             reason = "a neighbouring vertebral body is cut off by the field of view"
-        if reason:
+        bodies = None
+        if reason and upper is not None and lower is not None and cut_bodies:
+            bodies = extend_cut_body(disc, upper, lower, spacing_mm)
+            if bodies is not None:
+                side = "above" if upper.touches_edge else "below"
+                notes.append(f"{level}: the vertebral body {side} is cut off by the field of "
+                             "view; its far side was placed as far from the disc as the other "
+                             "body is tall")
+        if reason and bodies is None:
             skipped.append((level, reason))
             continue
         centre, height = disc.disc_centre_and_height()
-        found.append(DiscLocation(
-            level=level, centre=centre, axis=disc.axis, height_mm=height,
-            upper=upper.body(disc.axis), lower=lower.body(disc.axis)))
+        upper_body, lower_body = bodies or (upper.body(disc.axis), lower.body(disc.axis))
+        found.append(DiscLocation(level=level, centre=centre, axis=disc.axis,
+                                  height_mm=height, upper=upper_body, lower=lower_body))
     skipped.extend((level, "the disc is not in the mask (outside the field of view or not "
                            "labelled)") for level in absent)
     order = {level: i for i, level in enumerate(tasks.LEVELS)}
     found.sort(key=lambda d: order[d.level])
     skipped.sort(key=lambda item: order.get(item[0], -1))
-    return Localisation(found, skipped, source="mask")
+    return Localisation(found, skipped, notes, source="mask")
+
+
+CUT_BODY_MIN_FRACTION = 0.3
+"""``extend_cut_body``: the least share of the whole body's height that must be in view."""
+
+
+def extend_cut_body(disc, upper, lower, spacing_mm):
+    """(upper, lower) BodyLocations of a disc exactly one of whose bodies is cut off by the
+    field of view. The cut body's rectangle is aligned with the disc (a cut body's own axes
+    are unreliable): across the disc, the extent of its pixels; along the disc's normal, from
+    its side that faces the disc to as far as the whole body is tall. None when both are cut,
+    or less than ``CUT_BODY_MIN_FRACTION`` of that height is in view."""
+    if upper.touches_edge == lower.touches_edge:
+        return None
+    cut = upper if upper.touches_edge else lower
+    whole = lower.body(disc.axis) if cut is upper else upper.body(disc.axis)
+    height = body_height_mm(whole, spacing_mm)
+    centred = cut.points_mm - cut.centre_mm
+    lo_u, hi_u = np.percentile(centred @ disc.axis, [0.5, 99.5])
+    lo_v, hi_v = np.percentile(centred @ disc.normal_up, [0.5, 99.5])
+    if hi_v - lo_v < CUT_BODY_MIN_FRACTION * height:
+        return None
+    # along the normal (superior +): the upper body from its lower side up, the lower down
+    top, bottom = (lo_v + height, lo_v) if cut is upper else (hi_v, hi_v - height)
+    a, n = disc.axis, disc.normal_up
+    corners_mm = cut.centre_mm + np.array([lo_u * a + top * n, hi_u * a + top * n,
+                                           hi_u * a + bottom * n, lo_u * a + bottom * n])
+    body = BodyLocation(corners=corners_mm / np.asarray(spacing_mm[1:]),
+                        mid_slice=cut.mid_slice, slice_range=cut.slice_range)
+    return (body, whole) if cut is upper else (whole, body)
 
 
 def disc_geometry(binary, spacing_mm):

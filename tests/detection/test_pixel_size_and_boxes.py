@@ -137,3 +137,18 @@ def test_evaluate_detector_command_on_a_spider_folder(spider_slices_dir, tmp_pat
     # patients gives 12/16 (127 twice) to 12/14 (7 twice)
     assert result["overall"]["recall"] == pytest.approx(12 / 15)
     assert result["overall"]["recall_interval"] == pytest.approx((0.75, 6 / 7))
+
+
+def test_a_top_disc_whose_body_is_cut_off_is_found_on_a_real_slice(spider_slices_dir):
+    """12_t2's field of view cuts through T12: its T12-L1 disc is kept (it was skipped, as a
+    mask's would be), with a note, and lies in its box (the sixth from the bottom)."""
+    scan = read_scan(spider_slices_dir / "images" / "12_t2.png")
+    located = detection.detect(scan, detection.load())
+    assert [d.level for d in located.discs] == list(tasks.LEVELS)
+    assert any(n.startswith("T12-L1: the vertebral body above is cut off by the field of view")
+               for n in located.notes)
+    with open(spider_slices_dir / "boxes.csv", newline="", encoding="utf-8") as f:
+        [box] = [r for r in csv.DictReader(f) if r["series"] == "12_t2"
+                 and r["from_bottom"] == "6"]
+    row, col = located.by_level()["T12-L1"].centre[1:]
+    assert float(box["y0"]) < row < float(box["y1"]) and float(box["x0"]) < col < float(box["x1"])

@@ -80,6 +80,44 @@ def test_cut_off_scan_from_mask(cropped_patient):
     assert "not in the mask" in reasons["T12-L1"]
 
 
+def test_a_disc_whose_body_is_cut_off_is_kept_where_asked(cropped_patient, phantom_patients):
+    """cut_bodies (the detector's choice): L1-L2, whose L1 is cut in half, is kept; its L1
+    keeps the side facing the disc and reaches as far up as L2 is tall, past row 0."""
+    from spine_tf import extraction
+    scan, mask, _ = cropped_patient
+    found = localisation.from_mask(mask, scan.spacing_mm, cut_bodies=True)
+    assert [d.level for d in found.discs] == ["L1-L2", "L2-L3", "L3-L4", "L4-L5", "L5-S1"]
+    assert found.notes == ["L1-L2: the vertebral body above is cut off by the field of view; "
+                           "its far side was placed as far from the disc as the other body "
+                           "is tall"]
+    assert dict(found.skipped).keys() == {"T12-L1"}
+    disc = found.by_level()["L1-L2"]
+    whole = localisation.from_mask(phantom_patients[0].mask,
+                                   phantom_patients[0].spacing_mm).by_level()["L1-L2"]
+    cut_rows = int(round(phantom_patients[0].anatomy.bodies[1].centre[0]
+                         / scan.spacing_mm[1]))
+    # the side facing the disc is where the whole scan has it; the far side, L2's height up
+    np.testing.assert_allclose(disc.upper.corners[2:] + [cut_rows, 0], whole.upper.corners[2:],
+                               atol=1.5)
+    height = localisation.body_height_mm(disc.upper, scan.spacing_mm)
+    assert height == pytest.approx(localisation.body_height_mm(disc.lower, scan.spacing_mm),
+                                   rel=0.05)
+    assert disc.upper.corners[:2, 0].max() < 0  # above the field of view
+    # its disc volume is the one the whole scan gives (40 % of L1 is still in view) more than
+    # any other disc's
+    patient = phantom_patients[0]
+    cropped = extraction.extract_disc(scan.image, scan.spacing_mm, disc).volume.ravel()
+    everywhere = localisation.from_mask(patient.mask, patient.spacing_mm).by_level()
+    alike = {level: np.corrcoef(cropped, extraction.extract_disc(
+        patient.image, patient.spacing_mm, everywhere[level]).volume.ravel())[0, 1]
+        for level in ("L1-L2", "L2-L3", "L3-L4")}
+    assert max(alike, key=alike.get) == "L1-L2" and alike["L1-L2"] > 0.85
+    # both bodies cut, or too little of one in view: still skipped
+    top = int(round(disc.upper.corners[2:, 0].min())) - 2
+    sliver = localisation.from_mask(mask[:, top:], scan.spacing_mm, cut_bodies=True)
+    assert "L1-L2" in dict(sliver.skipped)
+
+
 def test_cut_off_scan_from_landmarks(cropped_patient):
     scan, _, vertebrae = cropped_patient
     assert set(vertebrae) >= {"T12", "L1"}  # all given, but not all in view
