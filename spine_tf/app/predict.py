@@ -24,7 +24,8 @@ Output folder::
                              table, hotspots on the scan, disc and hotspot montages, model
     <scan>/overview.png      the mid-sagittal slice, every disc boxed, named and coloured by
                              its Pfirrmann grade; low-confidence discs dashed magenta "?"
-    <scan>/discs.png         the disc volumes, slices 1..9
+    <scan>/discs.png         the disc volumes: slices 1..9, or the centre slice alone for a
+                             slice scan or a 1-slice model (grades.json: montage_slices)
     <scan>/hotspots_<task>.png   hotspots over the volumes, per task
     <scan>/hotspots_scan_<task>.png   the same on the overview slice, each disc's from its
                              own centre slice
@@ -59,9 +60,11 @@ from spine_tf.app.predictors import HOTSPOT_AUGMENTATIONS
 from spine_tf.app.render import (CSV_NAME, GRADES_NAME, INDEX_NAME, NIFTI_NAME,
                                  REPORT_NAME, SUMMARY_NAME)
 from spine_tf.app.scans import PredictError, extract_scan
+from spine_tf.extraction import SLICES
 from spine_tf.io.atomic import atomic_folder, write_csv, write_json, write_text
 from spine_tf.io import ScanError
 
+CENTRE_SLICE = (SLICES - 1) // 2
 LOW_CONFIDENCE = 0.5
 """Discs localised with less confidence are flagged in every output."""
 
@@ -150,7 +153,8 @@ def _write_hotspots(folder, scan, volumes, record, predictor, probabilities, aug
     pictures, scan_pictures = {}, {}
     for n, task in enumerate(task_set.tasks):
         pictures[task.name] = render.hotspot_picture(task.name)
-        report.save_png(hotspots_lib.overlay_pictures(stacked, per_task[task.name], levels),
+        report.save_png(hotspots_lib.overlay_pictures(stacked, per_task[task.name], levels,
+                                                      record["montage_slices"]),
                         os.path.join(folder, pictures[task.name]))
         scan_pictures[task.name] = render.hotspot_scan_picture(task.name)
         overview.save_scan_hotspot(os.path.join(folder, scan_pictures[task.name]), scan, record,
@@ -198,8 +202,12 @@ def predict_scan(job, predictor, out_dir, tta=True, hotspots=True,
               **_disc_records(predictor.task_set, volumes, located, probabilities, skipped,
                               scan.spacing_mm)}
     levels = [v.level for v in volumes]
+    # the slices that hold the disc and that the model reads: a slice scan's volumes are its
+    # one slice with zeros around it, and a 1-slice model reads the centre slice only
+    one_slice = 1 in (predictor.input_slices, scan.num_slices)
+    record["montage_slices"] = [CENTRE_SLICE] if one_slice else list(range(SLICES))
     with atomic_folder(os.path.join(out_dir, job.name)) as tmp:
-        report.save_png(report.montage(list(stacked), levels),
+        report.save_png(report.montage(list(stacked), levels, record["montage_slices"]),
                         os.path.join(tmp, render.DISCS_PICTURE))
         record["overview"] = overview.save_overview(
             os.path.join(tmp, render.OVERVIEW_PICTURE), scan, record)

@@ -181,8 +181,11 @@ def scan_page(record, pictures, scan_pictures=None):
         parts.append("<h2>Not graded</h2><ul>" + "".join(
             f"<li>{e(d['level'])}: {e(d['reason'])}</li>" for d in record["not_graded"])
             + "</ul>")
-    parts.append("<h2>Disc volumes</h2><p><small>Slices 1..9 of every disc, top to bottom."
-                 "</small></p>"
+    shown = record.get("montage_slices", list(range(9)))  # records before: all nine
+    which = ("the centre slice (the one the model reads)" if len(shown) == 1
+             else f"slices {shown[0] + 1}..{shown[-1] + 1}")
+    parts.append(f"<h2>Disc volumes</h2><p><small>{which.capitalize()} of every disc, top to "
+                 "bottom.</small></p>"
                  f"<img src=\"{DISCS_PICTURE}\" alt=\"disc volumes\">")
     if pictures:
         parts.append("<h2>Evidence hotspots</h2><p><small>Where the evidence for each "

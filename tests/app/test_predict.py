@@ -9,6 +9,7 @@ import shutil
 import nibabel as nib
 import numpy as np
 import pytest
+from PIL import Image
 
 from spine_tf import extraction, tasks, tta
 from spine_tf.serving import export
@@ -210,6 +211,9 @@ def test_a_one_slice_model_grading_a_volume_says_it_used_the_centre_slice(
     assert json.loads((tmp_path / "ph1-00001" / "grades.json").read_text()) == record
     page = (tmp_path / "ph1-00001" / "report.html").read_text()
     assert sentence in page and "Test-time augmentation: 9 views" in page
+    # its montage shows the slice it read, one 224-wide column per disc
+    assert record["montage_slices"] == [4] and "The centre slice (the one the model" in page
+    assert Image.open(tmp_path / "ph1-00001" / "discs.png").size[0] == 224
     # the grades are the 9-view TTA of the model
     volumes, _ = extraction.extract(scan, localise(scan, job.mask))
     expected = tta.predict(one_slice_predictor.model, np.stack([v.volume for v in volumes]))
@@ -222,6 +226,8 @@ def test_a_one_slice_model_grading_a_volume_says_it_used_the_centre_slice(
     assert (volume_record["input_slices"], volume_record["tta_views"]) == (9, 54)
     assert volume_record["input_notes"] == []
     assert "Test-time augmentation: 54 views" in (out / "ph1-00001" / "report.html").read_text()
+    assert volume_record["montage_slices"] == list(range(9))
+    assert Image.open(out / "ph1-00001" / "discs.png").size[0] > 9 * 224
 
 
 def test_a_single_slice_scan_graded_by_a_volume_model_says_its_slices_were_zero_padded(
@@ -230,6 +236,7 @@ def test_a_single_slice_scan_graded_by_a_volume_model_says_its_slices_were_zero_
     record = predict.predict_scan(single_slice_job, volume_predictor, os.fspath(tmp_path / "9"),
                                   hotspots=False)
     assert (record["input_slices"], record["scan_slices"]) == (9, 1)
+    assert record["montage_slices"] == [4]  # the others are zero padding
     assert len(record["discs"]) >= 4
     [note] = record["input_notes"]
     assert "8 neighbouring slices" in note and "zero-padded" in note
