@@ -17,6 +17,10 @@ predict.run``), optionally store, and record every study in ``summary.json``.
 Connection errors, timeouts and HTTP 5xx are retried ``RETRIES`` times in all with a short
 backoff; every error is one line naming the server URL and the study.
 
+Credentials come from the environment, never the command line (``credentials``):
+``SPINE_TF_DICOMWEB_TOKEN`` (an OAuth bearer token), else ``SPINE_TF_DICOMWEB_USER`` and
+``SPINE_TF_DICOMWEB_PASSWORD`` (HTTP basic authentication).
+
 Example:
     fetched = fetch_study("http://pacs:8042/dicom-web", "1.2.826.0.1.3680043.10.1342.7.1",
                           "cache/")
@@ -78,15 +82,44 @@ class StoredResults:
     instances: tuple
 
 
-def connect(url):
-    """A ``dicomweb_client`` client of ``url`` whose own retries are off (``call`` retries).
+TOKEN_VARIABLE = "SPINE_TF_DICOMWEB_TOKEN"
+USER_VARIABLE, PASSWORD_VARIABLE = "SPINE_TF_DICOMWEB_USER", "SPINE_TF_DICOMWEB_PASSWORD"
+
+
+def credentials(environment=None):
+    """(kind, value) of the DICOMweb credentials in ``environment`` (default:
+    ``os.environ``): ``("token", TOKEN)``, ``("basic", (USER, PASSWORD))`` or (None, None).
 
     Raises:
-        DicomWebError: not an http(s) URL.
+        DicomWebError: a user without a password.
     """
+    environment = os.environ if environment is None else environment
+    if environment.get(TOKEN_VARIABLE):
+        return "token", environment[TOKEN_VARIABLE]
+    if environment.get(USER_VARIABLE):
+        if PASSWORD_VARIABLE not in environment:
+            raise DicomWebError(f"{USER_VARIABLE} is set but {PASSWORD_VARIABLE} is not")
+        return "basic", (environment[USER_VARIABLE], environment[PASSWORD_VARIABLE])
+    return None, None
+
+
+def connect(url):
+    """A ``dicomweb_client`` client of ``url`` with the environment's ``credentials``, its
+    own retries off (``call`` retries).
+
+    Raises:
+        DicomWebError: not an http(s) URL, or incomplete credentials.
+    """
+    import requests
     from dicomweb_client.api import DICOMwebClient
+    kind, value = credentials()
+    session = requests.Session()
+    if kind == "token":
+        session.headers["Authorization"] = f"Bearer {value}"
+    elif kind == "basic":
+        session.auth = value
     try:
-        client = DICOMwebClient(url.rstrip("/"), timeout=TIMEOUT_S)
+        client = DICOMwebClient(url.rstrip("/"), session=session, timeout=TIMEOUT_S)
     except ValueError as error:
         raise DicomWebError(f"{url}: not a DICOMweb URL ({error})") from None
     client.set_http_retry_params(retry=False)
@@ -124,8 +157,15 @@ def call(url, what, request, *args, **kwargs):
             if status < 500 or attempt == RETRIES:
                 tries = f"; {RETRIES} attempts" if status >= 500 else ""
                 reason = error.response.reason if error.response is not None else error
+                hint = ""
+                if status in (401, 403):
+                    kind = credentials()[0]
+                    hint = (f" (credentials sent: {kind}; see {TOKEN_VARIABLE}, or "
+                            f"{USER_VARIABLE} and {PASSWORD_VARIABLE})" if kind else
+                            f" (no credentials sent: set {TOKEN_VARIABLE}, or {USER_VARIABLE} "
+                            f"and {PASSWORD_VARIABLE})")
                 raise DicomWebError(f"{url}: HTTP {status} {reason}{tries} while "
-                                    f"{what}") from None
+                                    f"{what}{hint}") from None
         except ValueError as error:  # a JSON body that is not JSON, a malformed UID
             raise DicomWebError(f"{url}: {what}: {error}") from None
         time.sleep(BACKOFF_S * 2 ** (attempt - 1))

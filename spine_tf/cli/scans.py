@@ -72,7 +72,8 @@ def add_parsers(commands):
         "PACS (DICOMweb)", "grade studies of a DICOMweb server instead of SCAN_OR_FOLDER: each "
         "study's sagittal T2 series (or --series) is fetched with QIDO-RS/WADO-RS to "
         "OUT/.dicomweb/STUDY_UID/ (kept; a rerun fetches again) and graded into "
-        "OUT/STUDY_UID/; the disc detector finds the discs")
+        "OUT/STUDY_UID/; the disc detector finds the discs. Credentials from the environment: "
+        "SPINE_TF_DICOMWEB_TOKEN, or SPINE_TF_DICOMWEB_USER and SPINE_TF_DICOMWEB_PASSWORD")
     pacs.add_argument("--dicomweb", metavar="URL",
                       help="the DICOMweb root, e.g. http://pacs:8042/dicom-web (Orthanc)")
     pacs.add_argument("--study", action="append", metavar="STUDY_UID",

@@ -4,6 +4,7 @@ API, not the code under test). Fetch, grade, store and read back; the bad cases:
 port, a server answering 503, a wrong path, an unknown study, a study with no sagittal T2,
 and uploads that fail half way."""
 
+import contextlib
 import copy
 import http.server
 import json
@@ -42,23 +43,17 @@ def _free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def orthanc(tmp_path_factory):
-    """(base URL, DICOMweb URL) of an Orthanc started for this module with a config written
-    here; stopped at the end. Skips where Orthanc or its DICOMweb plugin is not installed."""
-    if not ORTHANC or not os.path.exists(PLUGIN):
-        pytest.skip(f"needs Orthanc and its DICOMweb plugin ({ORTHANC or 'no Orthanc'}, "
-                    f"{PLUGIN}: Debian orthanc, orthanc-dicomweb; tools/system-packages)")
+@contextlib.contextmanager
+def _running_orthanc(root, **settings):
+    """(base URL, DICOMweb URL) of an Orthanc started on loopback with a config written in
+    ``root`` (``settings`` added to it), stopped on exit."""
     import requests
-    root = tmp_path_factory.mktemp("orthanc")
-    (root / "reject.lua").write_text(REJECT_LUA, encoding="utf-8")
     port = _free_port()
     config = {"Name": "spine-tf-test", "HttpPort": port, "DicomPort": _free_port(),
               "HttpBindAddress": "127.0.0.1", "StorageDirectory": os.fspath(root / "db"),
               "IndexDirectory": os.fspath(root / "db"), "Plugins": [PLUGIN],
               "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
-              "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
-              "LuaScripts": [os.fspath(root / "reject.lua")]}
+              "RemoteAccessAllowed": False, "AuthenticationEnabled": False, **settings}
     (root / "orthanc.json").write_text(json.dumps(config), encoding="utf-8")
     log = open(root / "orthanc.log", "wb")
     process = subprocess.Popen([ORTHANC, os.fspath(root / "orthanc.json")], stdout=log,
@@ -68,7 +63,7 @@ def orthanc(tmp_path_factory):
         deadline = time.monotonic() + 30
         while True:
             try:
-                if requests.get(f"{base}/system", timeout=1).ok:
+                if requests.get(f"{base}/system", timeout=1).status_code in (200, 401):
                     break
             except requests.ConnectionError:
                 pass
@@ -84,6 +79,24 @@ def orthanc(tmp_path_factory):
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
+
+
+def _skip_without_orthanc():
+    if not ORTHANC or not os.path.exists(PLUGIN):
+        pytest.skip(f"needs Orthanc and its DICOMweb plugin ({ORTHANC or 'no Orthanc'}, "
+                    f"{PLUGIN}: Debian orthanc, orthanc-dicomweb; tools/system-packages)")
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory):
+    """(base URL, DICOMweb URL) of an Orthanc started for this module, with a Lua filter that
+    rejects one SeriesDescription; stopped at the end. Skips where Orthanc or its DICOMweb
+    plugin is not installed."""
+    _skip_without_orthanc()
+    root = tmp_path_factory.mktemp("orthanc")
+    (root / "reject.lua").write_text(REJECT_LUA, encoding="utf-8")
+    with _running_orthanc(root, LuaScripts=[os.fspath(root / "reject.lua")]) as urls:
+        yield urls
 
 
 def _upload(base, paths):
@@ -431,3 +444,40 @@ def test_predict_grades_studies_of_the_pacs_and_goes_on_past_bad_ones(orthanc, s
     printed = capsys.readouterr().out
     assert f"  failed: 1.2.3.4.5.6: {orthanc[1]}: study 1.2.3.4.5.6 is not" in printed
     assert "1 of 3 scans graded" in printed
+
+
+def test_credentials_come_from_the_environment():
+    assert dicomweb.credentials({}) == (None, None)
+    assert dicomweb.credentials({"SPINE_TF_DICOMWEB_TOKEN": "t0k"}) == ("token", "t0k")
+    assert dicomweb.credentials({"SPINE_TF_DICOMWEB_USER": "ann",
+                                 "SPINE_TF_DICOMWEB_PASSWORD": "pw"}) == ("basic", ("ann", "pw"))
+    with pytest.raises(dicomweb.DicomWebError, match="SPINE_TF_DICOMWEB_PASSWORD is not"):
+        dicomweb.credentials({"SPINE_TF_DICOMWEB_USER": "ann"})
+
+
+def test_a_pacs_that_asks_for_credentials(tmp_path, monkeypatch):
+    """Orthanc with HTTP basic authentication: refused without credentials or with wrong
+    ones (one line saying what was sent and which variables to set); fetched with them."""
+    import requests
+    _skip_without_orthanc()
+    for name in ("TOKEN", "USER", "PASSWORD"):
+        monkeypatch.delenv(f"SPINE_TF_DICOMWEB_{name}", raising=False)
+    with _running_orthanc(tmp_path, AuthenticationEnabled=True,
+                          RegisteredUsers={"reader": "s3cret"}) as (base, url):
+        written = write_study(make_patient(0, 3), tmp_path / "study", layout="nested")
+        for path in written.series["t2"].files:
+            with open(path, "rb") as f:
+                requests.post(f"{base}/instances", data=f.read(), auth=("reader", "s3cret"),
+                              timeout=10).raise_for_status()
+        with pytest.raises(dicomweb.DicomWebError, match=r"HTTP 401 .* \(no credentials sent: "
+                           r"set SPINE_TF_DICOMWEB_TOKEN, or SPINE_TF_DICOMWEB_USER"):
+            dicomweb.fetch_study(url, written.study_uid, tmp_path / "cache")
+        monkeypatch.setenv("SPINE_TF_DICOMWEB_USER", "reader")
+        monkeypatch.setenv("SPINE_TF_DICOMWEB_PASSWORD", "wrong")
+        with pytest.raises(dicomweb.DicomWebError, match=r"HTTP 401 .*credentials sent: basic"):
+            dicomweb.fetch_study(url, written.study_uid, tmp_path / "cache")
+        monkeypatch.setenv("SPINE_TF_DICOMWEB_PASSWORD", "s3cret")
+        fetched = dicomweb.fetch_study(url, written.study_uid, tmp_path / "cache")
+        assert [s.number for s in fetched.fetched] == [3]
+        assert len(os.listdir(os.path.join(fetched.folder, written.series["t2"].uid))) == len(
+            written.series["t2"].files)
