@@ -61,6 +61,18 @@ def _series_line(series):
             f"{series.get('images')} images): {series.get('why')}")
 
 
+def _study_line(study):
+    """Whose study it is, for the reader to check: patient ID, date, accession, description
+    and UID (what the headers hold)."""
+    date = study.get("date", "")
+    date = f"{date[:4]}-{date[4:6]}-{date[6:]}" if len(date) == 8 and date.isdigit() else date
+    parts = [f"patient ID {study['patient_id']}" if study.get("patient_id") else "",
+             f"date {date}" if date else "",
+             f"accession {study['accession']}" if study.get("accession") else "",
+             repr(study["description"]) if study.get("description") else ""]
+    return ", ".join(p for p in parts if p) + f" (StudyInstanceUID {study.get('uid', '?')})"
+
+
 def _dicom_line(dicom):
     """Where a DICOM scan's DICOM results are, or why they could not be written."""
     if not dicom:
@@ -164,6 +176,8 @@ def scan_page(record, pictures, scan_pictures=None):
     views = f"{record.get('tta_views', 54)} views" if record["tta"] else "off"
     parts = [f"<h1>{e(record['name'])}</h1>",
              f"<p>Scan: <code>{e(record['scan'])}</code><br>"
+             + (f"Study: {e(_study_line(record['series']['study']))}<br>"
+                if record.get("series", {}).get("study") else "")
              + (f"Series: {e(_series_line(record['series']))}<br>" if record.get("series")
                 else "")
              + "Discs localised from: "

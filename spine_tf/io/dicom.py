@@ -57,6 +57,8 @@ class Series:
         localizer: its ImageType says LOCALIZER (a scout: never chosen unless named).
         study_uid: StudyInstanceUID ('' if absent).
         study_name: PatientID and StudyDate, to name a study among several ('' if absent).
+        study: the study's identity for reports: ``uid``, ``patient_id``, ``date``,
+            ``accession`` and ``description`` (each '' if absent).
         slice_problem: what keeps its images from being one evenly spaced stack ('' if
             nothing; ``slice_problem``).
     """
@@ -71,6 +73,7 @@ class Series:
     localizer: bool = False
     study_uid: str = ""
     study_name: str = ""
+    study: typing.Optional[dict] = None
     slice_problem: str = ""
 
     def label(self):
@@ -82,10 +85,12 @@ class Series:
 
     def record(self, why):
         """What a scan and its grades.json say about the series: number, uid, description,
-        orientation, weighting, images, ``why`` it was chosen, its ``files`` in slice order."""
+        orientation, weighting, images, ``why`` it was chosen, its ``study`` and its
+        ``files`` in slice order."""
         return {"number": self.number, "uid": self.uid, "description": self.description,
                 "orientation": self.orientation, "weighting": self.weighting,
-                "images": len(self.files), "why": why, "files": list(self.files)}
+                "images": len(self.files), "why": why, "study": dict(self.study or {}),
+                "files": list(self.files)}
 
 
 def orientation_of(image_orientation):
@@ -222,6 +227,10 @@ def study_series(folder):
                           study_uid=str(getattr(header, "StudyInstanceUID", "") or ""),
                           study_name="_".join(str(getattr(header, tag, "") or "") for tag in
                                               ("PatientID", "StudyDate")).strip("_"),
+                          study={key: str(getattr(header, tag, "") or "") for key, tag in (
+                              ("uid", "StudyInstanceUID"), ("patient_id", "PatientID"),
+                              ("date", "StudyDate"), ("accession", "AccessionNumber"),
+                              ("description", "StudyDescription"))},
                           slice_problem=slice_problem([h for _, h in items])))
     return sorted(out, key=lambda s: (s.number is None, s.number or 0, s.uid))
 

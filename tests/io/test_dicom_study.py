@@ -90,6 +90,9 @@ def test_a_study_reads_as_its_chosen_series_in_any_layout(study, tmp_path):
     np.testing.assert_allclose(from_flat.spacing_mm, patient.spacing_mm, rtol=1e-3)
     np.testing.assert_array_equal(from_flat.image, patient.image)
     assert from_flat.series["number"] == 3 and from_flat.series["images"] == 18
+    assert from_flat.series["study"] == {
+        "uid": from_folder.series["study"]["uid"], "patient_id": "ph0-00002",
+        "date": "20260101", "accession": "PH00002", "description": "LUMBAR SPINE"}
     assert "one sagittal T2" in from_flat.series["why"]
     assert from_folder.series["why"] == "the folder's one series"
     assert [os.path.dirname(f) for f in from_folder.series["files"]] == [
@@ -149,7 +152,10 @@ def test_predict_grades_a_study_folder_from_its_sagittal_t2(study, tmp_path):
         for task, result in disc["tasks"].items():
             assert held["levels"][disc["level"]]["tasks"][task]["class_name"] == (
                 result["class_name"])
-    assert "Series: 3 &#x27;T2 TSE SAG&#x27;" in (tmp_path / "STUDY1" / "report.html").read_text()
+    page = (tmp_path / "STUDY1" / "report.html").read_text()
+    assert "Series: 3 &#x27;T2 TSE SAG&#x27;" in page
+    assert ("Study: patient ID ph0-00002, date 2026-01-01, accession PH00002, &#x27;LUMBAR "
+            "SPINE&#x27; (StudyInstanceUID 1.2.826.0.1.3680043.10.1342.") in page
     main(["predict", os.fspath(nested), "--out", os.fspath(tmp_path / "t1"), "--no-hotspots",
           "--no-tta", "--series", "2"])
     record = json.loads((tmp_path / "t1" / "STUDY1" / "grades.json").read_text())
