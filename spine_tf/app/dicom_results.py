@@ -181,17 +181,15 @@ def resample_to_sources(volume, sources, affine, what="scan"):
         what: names the scan in errors.
 
     Returns:
-        float32 (images, Rows, Columns, channels): each image's pixels, linearly
-        interpolated (exact where, as for a scan read from these images, the grids
-        coincide).
+        float32 (images, Rows, Columns, channels): each image's pixels; the voxels
+        themselves where the grids coincide (a scan read from these images), else
+        linearly interpolated.
 
     Raises:
-        DicomResultsError: a source image that does not lie on the scan's grid.
-    """
+        DicomResultsError: a source image that does not lie on the scan's grid."""
     from scipy import ndimage
-    volume = np.asarray(volume, np.float32)
+    volume, out = np.asarray(volume, np.float32), []
     shape = np.asarray(volume.shape[:3])
-    out = []
     for ds in sources:
         origin, down, across = pixel_geometry(ds, affine)
         rows, cols = np.arange(ds.Rows), np.arange(ds.Columns)
@@ -202,7 +200,9 @@ def resample_to_sources(volume, sources, affine, what="scan"):
         if np.any(flat.min(axis=1) < -0.5) or np.any(flat.max(axis=1) > shape - 0.5):
             raise DicomResultsError(f"{what}: source image {ds.SOPInstanceUID} does not lie on "
                                     "the scan's grid (not the series the scan was read from?)")
-        out.append(np.stack([ndimage.map_coordinates(volume[..., k], coords, order=1,
+        index = np.round(coords).astype(int)
+        out.append(volume[index[0], index[1], index[2]] if np.array_equal(coords, index) else
+                   np.stack([ndimage.map_coordinates(volume[..., k], coords, order=1,
                                                      mode="nearest")
                              for k in range(volume.shape[3])], axis=-1))
     return np.stack(out)

@@ -283,6 +283,9 @@ def test_images_whose_rows_run_along_the_scans_rows_are_transposed():
     off_grid = _header((5.0, 0, 0), (0, 1, 0, 0, 0, -1), rows=3, cols=4)
     with pytest.raises(dicom_results.DicomResultsError, match="does not lie on the scan"):
         dicom_results.resample_to_sources(volume, [off_grid], affine)
+    # between two slices (x = 0.25): the mean of the two, linearly interpolated
+    between = _header((0.25, 0, 0), (0, 1, 0, 0, 0, -1), rows=3, cols=4)
+    np.testing.assert_allclose(resampled(between), volume[:, ..., 0].mean(axis=0), atol=1e-5)
 
 
 def test_without_hotspots_only_the_report_is_written(graded, tmp_path):
