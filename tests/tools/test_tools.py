@@ -12,10 +12,8 @@ import types
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-BENCH = ["data", "hotspots", "model", "predict", "train", "tta"]
-STUDIES = ["phantom_accuracy", "phantom_subgroups", "detector_accuracy", "detector_real_folds",
-           "grading_baseline", "hotspot_quality", "real_grading", "real_hotspots",
-           "sweep_report", "tta_views"]
+BENCH, STUDIES = ([p.stem for p in sorted((REPO / "tools" / folder).glob("*.py"))
+                   if p.stem not in ("__init__", "benchlib")] for folder in ("bench", "studies"))
 MODULES = [f"tools.bench.{n}" for n in BENCH] + [f"tools.studies.{n}" for n in STUDIES]
 MEASUREMENTS = REPO / "docs" / "measurements"
 
