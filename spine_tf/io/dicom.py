@@ -188,6 +188,28 @@ def _candidate_files(path):
     return found
 
 
+MULTIFRAME = ("its images are enhanced multi-frame objects, which spine_tf does not read yet: "
+              "export the series as classic single-frame MR images")
+
+
+def _frames(header):
+    """The number of frames of a multi-frame image (enhanced MR and the like), else 0."""
+    frames = int(getattr(header, "NumberOfFrames", 0) or 0)
+    return frames if frames > 1 or "SharedFunctionalGroupsSequence" in header else 0
+
+
+def _orientation(header):
+    """ImageOrientationPatient, at the top level or in a multi-frame image's shared
+    functional groups."""
+    if "ImageOrientationPatient" in header:
+        return header.ImageOrientationPatient
+    try:
+        return header.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0] \
+            .ImageOrientationPatient
+    except (AttributeError, IndexError):
+        return None
+
+
 def study_series(folder):
     """Every DICOM series below ``folder`` (any nesting) or indexed by a DICOMDIR file, by
     series number.
@@ -203,7 +225,8 @@ def study_series(folder):
         except Exception:  # pylint: disable=broad-except  (not DICOM: pydicom's many kinds)
             continue
         uid = str(getattr(header, "SeriesInstanceUID", "") or "")
-        if not uid or "ImagePositionPatient" not in header and "PixelSpacing" not in header:
+        if not uid or ("ImagePositionPatient" not in header and "PixelSpacing" not in header
+                       and not _frames(header)):
             continue
         groups.setdefault(uid, []).append((path, header))
     if not groups:
@@ -219,8 +242,7 @@ def study_series(folder):
         number = getattr(header, "SeriesNumber", None)
         out.append(Series(uid=uid, number=None if number in (None, "") else int(number),
                           description=description, files=_in_slice_order(items),
-                          orientation=orientation_of(getattr(header, "ImageOrientationPatient",
-                                                             None)),
+                          orientation=orientation_of(_orientation(header)),
                           weighting=weighting, why=why,
                           localizer="LOCALIZER" in [str(v).upper() for v in
                                                     getattr(header, "ImageType", [])],
@@ -231,7 +253,8 @@ def study_series(folder):
                               ("uid", "StudyInstanceUID"), ("patient_id", "PatientID"),
                               ("date", "StudyDate"), ("accession", "AccessionNumber"),
                               ("description", "StudyDescription"))},
-                          slice_problem=slice_problem([h for _, h in items])))
+                          slice_problem=(MULTIFRAME if _frames(header)
+                                         else slice_problem([h for _, h in items]))))
     return sorted(out, key=lambda s: (s.number is None, s.number or 0, s.uid))
 
 

@@ -323,3 +323,30 @@ def test_a_series_whose_pixels_cannot_be_read_is_named_in_one_line(study, tmp_pa
     assert "\n" not in text
     assert text.startswith(f"{tmp_path / 'truncated'}: series 3 'T2 TSE SAG' (sagittal, T2; "
                            "18 images): cannot read corrupt or unrecognised image file")
+
+
+def test_an_enhanced_multi_frame_series_is_listed_and_refused_in_one_line(study, tmp_path):
+    """An enhanced MR series (one file, its geometry in functional groups) is recognised as
+    the sagittal T2 by its shared orientation and description, and refused with one line
+    naming it, not "no DICOM image"."""
+    import pydicom
+    from pydicom.dataset import Dataset
+    _, nested, _ = study
+    folder = tmp_path / "enhanced"
+    folder.mkdir()
+    ds = pydicom.dcmread(sorted((nested / "SE003").iterdir())[0])
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4.1"
+    ds.NumberOfFrames = 18
+    plane, pixels, shared = Dataset(), Dataset(), Dataset()
+    plane.ImageOrientationPatient = ds.ImageOrientationPatient
+    pixels.PixelSpacing, pixels.SliceThickness = ds.PixelSpacing, ds.SliceThickness
+    shared.PlaneOrientationSequence, shared.PixelMeasuresSequence = [plane], [pixels]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    for keyword in ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing"):
+        delattr(ds, keyword)
+    ds.save_as(folder / "enhanced.dcm")
+    [series] = dicom.study_series(folder)
+    assert (series.orientation, series.weighting) == ("sagittal", "T2")
+    with pytest.raises(ScanError, match=r"enhanced: series 3 'T2 TSE SAG' \(sagittal, T2; 1 "
+                                        r"images\): its images are enhanced multi-frame"):
+        read_scan(folder)
