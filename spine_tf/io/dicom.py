@@ -55,6 +55,7 @@ class Series:
         weighting: ``T2``, ``T1``, ``STIR``, ``PD`` or ``unknown``.
         why: how the weighting was read.
         localizer: its ImageType says LOCALIZER (a scout: never chosen unless named).
+        multiframe: one enhanced multi-frame file (``read_multiframe``).
         study_uid: StudyInstanceUID ('' if absent).
         study_name: PatientID and StudyDate, to name a study among several ('' if absent).
         study: the study's identity for reports: ``uid``, ``patient_id``, ``date``,
@@ -71,6 +72,7 @@ class Series:
     weighting: str
     why: str
     localizer: bool = False
+    multiframe: bool = False
     study_uid: str = ""
     study_name: str = ""
     study: typing.Optional[dict] = None
@@ -188,8 +190,8 @@ def _candidate_files(path):
     return found
 
 
-MULTIFRAME = ("its images are enhanced multi-frame objects, which spine_tf does not read yet: "
-              "export the series as classic single-frame MR images")
+MULTIFRAME = ("it is stored as several multi-frame files, which spine_tf does not read yet: "
+              "export it as one enhanced file or as classic single-frame images")
 
 
 def _frames(header):
@@ -253,8 +255,10 @@ def study_series(folder):
                               ("uid", "StudyInstanceUID"), ("patient_id", "PatientID"),
                               ("date", "StudyDate"), ("accession", "AccessionNumber"),
                               ("description", "StudyDescription"))},
-                          slice_problem=(MULTIFRAME if _frames(header)
-                                         else slice_problem([h for _, h in items]))))
+                          multiframe=bool(_frames(header)),
+                          slice_problem=(slice_problem([h for _, h in items])
+                                         if not _frames(header) else
+                                         MULTIFRAME if len(items) > 1 else "")))
     return sorted(out, key=lambda s: (s.number is None, s.number or 0, s.uid))
 
 
@@ -302,6 +306,61 @@ def naming_series(path, chosen):
             raise
         reason = " ".join(str(error).split()).removeprefix(f"{path}: ")
         raise ScanError(f"{path}: {chosen.label()}: {reason}") from None
+
+
+def _group(frames, shared, index, name):
+    """A functional group item of frame ``index``: its own, else the shared one."""
+    for groups in (frames[index] if frames else None, shared):
+        if groups is not None and name in groups:
+            return groups[name].value[0]
+    return None
+
+
+def read_multiframe(series):
+    """(voxels (columns, rows, frames), RAS affine) of an enhanced multi-frame series: its
+    frames in order along the slice normal (PlanePositionSequence), each scaled by its
+    PixelValueTransformationSequence (else RescaleSlope / RescaleIntercept).
+
+    Raises:
+        ScanError: naming the file: no frame geometry, or frames not evenly spaced.
+    """
+    import pydicom
+    path = series.files[0]
+    ds = pydicom.dcmread(path)
+    shared = ds.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in ds \
+        else None
+    frames = ds.get("PerFrameFunctionalGroupsSequence")
+    count = int(ds.get("NumberOfFrames", 1) or 1)
+    plane = _group(frames, shared, 0, "PlaneOrientationSequence")
+    measures = _group(frames, shared, 0, "PixelMeasuresSequence")
+    found = [_group(frames, shared, k, "PlanePositionSequence") for k in range(count)]
+    if plane is None or measures is None or any(p is None for p in found):
+        raise ScanError(f"{path}: a multi-frame image without the orientation, pixel spacing "
+                        "or position of its frames")
+    cosines = np.asarray(plane.ImageOrientationPatient, np.float64)
+    row_mm, col_mm = (float(v) for v in measures.PixelSpacing)
+    positions = np.asarray([p.ImagePositionPatient for p in found], np.float64)
+    normal = np.cross(cosines[:3], cosines[3:])
+    order = np.argsort(positions @ normal, kind="stable")
+    pixels = ds.pixel_array.reshape(count, ds.Rows, ds.Columns).astype(np.float32)
+    for k in range(count):
+        scale = _group(frames, shared, k, "PixelValueTransformationSequence") or ds
+        pixels[k] = (pixels[k] * float(scale.get("RescaleSlope", 1) or 1)
+                     + float(scale.get("RescaleIntercept", 0) or 0))
+    steps = np.diff(positions[order], axis=0)
+    if count > 1:
+        lengths = np.linalg.norm(steps, axis=1)
+        if lengths.min() < 0.9 * lengths.mean() or lengths.max() > 1.1 * lengths.mean():
+            raise ScanError(f"{path}: its frames are not evenly spaced ({lengths.min():.2f}-"
+                            f"{lengths.max():.2f} mm apart)")
+        step = steps.mean(axis=0)
+    else:
+        step = normal * float(measures.get("SliceThickness", 1.0) or 1.0)
+    lps = np.column_stack([cosines[:3] * col_mm, cosines[3:] * row_mm, step])
+    affine = np.eye(4)
+    affine[:3, :3] = np.diag([-1.0, -1.0, 1.0]) @ lps
+    affine[:3, 3] = np.diag([-1.0, -1.0, 1.0]) @ positions[order][0]
+    return np.transpose(pixels[order], (2, 1, 0)), affine
 
 
 def studies(series):

@@ -23,20 +23,19 @@ plane cannot be, and is rejected.
 Readers, chosen by suffix (case-insensitive):
 
 - ``.nii``, ``.nii.gz``: nibabel (scaled data, affine from sform/qform).
-- ``.mha``, ``.mhd``, ``.nrrd``, and DICOM: SimpleITK; ITK's LPS geometry is converted
-  to RAS. A DICOM folder (or DICOMDIR) may hold a study: ``spine_tf.io.dicom`` picks the series.
+- ``.mha``, ``.mhd``, ``.nrrd``, and DICOM: SimpleITK (an enhanced multi-frame
+  series: pydicom); LPS converted to RAS. A DICOM folder (or DICOMDIR) may hold a study:
+  ``spine_tf.io.dicom`` picks the series.
 - ``.png``, ``.jpg``, ``.jpeg``, ``.tif``, ``.tiff``, ``.bmp``: one greyscale 2D
   sagittal image, read as a one-slice scan (rows top to bottom = superior to
   inferior, columns left to right = anterior to posterior); it records no
   geometry, so the spacing comes from the ``spacing_mm`` argument (default
   1 mm) and the affine from :func:`scan_from_array`.
 
-Every problem with an input raises :class:`ScanError`, whose message starts
-with the offending path.
+Every problem with an input raises :class:`ScanError`, naming the path first.
 
 Example:
-    >>> scan = read_scan("case_001_t2.mha")               # doctest: +SKIP
-    >>> save_nifti(heatmap, "case_001_heatmap.nii.gz", scan)  # doctest: +SKIP
+    >>> save_nifti(heatmap, "case_heatmap.nii.gz", read_scan("case.mha"))  # doctest: +SKIP
 """
 
 import dataclasses
@@ -278,7 +277,8 @@ def read_scan(path, *, spacing_mm: Optional[Sequence[float]] = None,
         raise scan_error(path, "a series can only be chosen in a DICOM folder")
     chosen, why = dicom.select_series(path, series, study) if kind == "dicom" else (None,) * 2
     with dicom.naming_series(path, chosen):  # an error: one line, naming the series
-        data, affine = read_volume(path, kind, what="scan", series_files=chosen and chosen.files)
+        data, affine = (dicom.read_multiframe(chosen) if chosen and chosen.multiframe else
+                        read_volume(path, kind, what="scan", series_files=chosen and chosen.files))
     scan = _finish(path, data, affine, original_affine=affine, check_reorientation=True)
     return dataclasses.replace(scan, series=chosen.record(why)) if chosen else scan
 

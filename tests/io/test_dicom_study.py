@@ -325,28 +325,58 @@ def test_a_series_whose_pixels_cannot_be_read_is_named_in_one_line(study, tmp_pa
                            "18 images): cannot read corrupt or unrecognised image file")
 
 
-def test_an_enhanced_multi_frame_series_is_listed_and_refused_in_one_line(study, tmp_path):
-    """An enhanced MR series (one file, its geometry in functional groups) is recognised as
-    the sagittal T2 by its shared orientation and description, and refused with one line
-    naming it, not "no DICOM image"."""
+def _enhanced(classic_folder, path, shuffle=False, spacing_error=False):
+    """The classic series of ``classic_folder`` as one enhanced multi-frame file: geometry in
+    shared and per-frame functional groups, each frame's own rescale."""
     import pydicom
     from pydicom.dataset import Dataset
-    _, nested, _ = study
-    folder = tmp_path / "enhanced"
-    folder.mkdir()
-    ds = pydicom.dcmread(sorted((nested / "SE003").iterdir())[0])
+    slices = [pydicom.dcmread(p) for p in sorted(classic_folder.iterdir())]
+    order = list(range(len(slices)))[::-1] if shuffle else list(range(len(slices)))
+    stored = np.stack([(slices[k].pixel_array.astype(np.int32) + 10) // 2 for k in order])
+    ds = slices[0]
     ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4.1"
-    ds.NumberOfFrames = 18
+    ds.NumberOfFrames = len(slices)
     plane, pixels, shared = Dataset(), Dataset(), Dataset()
     plane.ImageOrientationPatient = ds.ImageOrientationPatient
     pixels.PixelSpacing, pixels.SliceThickness = ds.PixelSpacing, ds.SliceThickness
     shared.PlaneOrientationSequence, shared.PixelMeasuresSequence = [plane], [pixels]
     ds.SharedFunctionalGroupsSequence = [shared]
+    frames = []
+    for n, k in enumerate(order):
+        frame, position, scale = Dataset(), Dataset(), Dataset()
+        position.ImagePositionPatient = list(slices[k].ImagePositionPatient)
+        if spacing_error and n == 3:
+            position.ImagePositionPatient[0] += 1.5
+        scale.RescaleSlope, scale.RescaleIntercept = 2, -10  # stored (v + 10) / 2
+        frame.PlanePositionSequence, frame.PixelValueTransformationSequence = [position], [scale]
+        frames.append(frame)
+    ds.PerFrameFunctionalGroupsSequence = frames
+    ds.PixelData = stored.astype("<i2").tobytes()
     for keyword in ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing"):
         delattr(ds, keyword)
-    ds.save_as(folder / "enhanced.dcm")
-    [series] = dicom.study_series(folder)
-    assert (series.orientation, series.weighting) == ("sagittal", "T2")
-    with pytest.raises(ScanError, match=r"enhanced: series 3 'T2 TSE SAG' \(sagittal, T2; 1 "
-                                        r"images\): its images are enhanced multi-frame"):
-        read_scan(folder)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path)
+
+
+def test_an_enhanced_multi_frame_series_reads_as_its_classic_images(study, tmp_path):
+    """One enhanced MR file (frames stored in reverse, values through each frame's rescale):
+    recognised as the sagittal T2 by its shared orientation and description, read to the
+    classic series' voxels (up to the rescale's rounding) and geometry. Uneven frames, or a
+    series of several multi-frame files, are refused in one line naming it."""
+    _, nested, _ = study
+    classic = read_scan(nested / "SE003")
+    _enhanced(nested / "SE003", tmp_path / "enhanced" / "t2.dcm", shuffle=True)
+    [series] = dicom.study_series(tmp_path / "enhanced")
+    assert (series.orientation, series.weighting, series.multiframe) == ("sagittal", "T2",
+                                                                         True)
+    scan = read_scan(tmp_path / "enhanced")
+    np.testing.assert_allclose(scan.image, classic.image, atol=1.0)
+    np.testing.assert_allclose(scan.affine, classic.affine, atol=1e-3)
+    _enhanced(nested / "SE003", tmp_path / "uneven" / "t2.dcm", spacing_error=True)
+    with pytest.raises(ScanError, match=r"uneven: series 3 'T2 TSE SAG' \(sagittal, T2; 1 "
+                                        r"images\): .*t2.dcm: its frames are not evenly spaced"):
+        read_scan(tmp_path / "uneven")
+    _enhanced(nested / "SE003", tmp_path / "two" / "a.dcm")
+    _enhanced(nested / "SE003", tmp_path / "two" / "b.dcm")
+    with pytest.raises(ScanError, match="stored as several multi-frame files"):
+        read_scan(tmp_path / "two")
