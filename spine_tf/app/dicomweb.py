@@ -230,19 +230,11 @@ def remote_series(client, url, study_uid):
         if not images:
             continue
         first = min(images, key=lambda m: int(_value(m, "InstanceNumber", 0) or 0))
-        description = str(_value(first, "SeriesDescription", "") or "")
-        weighting, why = dicom.weighting_of(description, _value(first, "EchoTime"),
-                                            _value(first, "RepetitionTime"))
-        number = _value(first, "SeriesNumber")
-        out.append(dicom.Series(
-            uid=uid, number=None if number in (None, "") else int(number),
-            description=description,
-            files=tuple(sorted(str(_value(m, "SOPInstanceUID")) for m in images)),
-            orientation=dicom.orientation_of(_value(first, "ImageOrientationPatient")),
-            weighting=weighting, why=why,
-            localizer="LOCALIZER" in [str(v).upper() for v in _value(first, "ImageType", [])],
+        out.append(dicom.series_from(
+            uid, sorted(str(_value(m, "SOPInstanceUID")) for m in images),
+            lambda keyword, default=None, first=first: _value(first, keyword, default),
             study_uid=study_uid))
-    return sorted(out, key=lambda s: (s.number is None, s.number or 0, s.uid))
+    return dicom.by_number(out)
 
 
 def fetch_study(url, study_uid, folder, series=None, whole_study=False):

@@ -238,28 +238,44 @@ def study_series(folder):
     out = []
     for uid, items in groups.items():
         header = items[0][1]
-        description = str(getattr(header, "SeriesDescription", "") or "")
-        weighting, why = weighting_of(description, getattr(header, "EchoTime", None),
-                                      getattr(header, "RepetitionTime", None))
-        number = getattr(header, "SeriesNumber", None)
-        out.append(Series(uid=uid, number=None if number in (None, "") else int(number),
-                          description=description, files=_in_slice_order(items),
-                          orientation=orientation_of(_orientation(header)),
-                          weighting=weighting, why=why,
-                          localizer="LOCALIZER" in [str(v).upper() for v in
-                                                    getattr(header, "ImageType", [])],
-                          study_uid=str(getattr(header, "StudyInstanceUID", "") or ""),
-                          study_name="_".join(str(getattr(header, tag, "") or "") for tag in
-                                              ("PatientID", "StudyDate")).strip("_"),
-                          study={key: str(getattr(header, tag, "") or "") for key, tag in (
-                              ("uid", "StudyInstanceUID"), ("patient_id", "PatientID"),
-                              ("date", "StudyDate"), ("accession", "AccessionNumber"),
-                              ("description", "StudyDescription"))},
-                          multiframe=bool(_frames(header)),
-                          slice_problem=(slice_problem([h for _, h in items])
-                                         if not _frames(header) else
-                                         MULTIFRAME if len(items) > 1 else "")))
-    return sorted(out, key=lambda s: (s.number is None, s.number or 0, s.uid))
+
+        def value(keyword, default=None, header=header):
+            if keyword == "ImageOrientationPatient":
+                return _orientation(header)
+            return getattr(header, keyword, default)
+        study = {key: str(value(tag, "") or "") for key, tag in (
+            ("uid", "StudyInstanceUID"), ("patient_id", "PatientID"), ("date", "StudyDate"),
+            ("accession", "AccessionNumber"), ("description", "StudyDescription"))}
+        frames = _frames(header)
+        problem = (MULTIFRAME if len(items) > 1 else "") if frames else slice_problem(
+            [h for _, h in items])
+        out.append(series_from(
+            uid, _in_slice_order(items), value, study_uid=study["uid"], study=study,
+            study_name="_".join(v for v in (study["patient_id"], study["date"]) if v),
+            multiframe=bool(frames), slice_problem=problem))
+    return by_number(out)
+
+
+def series_from(uid, files, value, **details):
+    """A ``Series`` of ``files`` (its images' paths, or SOPInstanceUIDs on a server) from
+    ``value(keyword, default=None)``, which reads the header of the image that speaks for
+    the series (a pydicom dataset here, DICOM JSON over DICOMweb): its number, description,
+    weighting and why, orientation and whether it is a localiser; ``details``: the other
+    fields."""
+    description = str(value("SeriesDescription", "") or "")
+    weighting, why = weighting_of(description, value("EchoTime"), value("RepetitionTime"))
+    number = value("SeriesNumber")
+    return Series(uid=uid, number=None if number in (None, "") else int(number),
+                  description=description, files=tuple(files),
+                  orientation=orientation_of(value("ImageOrientationPatient")),
+                  weighting=weighting, why=why,
+                  localizer="LOCALIZER" in [str(v).upper() for v in value("ImageType", []) or []],
+                  **details)
+
+
+def by_number(series):
+    """Series in SeriesNumber order (those without one last), then by UID."""
+    return sorted(series, key=lambda s: (s.number is None, s.number or 0, s.uid))
 
 
 def choose_series(series, folder, choice=None):
