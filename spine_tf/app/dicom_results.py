@@ -38,6 +38,7 @@ import numpy as np
 import spine_tf
 from spine_tf.app.scans import PredictError
 from spine_tf.io.atomic import atomic_path
+from spine_tf.io.formats import LPS_RAS
 from spine_tf.tasks import TABLE, task_set as task_set_named
 
 SR_NAME, HOTSPOT_PATTERN = "grades_sr.dcm", "hotspots_{task}.dcm"
@@ -49,7 +50,6 @@ REQUIRED = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstance
 _LEVEL_CONCEPTS = {"T12-L1": "TwelfthThoracic", "L1-L2": "FirstLumbar",
                    "L2-L3": "SecondLumbar", "L3-L4": "ThirdLumbar", "L4-L5": "FourthLumbar",
                    "L5-S1": "FifthLumbar"}
-_LPS = np.diag([-1.0, -1.0, 1.0])  # RAS <-> LPS, its own inverse
 _MAX_MEANING = 64  # characters of a Code Meaning (LO); spine_tf's concepts: (value, meaning)
 CONFIDENCE = ("confidence", "disc localisation confidence")
 LOCALISATION = ("localisation", "disc localisation")
@@ -164,10 +164,10 @@ def pixel_geometry(ds, affine):
     to_internal = np.linalg.inv(np.asarray(affine, float))
     cosines = np.asarray(ds.ImageOrientationPatient, float)
     row_mm, col_mm = (float(v) for v in ds.PixelSpacing)
-    position = _LPS @ np.asarray(ds.ImagePositionPatient, float)
+    position = LPS_RAS @ np.asarray(ds.ImagePositionPatient, float)
     origin = to_internal[:3, :3] @ position + to_internal[:3, 3]
-    down = to_internal[:3, :3] @ _LPS @ (cosines[3:] * row_mm)
-    across = to_internal[:3, :3] @ _LPS @ (cosines[:3] * col_mm)
+    down = to_internal[:3, :3] @ LPS_RAS @ (cosines[3:] * row_mm)
+    across = to_internal[:3, :3] @ LPS_RAS @ (cosines[:3] * col_mm)
     return origin, down, across
 
 
@@ -216,7 +216,7 @@ def nearest_image(centre_voxel, sources, affine):
         top left corner of the top left pixel, so a pixel's centre is at + 0.5).
     """
     centre = np.asarray(affine, float) @ np.append(np.asarray(centre_voxel, float), 1.0)
-    point = _LPS @ centre[:3]
+    point = LPS_RAS @ centre[:3]
     best = None
     for index, ds in enumerate(sources):
         cosines = np.asarray(ds.ImageOrientationPatient, float)

@@ -33,7 +33,7 @@ import typing
 
 import numpy as np
 
-from spine_tf.io.formats import ScanError
+from spine_tf.io.formats import ScanError, ras_affine
 
 T2_TE_MS, T2_TR_MS = 60.0, 1500.0
 T1_TE_MS, T1_TR_MS = 30.0, 1000.0
@@ -152,7 +152,13 @@ def _in_slice_order(items):
 def slice_problem(headers):
     """'' where a series' images lie one per position, evenly spaced along the slice normal
     (or carry no position), else what is wrong, in words."""
-    positions = np.sort([a for a in map(_along, headers) if a is not None])
+    return spacing_problem([a for a in map(_along, headers) if a is not None])
+
+
+def spacing_problem(along):
+    """'' where images at these positions (mm along the slice normal) lie one per position,
+    evenly spaced, else what is wrong, in words."""
+    positions = np.sort(np.asarray(along, np.float64))
     gaps = np.diff(positions)
     if not len(gaps):
         return ""
@@ -363,20 +369,15 @@ def read_multiframe(series):
         scale = _group(frames, shared, k, "PixelValueTransformationSequence") or ds
         pixels[k] = (pixels[k] * float(scale.get("RescaleSlope", 1) or 1)
                      + float(scale.get("RescaleIntercept", 0) or 0))
-    steps = np.diff(positions[order], axis=0)
+    problem = spacing_problem(positions @ normal)
+    if problem:
+        raise ScanError(f"{path}: its frames are not evenly spaced: {problem}")
     if count > 1:
-        lengths = np.linalg.norm(steps, axis=1)
-        if lengths.min() < 0.9 * lengths.mean() or lengths.max() > 1.1 * lengths.mean():
-            raise ScanError(f"{path}: its frames are not evenly spaced ({lengths.min():.2f}-"
-                            f"{lengths.max():.2f} mm apart)")
-        step = steps.mean(axis=0)
+        step = np.diff(positions[order], axis=0).mean(axis=0)
     else:
         step = normal * float(measures.get("SliceThickness", 1.0) or 1.0)
     lps = np.column_stack([cosines[:3] * col_mm, cosines[3:] * row_mm, step])
-    affine = np.eye(4)
-    affine[:3, :3] = np.diag([-1.0, -1.0, 1.0]) @ lps
-    affine[:3, 3] = np.diag([-1.0, -1.0, 1.0]) @ positions[order][0]
-    return np.transpose(pixels[order], (2, 1, 0)), affine
+    return np.transpose(pixels[order], (2, 1, 0)), ras_affine(lps, positions[order][0])
 
 
 def studies(series):

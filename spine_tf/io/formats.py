@@ -162,11 +162,20 @@ def read_itk(path: str, kind: str, what: str, series_files=None) -> Tuple[np.nda
         origin = np.append(origin, 0.0)
     elif dimension > 3:
         direction, spacing, origin = direction[:3, :3], spacing[:3], origin[:3]
-    lps_to_ras = np.diag([-1.0, -1.0, 1.0])
+    return array, ras_affine(direction @ np.diag(spacing), origin)
+
+
+LPS_RAS = np.diag([-1.0, -1.0, 1.0])
+"""DICOM's and ITK's LPS <-> NIfTI's RAS: its own inverse."""
+
+
+def ras_affine(linear_lps, origin_lps):
+    """The (4, 4) voxel -> RAS affine of a grid given in LPS: its (3, 3) voxel steps (one
+    column per array axis) and the position of voxel 0."""
     affine = np.eye(4)
-    affine[:3, :3] = lps_to_ras @ direction @ np.diag(spacing)
-    affine[:3, 3] = lps_to_ras @ origin
-    return array, affine
+    affine[:3, :3] = LPS_RAS @ np.asarray(linear_lps, np.float64)
+    affine[:3, 3] = LPS_RAS @ np.asarray(origin_lps, np.float64)
+    return affine
 
 
 def read_dicom_series(sitk, files):

@@ -29,6 +29,8 @@ import os
 
 import numpy as np
 
+from spine_tf.io.formats import LPS_RAS
+
 LAYOUTS = ("nested", "flat", "dicomdir")
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 UID_ROOT = "1.2.826.0.1.3680043.10.1342."
@@ -73,8 +75,7 @@ def _uid(patient, *parts):
 def _planes(patient, name):
     """[(pixels (rows, cols), ImagePositionPatient, ImageOrientationPatient, PixelSpacing,
     thickness)] of one series, in DICOM's LPS frame."""
-    lps = np.diag([-1.0, -1.0, 1.0])
-    linear, origin = lps @ patient.affine[:3, :3], lps @ patient.affine[:3, 3]
+    linear, origin = LPS_RAS @ patient.affine[:3, :3], LPS_RAS @ patient.affine[:3, 3]
     step = np.linalg.norm(linear, axis=0)  # (slice, row, col) mm
     axis = linear / step  # unit directions of the internal axes
     image = np.asarray(patient.image)
