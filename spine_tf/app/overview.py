@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from spine_tf import tasks
 from spine_tf.extraction import COLS, ROWS
-from spine_tf.io.pictures import heat_colours, save_png
+from spine_tf.io.pictures import heat_blend, save_png
 from spine_tf.localisation import normal_up
 
 PRIMARY_TASK = "pfirrmann"
@@ -285,10 +285,9 @@ def draw_overview(image, spacing_rc, marks, legend=(), hotspot=None):
 
     def upsample(array):
         return np.asarray(Image.fromarray(array, mode="F").resize(size, Image.BILINEAR))
-    grey = np.clip(upsample(image), 0, 1)[..., None] * np.ones(3, np.float32)
-    if hotspot is not None:
-        weight = np.clip(upsample(np.asarray(hotspot, np.float32)), 0, 1)[..., None]
-        grey = (1 - weight) * grey + weight * heat_colours(weight[..., 0])
+    grey = np.clip(upsample(image), 0, 1)
+    grey = (grey[..., None] * np.ones(3, np.float32) if hotspot is None
+            else heat_blend(grey, upsample(np.asarray(hotspot, np.float32))))
     canvas = Image.new("RGB", frame.size_px, (0, 0, 0))
     canvas.paste(Image.fromarray((grey * 255 + 0.5).astype(np.uint8)), (0, 0))
     draw = ImageDraw.Draw(canvas)

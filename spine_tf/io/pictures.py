@@ -129,6 +129,14 @@ def heat_colours(values):
     return np.clip(3 * values - np.array([0, 1, 2], np.float32), 0, 1)
 
 
+def heat_blend(grey, weight):
+    """Grey values with a map blended over them in heat colours, the map value as the
+    colour's weight (0: plain grey): float (..., 3) of two same-shape arrays in [0, 1]."""
+    grey = np.clip(np.asarray(grey, np.float32), 0, 1)[..., None]
+    weight = np.clip(np.asarray(weight, np.float32), 0, 1)
+    return (1 - weight[..., None]) * grey + weight[..., None] * heat_colours(weight)
+
+
 def overlay_montage(volumes, maps, titles=None, slices=None):
     """A montage (as ``montage``) of volumes with maps (hotspots) overlaid in heat colours.
 
@@ -149,7 +157,6 @@ def overlay_montage(volumes, maps, titles=None, slices=None):
     if len(maps) != len(volumes) or any(m.shape != v.shape for m, v in zip(maps, volumes)):
         raise ValueError(f"overlay_montage needs one map per volume of the same shape, got "
                          f"{[m.shape for m in maps]} for {[v.shape for v in volumes]}")
-    blended = [(1 - m[..., None]) * np.clip(v, 0, 1)[..., None] + m[..., None] * heat_colours(m)
-               for v, m in zip(volumes, maps)]  # (rows, cols, slices, 3)
+    blended = [heat_blend(v, m) for v, m in zip(volumes, maps)]  # (rows, cols, slices, 3)
     return np.stack([montage([b[..., c] for b in blended], titles, slices) for c in range(3)],
                     axis=-1)
