@@ -57,7 +57,6 @@ class Series:
         localizer: its ImageType says LOCALIZER (a scout: never chosen unless named).
         multiframe: one enhanced multi-frame file (``read_multiframe``).
         study_uid: StudyInstanceUID ('' if absent).
-        study_name: PatientID and StudyDate, to name a study among several ('' if absent).
         study: the study's identity for reports: ``uid``, ``patient_id``, ``date``,
             ``accession`` and ``description`` (each '' if absent).
         slice_problem: what keeps its images from being one evenly spaced stack ('' if
@@ -74,7 +73,6 @@ class Series:
     localizer: bool = False
     multiframe: bool = False
     study_uid: str = ""
-    study_name: str = ""
     study: typing.Optional[dict] = None
     slice_problem: str = ""
 
@@ -257,7 +255,6 @@ def study_series(folder):
             [h for _, h in items])
         out.append(series_from(
             uid, _in_slice_order(items), value, study_uid=study["uid"], study=study,
-            study_name="_".join(v for v in (study["patient_id"], study["date"]) if v),
             multiframe=bool(frames), slice_problem=problem))
     return by_number(out)
 
@@ -385,7 +382,9 @@ def studies(series):
     StudyDate, made unique with the UID's end where two studies share them."""
     names = {}
     for one in series:
-        names.setdefault(one.study_uid, one.study_name or one.study_uid[-8:])
+        study = one.study or {}
+        named = "_".join(v for v in (study.get("patient_id"), study.get("date")) if v)
+        names.setdefault(one.study_uid, named or one.study_uid[-8:])
     shared = [n for n in names.values() if list(names.values()).count(n) > 1]
     return {uid: f"{name}_{uid[-6:]}" if name in shared else name
             for uid, name in names.items()}
