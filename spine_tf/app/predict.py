@@ -130,10 +130,11 @@ def _localisation_source(job, detector):
     return f"detector {getattr(detector, 'source', detector.name)}"
 
 
-def _write_hotspots(folder, scan, volumes, record, predictor, probabilities, augmentations,
-                    seed):
+def _write_hotspots(folder, scan, volumes, stacked, record, predictor, probabilities,
+                    augmentations, seed):
     """Computes a scan's hotspots and writes them into its folder: per task the montage over
-    the disc volumes and the picture on the scan, and the NIfTI; notes them in the record.
+    the disc volumes (``stacked``: theirs, as graded) and the picture on the scan, and the
+    NIfTI; notes them in the record.
 
     Returns:
         ({task: montage file}, {task: scan picture file}, the (slices, rows, cols, tasks)
@@ -141,7 +142,6 @@ def _write_hotspots(folder, scan, volumes, record, predictor, probabilities, aug
     """
     from spine_tf import hotspots as hotspots_lib
     from spine_tf.io import pictures as report
-    stacked = np.stack([v.volume for v in volumes])
     levels = [v.level for v in volumes]
     task_set = predictor.task_set
     classes = {t.name: p.argmax(axis=1) for t, p in zip(task_set.tasks, probabilities)}
@@ -214,7 +214,8 @@ def predict_scan(job, predictor, out_dir, tta=True, hotspots=True,
         pictures, scan_pictures, scan_maps = {}, {}, None  # the maps: for later writers
         if hotspots:
             pictures, scan_pictures, scan_maps = _write_hotspots(
-                tmp, scan, volumes, record, predictor, probabilities, augmentations, seed)
+                tmp, scan, volumes, stacked, record, predictor, probabilities, augmentations,
+                seed)
         if scan.series:
             record["dicom"] = _write_dicom(os.path.join(tmp, render.DICOM_FOLDER), record,
                                            scan, scan_maps)
