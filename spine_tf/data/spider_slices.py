@@ -18,12 +18,13 @@ How the ``spider_slices`` dataset places and names each image's discs
 (``positions``): from its boxes where they are as many as the patient's graded
 discs (every IVD label from 1 up graded, so box N from the bottom is IVD label
 N), else from the disc detector, which names the lowest disc it finds above the
-sacrum L5-S1; without a detector such an image is skipped. Each disc records
-which (``position_source``). Thoracic discs (IVD label 7 and up) have no level
-in ``tasks.LEVELS``: their boxes shape their neighbours' bodies but they are
-not examples (docs/data.md). Extraction sizes the region from the disc and its
-bodies, so only the ratio of row to column spacing shapes a volume, not the
-pixel size itself.
+sacrum L5-S1; without a detector such an image is skipped. Where the detector runs, it
+checks the boxes as well: an image whose boxes hold none of its discs is left out
+(``boxes_contradicted``). Each disc records which (``position_source``).
+Thoracic discs (IVD label 7 and up) have no level in ``tasks.LEVELS``: their boxes
+shape their neighbours' bodies but they are not examples (docs/data.md). Extraction
+sizes the region from the disc and its bodies, so only the ratio of row to column
+spacing shapes a volume, not the pixel size itself.
 """
 
 import csv
@@ -174,15 +175,40 @@ def spacing_check(image, located):
             "agrees": bool(abs(estimate / listed - 1) <= SPACING_TOLERANCE)}
 
 
+CONTRADICTING_DISCS = 3
+"""Discs a detection must place, none of them in a box, to contradict an image's boxes."""
+
+
+def boxes_contradicted(image, detected):
+    """Whether a detection (a Localisation in the image's pixels) contradicts an image's
+    boxes: it places at least ``CONTRADICTING_DISCS`` discs and not one of them lies in the
+    central half of a box. Boxes drawn off the discs (two images of ../shared have theirs
+    on the vertebral bodies, half a level up) would teach the disc's grades on a body."""
+    return (len(detected.discs) >= CONTRADICTING_DISCS
+            and not any(box.holds(*disc.centre[1:]) for disc in detected.discs
+                        for box in image.boxes))
+
+
 def positions(image, numbers, detect=None):
     """Where an image's discs are: a Localisation from its boxes (``boxes_name_levels``),
     else ``detect(scan)`` (run where it is given: the detector needs TensorFlow, the
-    build's workers do not load it), else None. Its ``source`` says which."""
-    if boxes_name_levels(image, numbers):
-        return localisation.from_boxes(image.row_boxes, (1.0, *image.spacing_mm))
-    if detect is None:
-        return None
-    return detect(read_scan(image.path, spacing_mm=image.spacing_mm))
+    build's workers do not load it), else None. Its ``source`` says which. Where
+    ``detect`` is given, it checks the boxes too (``boxes_contradicted``).
+
+    Raises:
+        ScanError: the image cannot be read, or the detector contradicts its boxes.
+    """
+    if not boxes_name_levels(image, numbers):
+        if detect is None:
+            return None
+        return detect(read_scan(image.path, spacing_mm=image.spacing_mm))
+    if detect is not None:
+        detected = detect(read_scan(image.path, spacing_mm=image.spacing_mm))
+        if boxes_contradicted(image, detected):
+            raise ScanError(f"{image.path}: none of the {len(detected.discs)} discs the "
+                            f"detector found lies in one of its {len(image.boxes)} boxes "
+                            "(boxes off the discs?); left out")
+    return localisation.from_boxes(image.row_boxes, (1.0, *image.spacing_mm))
 
 
 def slice_record(image, labels, located):
@@ -196,9 +222,10 @@ def slice_record(image, labels, located):
     return PatientRecord(image.patient, scan, located, labels, reread={}, series=image.series)
 
 
-def write_box_masks(manual_dir, out_dir, patients=None):
+def write_box_masks(manual_dir, out_dir, patients=None, detect=None):
     """Writes the images of a SPIDER slices folder whose boxes name their patient's graded
-    discs (``boxes_name_levels``) in the folder layout, with masks drawn from the boxes
+    discs (``boxes_name_levels``) and, where ``detect`` is given, are not contradicted by
+    it (``boxes_contradicted``) in the folder layout, with masks drawn from the boxes
     (``localisation.box_mask``): ``scans/<series>.nii.gz`` (the slice with its listed
     spacing) and ``masks/<series>.nii.gz``. This is the disc detector's training data
     where a data set has boxes and no masks (``spine-tf train-detector --masks-dir``).
@@ -207,6 +234,7 @@ def write_box_masks(manual_dir, out_dir, patients=None):
         manual_dir: a folder in the SPIDER slices layout.
         out_dir: the folder to write (created).
         patients: only these patients (e.g. a training split's), or None for all.
+        detect: a function scan -> Localisation (the disc detector) to check the boxes.
 
     Returns:
         The series written.
@@ -220,6 +248,8 @@ def write_box_masks(manual_dir, out_dir, patients=None):
         if not boxes_name_levels(image, numbers.get(image.patient, [])):
             continue
         scan = read_scan(image.path, spacing_mm=image.spacing_mm)
+        if detect is not None and boxes_contradicted(image, detect(scan)):
+            continue
         mask = localisation.box_mask(image.row_boxes, scan.spacing_mm, scan.shape[1:])
         save_nifti(scan.image, os.path.join(out_dir, "scans", f"{image.series}.nii.gz"), scan)
         save_nifti(mask[None], os.path.join(out_dir, "masks", f"{image.series}.nii.gz"), scan)

@@ -58,3 +58,33 @@ def test_box_masks_for_the_detector(spider_subset_dir, tmp_path):
         assert mask[0, row, col] == 200 + box.from_bottom
     assert spider_slices.write_box_masks(spider_subset_dir, tmp_path / "all") == [
         "104_t2", "127_t2", "127_t2_SPACE"]
+
+
+def test_a_detection_with_no_disc_in_any_box_contradicts_the_boxes(spider_subset_dir):
+    from spine_tf import localisation
+    image = next(i for i in spider_slices.read_slices(spider_subset_dir) if i.series == "104_t2")
+    spacing = (1.0, *image.spacing_mm)
+
+    def detection(shift_rows, count=7):  # discs where the boxes say, moved along the rows
+        rows = [(n, (y0 + shift_rows, x0, y1 + shift_rows, x1))
+                for n, (y0, x0, y1, x1) in image.row_boxes[:count]]
+        return localisation.from_boxes(rows, spacing)
+
+    assert not spider_slices.boxes_contradicted(image, detection(0))
+    assert not spider_slices.boxes_contradicted(image, detection(8))  # inside the central half
+    heights = [b.y1 - b.y0 for b in image.boxes]
+    half_level = -0.6 * float(np.median(heights))  # on the bodies, as two real images are
+    assert spider_slices.boxes_contradicted(image, detection(half_level))
+    assert not spider_slices.boxes_contradicted(image, detection(half_level, count=2))
+
+    def detect(scan):
+        assert scan.shape[1:] == (384, 384)
+        return detection(half_level)
+
+    with pytest.raises(ScanError, match=r"104_t2.png: none of the \d discs the detector found "
+                                        r"lies in one of its 7 boxes"):
+        spider_slices.positions(image, list(range(1, 8)), detect)
+    assert spider_slices.positions(image, list(range(1, 8)),
+                                   lambda scan: detection(0)).source == "boxes"
+    assert spider_slices.write_box_masks(spider_subset_dir, spider_subset_dir.parent / "bm",
+                                         patients={"104"}, detect=detect) == []
