@@ -9,10 +9,11 @@ to ``data.SPACING_MM``), then:
    candidate without bone (body or sacrum) just above and below it is dropped;
 2. the spine's line: starting at the disc just above the sacrum, each next
    disc is the nearest candidate above the last one along its normal (15 to
-   70 mm up, not far sideways). Candidates off that line are ignored. Levels
-   are named upwards from L5-S1. Without a sacrum in view the lowest disc is
-   taken as L5-S1 and every disc's confidence halved, so such discs are
-   flagged rather than silently graded;
+   95 mm up, not far sideways). Candidates off that line are ignored. Levels
+   are named upwards from L5-S1; a step about twice the line's median step
+   counts the disc missed in it (``_GAP_RATIO``). Without a sacrum in view
+   the lowest disc is taken as L5-S1 and every disc's confidence halved, so
+   such discs are flagged rather than silently graded;
 3. the discs on the line and every vertebral body found are written into a
    SPIDER-convention label map, and ``localisation.from_mask`` turns it into
    the same ``Localisation`` a manual mask gives, with coordinates mapped
@@ -39,8 +40,13 @@ _MIN_DISC_MM2 = 20.0
 _MIN_BODY_MM2 = 80.0
 _PEAK_THRESHOLD = 0.3
 _SPLIT_MM = 12.0
-_STEP_MM = (15.0, 70.0)
+_STEP_MM = (15.0, 95.0)
+"""How far up the next disc on the spine's line may lie (mm along the last one's normal): up to
+two levels, so that a disc the network misses is stepped over (``_GAP_RATIO``)."""
 _SACRUM_GAP_MM = 15.0
+_GAP_RATIO = 1.6
+"""A step along the spine's line this many times its median step (or more) holds a disc
+the network missed: the levels above it are counted on past it."""
 NO_SACRUM_FACTOR = 0.5
 
 
@@ -143,10 +149,25 @@ def _components(binary, spacing, min_mm2):
     return out
 
 
+def _level_numbers(steps):
+    """Level numbers (0: L5-S1) of a line's discs from its steps (mm, bottom first): a step
+    of ``_GAP_RATIO`` times the median or more spans round(step / median) levels. Needs
+    three steps or more to know the median."""
+    numbers = [0]
+    median = float(np.median(steps)) if len(steps) >= 3 else None
+    for step in steps:
+        span = 1
+        if median and step >= _GAP_RATIO * median:
+            span = int(round(step / median))
+        numbers.append(numbers[-1] + span)
+    return numbers
+
+
 def _spine_line(candidates, sacrum, spacing):
-    """Candidates on the spine's line, bottom first, and whether a sacrum anchored it."""
+    """Candidates on the spine's line, bottom first, their level numbers (0: L5-S1; only
+    those below ``len(tasks.LEVELS)``), and whether a sacrum anchored it."""
     if not candidates:
-        return [], False
+        return [], [], False
     remaining = list(range(len(candidates)))
     start = None
     if sacrum is not None:
@@ -161,9 +182,9 @@ def _spine_line(candidates, sacrum, spacing):
     anchored = start is not None
     if start is None:
         start = max(remaining, key=lambda i: candidates[i].centre_mm[0])
-    line = [start]
+    line, steps = [start], []
     remaining.remove(start)
-    while remaining and len(line) < len(tasks.LEVELS):
+    while remaining:
         last = candidates[line[-1]]
         best, best_up = None, np.inf
         for i in remaining:
@@ -175,8 +196,11 @@ def _spine_line(candidates, sacrum, spacing):
         if best is None:
             break
         line.append(best)
+        steps.append(best_up)
         remaining.remove(best)
-    return [candidates[i] for i in line], anchored
+    numbers = _level_numbers(steps)
+    kept = [k for k, number in enumerate(numbers) if number < len(tasks.LEVELS)]
+    return ([candidates[line[k]] for k in kept], [numbers[k] for k in kept], anchored)
 
 
 def locate(probabilities, heat, spacing):
@@ -269,7 +293,7 @@ def _locate(probabilities, heat, spacing):
     bodies = _components(classes == data.BODY, spacing, _MIN_BODY_MM2)
     sacra = _components(classes == data.SACRUM, spacing, _MIN_BODY_MM2)
     sacrum = max(sacra, key=len) if sacra else None
-    line, anchored = _spine_line(candidates, sacrum, spacing)
+    line, numbers, anchored = _spine_line(candidates, sacrum, spacing)
     notes = []
     if len(found) > len(candidates):
         notes.append(f"{len(found) - len(candidates)} disc-like detection(s) without a "
@@ -281,6 +305,11 @@ def _locate(probabilities, heat, spacing):
     if len(candidates) > len(line):
         notes.append(f"{len(candidates) - len(line)} disc-like detection(s) off the spine's "
                      "line (or above T12-L1) ignored")
+    missed = sorted(set(range(numbers[-1] + 1)) - set(numbers)) if line else []
+    if missed:
+        names = ", ".join(tasks.LEVELS[len(tasks.LEVELS) - 1 - n] for n in missed)
+        notes.append(f"{names}: not found, where a step along the spine is about twice "
+                     "the others; the levels above are named past it")
     if not anchored:
         notes.append("no sacrum found: the lowest disc was named L5-S1 and every confidence "
                      f"multiplied by {NO_SACRUM_FACTOR}")
@@ -288,8 +317,8 @@ def _locate(probabilities, heat, spacing):
     for number, body in enumerate(bodies + sacra, start=1):
         mask[tuple(body.T)] = number
     confidence = {}
-    for k, candidate in enumerate(line):
-        level = tasks.LEVELS[len(tasks.LEVELS) - 1 - k]
+    for number, candidate in zip(numbers, line):
+        level = tasks.LEVELS[len(tasks.LEVELS) - 1 - number]
         mask[tuple(candidate.voxels.T)] = tasks.disc_label_of_level(level)
         confidence[level] = candidate.peak * (1.0 if anchored else NO_SACRUM_FACTOR)
     located = localisation.from_mask(mask, spacing, localisation.SPIDER, cut_bodies=True)

@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+from scipy import ndimage
 
 from spine_tf import cli, detection, localisation, tasks
 from spine_tf.app import predict, predictors, scans
@@ -271,6 +272,27 @@ def test_without_a_sacrum_levels_are_named_from_the_bottom_and_flagged(phantom_p
     assert [d.level for d in located.discs] == list(tasks.LEVELS)
     assert all(d.confidence <= inference.NO_SACRUM_FACTOR for d in located.discs)
     assert all(d.confidence < predict.LOW_CONFIDENCE for d in located.discs)
+
+
+def test_a_disc_missed_inside_the_line_is_counted_past(phantom_patients):
+    assert inference._level_numbers([35.0, 36.0, 71.0, 34.0]) == [0, 1, 2, 4, 5]
+    assert inference._level_numbers([35.0, 36.0, 50.0, 34.0]) == [0, 1, 2, 3, 4]
+    assert inference._level_numbers([35.0, 70.0]) == [0, 1, 2]  # too few steps to tell
+    patient = phantom_patients[0]
+    probabilities, heat, factors = _perfect_outputs(patient)
+    truth = localisation.from_mask(patient.mask, patient.spacing_mm).by_level()
+    classes = probabilities.argmax(axis=-1)
+    r, c = np.round(truth["L3-L4"].centre[1:] * np.asarray(factors)).astype(int)
+    gone = ndimage.label(classes == data.DISC)[0]
+    region = gone == gone[int(round(truth["L3-L4"].centre[0])), r, c]
+    probabilities[region] = np.eye(4)[data.BODY]  # the network took L3-L4 for bone
+    heat[region] = 0.0
+    located = inference.from_outputs(probabilities, heat, factors, patient.spacing_mm)
+    assert [d.level for d in located.discs] == [lv for lv in tasks.LEVELS if lv != "L3-L4"]
+    for disc in located.discs:
+        assert np.linalg.norm((disc.centre[1:] - truth[disc.level].centre[1:])
+                              * patient.spacing_mm[1:]) < 1.0
+    assert any(note.startswith("L3-L4: not found, where a step") for note in located.notes)
 
 
 def test_detections_off_the_spine_are_ignored_and_nothing_is_made_up(phantom_patients):
