@@ -4,8 +4,8 @@
 landmarks give, so extraction, prediction and hotspots work on a scan alone.
 The detector is a small U-Net trained on phantom label maps painted with
 random appearance (``data``, ``synth``, ``train``), then fine-tuned on real
-annotated slices; ``load()`` returns it (``weights/detector.keras``; both
-commands in ``weights/README.md``).
+slices (SPIDER's disc boxes and annotated masks); ``load()`` returns it
+(``weights/detector.keras``; both commands in ``weights/README.md``).
 """
 
 import os
@@ -17,9 +17,9 @@ WEIGHTS = os.path.join(os.path.dirname(__file__), "weights", "detector.keras")
 PHANTOM_WEIGHTS = os.path.join(os.path.dirname(__file__), "weights", "detector_phantom.keras")
 """The shipped detector before fine-tuning: trained on phantom slices alone."""
 SHIPPED = {"shipped": WEIGHTS, "phantom": PHANTOM_WEIGHTS}
+"""Names ``load`` (and ``--detector``, ``--init``) accept for the package's detectors."""
 DETECTOR_FILE = "detector.keras"
 """The detector in a ``spine-tf train-detector`` folder."""
-"""Names ``load`` (and ``--detector``, ``--init``) accept for the package's detectors."""
 
 
 class DetectorError(SpineTFError, FileNotFoundError):

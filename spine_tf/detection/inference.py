@@ -23,7 +23,7 @@ Thin slices (at most ``THIN_SLICE_MM``, as a 3D acquisition's reconstruction giv
 read on the mid-sagittal slab instead of the whole volume: steps 1-3 run on the mean
 outputs over the slices within ``SLAB_MM`` of the mid-sagittal slice, and each disc and
 body is then placed on its own slices (``_locate_thin``). On noisy thin-slice phantoms this
-keeps every disc where the whole volume lost a quarter of them (docs/results/detection.md).
+keeps every disc where the whole volume lost a third of them (docs/results/detection.md).
 """
 
 import dataclasses

@@ -102,9 +102,10 @@ def main(argv=None):
     body += benchlib.table(["slice", "true discs", "found", "detections", "false",
                             "levels right", "detector notes"], real_rows)
     source = {None: "the package's default detector (spine_tf/detection/weights/"
-                    "detector.keras), fine-tuned on these real slices except 9.png: their row is "
-                    "a training-set check, not a held-out measurement (that is \"Disc "
-                    "detection after training on real masks\")",
+                    "detector.keras), fine-tuned on SPIDER's disc boxes and on these real "
+                    "slices except 9.png: their row is a training-set check, not a held-out "
+                    "measurement (that is \"Disc detection after training on real masks\", "
+                    "for the detector fine-tuned on these slices alone)",
               "phantom": "the package's phantom-only detector (spine_tf/detection/weights/"
                          "detector_phantom.keras), which never saw a real scan"}.get(
                              args.detector, args.detector)
