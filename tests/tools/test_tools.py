@@ -312,3 +312,28 @@ def test_bench_train_tiny_dry_run(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| 1. bare train step (`model.fit` on one resident batch) |" in result.stdout
     assert "Model of width 0.0625" in result.stdout
+
+
+def test_spider_detector_study_folders(tools, spider_subset_dir, real_slices_dir, tmp_path):
+    study = tools("studies.spider_detector")
+    folder = study.subset(str(spider_subset_dir), str(tmp_path / "sub"), {"127", "151"})
+    from spine_tf.data import spider_slices
+    images = spider_slices.read_slices(folder)
+    assert sorted(i.series for i in images) == ["127_t2", "127_t2_SPACE", "151_t2"]
+    assert [len(i.boxes) for i in sorted(images, key=lambda i: i.series)] == [8, 8, 7]
+    gradings = spider_slices.graded_numbers(os.path.join(folder, "radiological_gradings.csv"))
+    assert sorted(gradings) == ["127", "151"]
+    assert os.path.samefile(os.path.join(folder, "images", "151_t2.png"),
+                            spider_subset_dir / "images" / "151_t2.png")
+    written, left_out = study.training_masks(str(spider_subset_dir), str(tmp_path / "m"),
+                                             {"104", "151"})
+    assert written == ["104_t2"] and left_out == []  # 151's boxes are not its graded discs
+    masks = sorted(os.listdir(tmp_path / "m" / "masks"))
+    assert masks == sorted(["104_t2.nii.gz"] + [p.name for p in real_slices_dir.glob("*.npy")])
+    row = study._row("d", "test", "estimate", {
+        part: {"recall": 0.9, "recall_interval": [0.8, 1.0], "precision": 0.95,
+               "precision_interval": [0.9, 1.0], "level_accuracy": 0.5,
+               "level_accuracy_interval": [0.25, 0.75], "true_discs": 12,
+               "distance_mm_median": 1.26} for part in ("lumbar", "overall")})
+    assert row == ["d", "test", "estimate", "12", "90.0 (80.0-100.0)", "90.0 (80.0-100.0)",
+                   "95.0 (90.0-100.0)", "50.0 (25.0-75.0)", "1.3"]
