@@ -100,14 +100,17 @@ class SpineDiscs(tfds.core.GeneratorBasedBuilder):
         self.detect = detect
         super().__init__(**kwargs)
 
-    VERSION = tfds.core.Version("1.2.0")
+    VERSION = tfds.core.Version("1.3.0")
     RELEASE_NOTES = {"1.0.0": "First release.",
                      "1.1.0": "Examples name their scan (series) and where their position "
                               "came from (position_source); the spider_slices config; the "
                               "spider configs label the spider task set.",
                      "1.2.0": "spider_slices: a detector-placed disc whose neighbouring "
                               "vertebral body the field of view cuts off (the top disc of "
-                              "many slices) is kept, not skipped."}
+                              "many slices) is kept, not skipped.",
+                     "1.3.0": "spider_slices: discs placed by the detector fine-tuned on "
+                              "SPIDER's disc boxes; a boxed image whose boxes hold none of "
+                              "the discs the detector finds is left out."}
     BUILDER_CONFIGS = [
         SpineDiscsConfig(name="phantom_small", source="phantom", patients=24,
                          description="Phantom cohort, 24 patients (tests, demos)."),
