@@ -203,7 +203,7 @@ def _spine_line(candidates, sacrum, spacing):
     return ([candidates[line[k]] for k in kept], [numbers[k] for k in kept], anchored)
 
 
-def locate(probabilities, heat, spacing):
+def locate(probabilities, heat, spacing, thin=None):
     """Localisation (in the detector's grid) from the network's outputs.
 
     Slices of at most ``THIN_SLICE_MM`` (a 3D acquisition's reconstruction) go through
@@ -214,12 +214,16 @@ def locate(probabilities, heat, spacing):
         probabilities: (slices, rows, cols, 4) class probabilities.
         heat: (slices, rows, cols) centre heatmap.
         spacing: (3,) mm of that grid.
+        thin: read on the mid-sagittal slab (True) or the whole volume (False);
+            None: by the slice thickness.
 
     Returns:
         Localisation whose ``notes`` say what was ignored or assumed.
     """
     spacing = np.asarray(spacing, np.float64)
-    if len(probabilities) > 1 and spacing[0] <= THIN_SLICE_MM:
+    if thin is None:
+        thin = spacing[0] <= THIN_SLICE_MM
+    if len(probabilities) > 1 and thin:
         return _locate_thin(probabilities, heat, spacing)
     return _locate(probabilities, heat, spacing)
 
@@ -344,19 +348,20 @@ def _to_scan(location, factors):
                                lower=body(location.lower))
 
 
-def from_outputs(probabilities, heat, factors, spacing_mm):
+def from_outputs(probabilities, heat, factors, spacing_mm, thin=None):
     """Localisation in scan voxels from the network's outputs on a scan's slices.
 
     Args:
         probabilities, heat, factors: as returned by :func:`segment`.
         spacing_mm: the scan's (3,) spacing.
+        thin: as for :func:`locate`.
 
     Returns:
         Localisation (with notes).
     """
     spacing_mm = np.asarray(spacing_mm, np.float64)
     spacing = np.array([spacing_mm[0], *(spacing_mm[1:] / np.asarray(factors))])
-    located = locate(probabilities, heat, spacing)
+    located = locate(probabilities, heat, spacing, thin)
     return localisation.Localisation([_to_scan(d, factors) for d in located.discs],
                                      located.skipped, located.notes, source="detector")
 

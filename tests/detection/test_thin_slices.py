@@ -83,6 +83,12 @@ def test_thin_slices_are_read_on_the_mid_sagittal_slab():
     # thick slices are still read as a whole volume
     thick = inference.locate(probabilities[::4], heat[::4], spacing * np.array([4.0, 1, 1]))
     assert not any(n.startswith("thin slices") for n in thick.notes)
+    # and either reading can be asked for (tools.studies.thin_slices compares them)
+    whole = inference.locate(probabilities, heat, spacing, thin=False)
+    assert not any(n.startswith("thin slices") for n in whole.notes)
+    assert abs(whole.by_level()["L3-L4"].centre[0] - truth["L3-L4"].centre[0]) > 5  # off
+    assert inference.locate(probabilities[::4], heat[::4], spacing * np.array([4.0, 1, 1]),
+                            thin=True).notes[0].startswith("thin slices")
 
 
 @pytest.mark.slow

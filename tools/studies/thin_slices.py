@@ -40,16 +40,6 @@ def _outputs(detector, patient, noise, rng):
     return inference.segment(scan, detector)
 
 
-def _read(outputs, spacing, whole_volume):
-    """The localisation of the network's outputs, the thin-slice path on or off."""
-    kept = inference.THIN_SLICE_MM
-    inference.THIN_SLICE_MM = 0.0 if whole_volume else kept
-    try:
-        return inference.from_outputs(*outputs, spacing)
-    finally:
-        inference.THIN_SLICE_MM = kept
-
-
 def parser():
     out = benchlib.argument_parser(__file__, __doc__)
     out.add_argument("--phantoms", type=int, default=8)
@@ -67,7 +57,7 @@ def main(argv=None):
         for noise in NOISE:
             outputs = _outputs(detector, patient, noise, rng)
             for whole in (True, False):
-                located = _read(outputs, patient.spacing_mm, whole)
+                located = inference.from_outputs(*outputs, patient.spacing_mm, thin=not whole)
                 m, d, f = evaluate.match(located, patient.mask, patient.spacing_mm,
                                          localisation.SPIDER)
                 matches, detections, false = results[noise, whole]
