@@ -201,6 +201,8 @@ class TrainConfig:
             mean subtraction (this data's mean stays); e.g. a model
             pre-trained on the phantom, fine-tuned on real discs. The run
             folder's ``init.json`` lists the layers copied and left.
+        ordinal_tasks: tasks trained on soft ordinal labels
+            (``losses.MaskedSoftOrdinalCrossentropy``), e.g. ``('pfirrmann',)``.
     """
 
     epochs: int = 1000
@@ -219,6 +221,7 @@ class TrainConfig:
     hotspot_images_every: int = 5
     hotspot_image_augmentations: int = 16
     init_from: typing.Optional[str] = None
+    ordinal_tasks: tuple = ()
 
 
 @dataclasses.dataclass(frozen=True)

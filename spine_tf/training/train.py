@@ -144,7 +144,7 @@ def build_compiled_model(config, channel_mean):
         optimizer=keras.optimizers.SGD(config.train.learning_rate,
                                        momentum=config.train.momentum,
                                        weight_decay=config.train.weight_decay),
-        loss=losses.losses(task_set),
+        loss=losses.losses(task_set, config.train.ordinal_tasks),
         loss_weights=losses.loss_weights(config.train.task_weights, task_set),
         metrics=metrics.keras_metrics(task_set), jit_compile=config.train.jit_compile)
     return model

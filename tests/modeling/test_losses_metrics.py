@@ -27,6 +27,41 @@ def test_masked_cross_entropy_ignores_missing_labels():
     assert float(loss(labels, logits, sample_weight=weights)) == pytest.approx(expected, rel=1e-5)
 
 
+def test_soft_ordinal_cross_entropy_by_hand():
+    import keras
+    from spine_tf import tasks
+    logits = np.array([[2.0, 1.0, 0.0, -1.0, -2.0], [0.0, 0.0, 0.0, 0.0, 0.0],
+                       [-1.0, 0.0, 3.0, 0.0, -1.0]], np.float32)
+    labels = np.array([0, -1, 2])
+    loss = losses.MaskedSoftOrdinalCrossentropy(5, sharpness=2.0)
+
+    def soft(label):
+        weights = np.exp(-2.0 * (np.arange(5) - label) ** 2.0)
+        return weights / weights.sum()
+
+    def ce(row, target):
+        log_p = row - np.log(np.exp(row).sum())
+        return float(-(target * log_p).sum())
+
+    expected = (ce(logits[0], soft(0)) + ce(logits[2], soft(2))) / 3
+    assert float(loss(labels, logits)) == pytest.approx(expected, rel=1e-5)
+    assert soft(2)[2] == pytest.approx(0.78, abs=0.01)  # the docstring's share
+    # a grade one off costs less than three off; plain cross-entropy charges them alike
+    one_off, three_off = (np.eye(5, dtype=np.float32)[[k]] * 4.0 for k in (1, 3))
+    assert float(loss(np.array([0]), one_off)) < float(loss(np.array([0]), three_off))
+    plain = losses.MaskedSparseCategoricalCrossentropy()
+    assert float(plain(np.array([0]), one_off)) == pytest.approx(
+        float(plain(np.array([0]), three_off)))
+    copy = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert (copy.classes, copy.sharpness) == (5, 2.0)
+    chosen = losses.losses(tasks.TASK_SETS["spider"], ordinal_tasks=("pfirrmann",))
+    assert isinstance(chosen["pfirrmann"], losses.MaskedSoftOrdinalCrossentropy)
+    assert chosen["pfirrmann"].classes == 5
+    assert isinstance(chosen["modic"], losses.MaskedSparseCategoricalCrossentropy)
+    with pytest.raises(KeyError, match="unknown ordinal task"):
+        losses.losses(tasks.TASK_SETS["spider"], ordinal_tasks=("narrowing",))
+
+
 def test_class_weights_are_inverse_frequency_with_mean_one():
     labels = np.array([0, 0, 0, 1, -1, 2, 2, -1])  # counts 3, 1, 2 over 6 labelled discs
     w = input_pipeline.class_weights(labels, 4)
