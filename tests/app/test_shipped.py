@@ -26,10 +26,10 @@ def test_predict_grades_a_real_slice_without_a_model_option(spider_slices_dir, t
           os.fspath(tmp_path), "--no-hotspots", "--no-tta"])
     record = json.loads((tmp_path / "104_t2" / "grades.json").read_text())
     assert record["model"].startswith(shipped.shipped_card()["model"])
-    assert "trained on 1,137 lumbar discs" in record["model"]
+    assert "trained on 1,154 lumbar discs" in record["model"]
     assert record["task_set"] == "spider" and record["input_slices"] == 1
     assert [d["level"] for d in record["discs"]] == list(tasks.LEVELS)
-    assert "trained on 1,137 lumbar discs" in (tmp_path / "104_t2" / "report.html").read_text()
+    assert "trained on 1,154 lumbar discs" in (tmp_path / "104_t2" / "report.html").read_text()
 
 
 def test_evaluate_scores_the_shipped_model_by_name(spider_subset_dir, tmp_path):
