@@ -87,6 +87,15 @@ def table(header, rows):
     return "\n".join(lines)
 
 
+def percent(value, interval=None, unit=""):
+    """A share as a table cell: ``63.7`` (``unit`` after it, e.g. " %"), with its interval
+    as ``63.7 (52.2-73.3)`` where one is given; "n/a" for None."""
+    if value is None:
+        return "n/a"
+    text = f"{100 * value:.1f}{unit}"
+    return text if not interval else f"{text} ({100 * interval[0]:.1f}-{100 * interval[1]:.1f})"
+
+
 def module_command(script):
     """'python -m tools.<package>.<name>': how to run the tool in file ``script``
     (tools/<package>/<name>.py) from the repository root."""

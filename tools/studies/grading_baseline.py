@@ -409,14 +409,6 @@ def score(discs, predicted, resamples=metrics.BOOTSTRAP_RESAMPLES, seed=0, binar
     return out
 
 
-def _percent(value, interval):
-    if value is None:
-        return "n/a"
-    text = f"{100 * value:.1f} %"
-    return text if interval is None else \
-        f"{text} ({100 * interval[0]:.1f}-{100 * interval[1]:.1f})"
-
-
 def markdown(result):
     """The table of both protocols (``run``'s result) and a paragraph saying what it is."""
     held, folds = result["protocols"][HELD_OUT], result["protocols"][CROSS_VALIDATION]
@@ -428,7 +420,7 @@ def markdown(result):
         cells = []
         for protocol in (held, folds):
             entry = protocol["tasks"][task.name]
-            figure = _percent(entry["balanced_accuracy"], entry["interval"]) \
+            figure = benchlib.percent(entry["balanced_accuracy"], entry["interval"], " %") \
                 if entry["scorable"] else "not scorable"
             cells += [entry["discs"], figure]
         chance = folds["tasks"][task.name]["chance"]
@@ -437,8 +429,8 @@ def markdown(result):
             cells = []
             for protocol in (held, folds):
                 entry = protocol["tasks"][task.name]
-                cells += [entry["discs"], _percent(entry["within_one"],
-                                                   entry["within_one_interval"])]
+                cells += [entry["discs"], benchlib.percent(
+                    entry["within_one"], entry["within_one_interval"], " %")]
             rows.append(["pfirrmann within one grade (share of discs)"] + cells + ["-"])
     header = ["task", "held-out discs", "held-out balanced acc.",
               f"{result['folds']}-fold CV discs", f"{result['folds']}-fold CV balanced acc.",

@@ -23,13 +23,6 @@ DOC = "grading"  # the results document written with --section (benchlib.DOCS)
 BASELINE = "baseline: PCA + logistic regression"
 
 
-def _percent(value, interval=None):
-    if value is None:
-        return "n/a"
-    text = f"{100 * value:.1f}"
-    return text if not interval else f"{text} ({100 * interval[0]:.1f}-{100 * interval[1]:.1f})"
-
-
 def run_row(label, run_dir, split):
     """One run's figures on ``split`` from its evaluation.json, config and timing."""
     run = RunDir(run_dir)
@@ -75,9 +68,10 @@ def markdown(rows):
                                   "training s"]
     table = []
     for row in rows:
-        cells = [row["label"]] + [_percent(row["tasks"][n]["value"], row["tasks"][n]["interval"])
-                                  if n in row["tasks"] else "n/a" for n in names]
-        cells += [_percent(row["within_one"]), f"{row['discs']} ({row['patients']})",
+        cells = [row["label"]] + [
+            benchlib.percent(row["tasks"][n]["value"], row["tasks"][n]["interval"])
+            if n in row["tasks"] else "n/a" for n in names]
+        cells += [benchlib.percent(row["within_one"]), f"{row['discs']} ({row['patients']})",
                   str(row.get("megabytes", "-")),
                   "-" if row.get("training_seconds") is None else f"{row['training_seconds']:.0f}"]
         table.append(cells)
@@ -92,9 +86,10 @@ def markdown(rows):
                      f"{row['calibration']['fitted_on']}, ECE and NLL on {row['split']}):", "",
                      benchlib.table(["task", "temperature", "ECE before", "ECE after",
                                      "NLL before", "NLL after"],
-                                    [[n, f"{c['temperature']:.2f}", _percent(c["ece_before"]),
-                                      _percent(c["ece_after"]), f"{c['nll_before']:.3f}",
-                                      f"{c['nll_after']:.3f}"]
+                                    [[n, f"{c['temperature']:.2f}",
+                                      benchlib.percent(c["ece_before"]),
+                                      benchlib.percent(c["ece_after"]),
+                                      f"{c['nll_before']:.3f}", f"{c['nll_after']:.3f}"]
                                      for n, c in row["calibration"]["tasks"].items()])]
     return "\n".join(text)
 

@@ -103,17 +103,13 @@ def parser():
 
 
 def _row(name, split, pixel_size, result):
-    figures = []
-    for part in ("lumbar", "overall"):
-        scores = result[part]
-        low, high = scores["recall_interval"]
-        figures.append(f"{100 * scores['recall']:.1f} ({100 * low:.1f}-{100 * high:.1f})")
-    lumbar = result["lumbar"]
-    precision = "{:.1f} ({:.1f}-{:.1f})".format(
-        100 * lumbar["precision"], *(100 * x for x in lumbar["precision_interval"]))
-    levels = "{:.1f} ({:.1f}-{:.1f})".format(
-        100 * lumbar["level_accuracy"], *(100 * x for x in lumbar["level_accuracy_interval"]))
-    return [name, split, pixel_size, f"{lumbar['true_discs']}", *figures, precision, levels,
+    lumbar, overall = result["lumbar"], result["overall"]
+
+    def cell(scores, key):
+        return benchlib.percent(scores[key], scores[f"{key}_interval"])
+
+    return [name, split, pixel_size, f"{lumbar['true_discs']}", cell(lumbar, "recall"),
+            cell(overall, "recall"), cell(lumbar, "precision"), cell(lumbar, "level_accuracy"),
             f"{lumbar['distance_mm_median']:.1f}"]
 
 
