@@ -71,6 +71,15 @@ def _real_cases():
         yield f"{n}.png", scan, mask, scan.spacing_mm, localisation.BINARY
 
 
+SUMMARY_COLUMNS = ["true discs", "detections", "recall (%)", "precision (%)",
+                   "level named right (%)", "median distance (mm)", "median angle error (deg)",
+                   "95th pct angle error (deg)"]
+"""The columns of ``_summary_row`` after its name."""
+SLICE_COLUMNS = ["slice", "true discs", "found", "detections", "false", "levels right",
+                 "detector notes"]
+"""The per-slice table of the real slices (``_run``'s rows)."""
+
+
 def _summary_row(name, scores):
     return [name, scores["true_discs"], scores["detections"], f"{100 * scores['recall']:.1f}",
             f"{100 * scores['precision']:.1f}", f"{100 * scores['level_accuracy']:.1f}",
@@ -92,15 +101,12 @@ def main(argv=None):
     phantom, phantom_times, _ = _run(detector, _phantom_cases(args.phantoms))
     real, real_times, real_rows = _run(detector, _real_cases())
     body = benchlib.table(
-        ["test set", "true discs", "detections", "recall (%)", "precision (%)",
-         "level named right (%)", "median distance (mm)", "median angle error (deg)",
-         "95th pct angle error (deg)"],
+        ["test set"] + SUMMARY_COLUMNS,
         [_summary_row(f"phantom, {args.phantoms} held-out scans", phantom),
          _summary_row(f"real slices ({len(real_rows)} annotated)", real)])
     body += ("\n\nPer real slice (true discs: gradable discs of the annotation, both bodies in "
              "view; false: detections near no annotated disc):\n\n")
-    body += benchlib.table(["slice", "true discs", "found", "detections", "false",
-                            "levels right", "detector notes"], real_rows)
+    body += benchlib.table(SLICE_COLUMNS, real_rows)
     source = {None: "the package's default detector (spine_tf/detection/weights/"
                     "detector.keras), fine-tuned on SPIDER's disc boxes and on these real "
                     "slices except 9.png: their row is a training-set check, not a held-out "

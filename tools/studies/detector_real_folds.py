@@ -24,7 +24,8 @@ from spine_tf import detection
 from spine_tf.detection import evaluate, train
 from spine_tf.detection.config import DetectorConfig
 from tools.bench import benchlib
-from tools.studies.detector_accuracy import DOC, REAL, _real_cases, _summary_row
+from tools.studies.detector_accuracy import (DOC, REAL, SUMMARY_COLUMNS, _real_cases,
+                                             _summary_row)
 
 
 def _fold_folder(root, held_out):
@@ -81,9 +82,7 @@ def main(argv=None):
         print(row, f"{seconds[-1]:.0f} s", flush=True)
     scores = {label: evaluate.summarise(*totals[label]) for label in totals}
     body = benchlib.table(
-        ["detector", "true discs", "detections", "recall (%)", "precision (%)",
-         "level named right (%)", "median distance (mm)", "median angle error (deg)",
-         "95th pct angle error (deg)"],
+        ["detector"] + SUMMARY_COLUMNS,
         [_summary_row(f"{label}, {len(rows)} real slices", scores[label])
          for label in ("phantom-only", "fine-tuned")])
     body += "\n\nPer held-out slice (found / true discs, false detections, levels right):\n\n"

@@ -35,9 +35,8 @@ from spine_tf.detection import evaluate, train
 from spine_tf.detection.config import DetectorConfig
 from tools.bench import benchlib
 from tools.studies import detector_accuracy as accuracy
-from tools.studies.detector_accuracy import DOC, REAL
 
-SPIDER = os.path.join(os.path.dirname(REAL), "spider-t2-slices")
+SPIDER = os.path.join(os.path.dirname(accuracy.REAL), "spider-t2-slices")
 SECTION = "Disc detection on SPIDER slices, fine-tuned on SPIDER boxes"
 REAL_SECTION = "Disc detection on the real-lumbar slices, fine-tuned on SPIDER boxes alone"
 
@@ -76,12 +75,12 @@ def training_masks(manual_dir, out_dir, patients, real_slices=True):
     left_out = [image.series for image in spider_slices.read_slices(manual_dir)
                 if image.patient in patients and image.series not in written
                 and spider_slices.boxes_name_levels(image, numbers.get(image.patient, []))]
-    for name in sorted(os.listdir(REAL)) if real_slices else ():
+    for name in sorted(os.listdir(accuracy.REAL)) if real_slices else ():
         stem, suffix = os.path.splitext(name)
         if suffix == ".npy":
-            os.symlink(os.path.abspath(os.path.join(REAL, name)),
+            os.symlink(os.path.abspath(os.path.join(accuracy.REAL, name)),
                        os.path.join(out_dir, "masks", name))
-            os.symlink(os.path.abspath(os.path.join(REAL, stem + ".png")),
+            os.symlink(os.path.abspath(os.path.join(accuracy.REAL, stem + ".png")),
                        os.path.join(out_dir, "scans", stem + ".png"))
     return written, left_out
 
@@ -117,19 +116,16 @@ def _score_real_slices(detector, written, minutes, argv):
     """The real-lumbar slices scored by a detector that never saw them (another source)."""
     scores, _, rows = accuracy._run(detector, accuracy._real_cases())
     body = benchlib.table(
-        ["test set", "true discs", "detections", "recall (%)", "precision (%)",
-         "level named right (%)", "median distance (mm)", "median angle error (deg)",
-         "95th pct angle error (deg)"],
+        ["test set"] + accuracy.SUMMARY_COLUMNS,
         [accuracy._summary_row(f"real-lumbar slices ({len(rows)} annotated)", scores)])
-    body += "\n\n" + benchlib.table(["slice", "true discs", "found", "detections", "false",
-                                     "levels right", "detector notes"], rows)
+    body += "\n\n" + benchlib.table(accuracy.SLICE_COLUMNS, rows)
     body += (f"\n\nThe recipe of the shipped detector with the real-lumbar slices left out of "
              f"its training: {len(written)} box-masked SPIDER images of the train-split "
              f"patients and phantom slices ({minutes:.0f} min). These slices are another "
              "source (one site, 256 x 256, no pixel size) that it never saw; scored as in "
              "\"Disc detection\".")
     benchlib.write_section(REAL_SECTION, body, benchlib.reproduce_command(__file__, argv),
-                           doc=DOC)
+                           doc=accuracy.DOC)
 
 
 def main(argv=None):
@@ -158,10 +154,11 @@ def main(argv=None):
             _score_real_slices(tuned, written, minutes, argv)
             return
         rows = []
+        phantom = detection.load("phantom")
         for split in ("validation", "test"):
             folder = subset(SPIDER, os.path.join(tmp, split),
                             {p for p, s in split_of.items() if s == split})
-            for name, detector in (("phantom-only", detection.load("phantom")),
+            for name, detector in (("phantom-only", phantom),
                                    ("fine-tuned on SPIDER boxes", tuned)):
                 for pixel_size in ("estimate", "listed"):
                     result = evaluate.evaluate_folder(folder, detector, pixel_size)
@@ -186,7 +183,8 @@ def main(argv=None):
         "fine-tuned on the real-lumbar slices alone), test is reported. In brackets: 95 % "
         "patient-bootstrap intervals. 'All' counts the thoracic discs boxed above T12-L1, "
         "which the detector does not name.")
-    benchlib.write_section(SECTION, body, benchlib.reproduce_command(__file__, argv), doc=DOC)
+    benchlib.write_section(SECTION, body, benchlib.reproduce_command(__file__, argv),
+                           doc=accuracy.DOC)
 
 
 if __name__ == "__main__":
