@@ -198,16 +198,15 @@ def positions(image, numbers, detect=None):
     Raises:
         ScanError: the image cannot be read, or the detector contradicts its boxes.
     """
-    if not boxes_name_levels(image, numbers):
-        if detect is None:
-            return None
-        return detect(read_scan(image.path, spacing_mm=image.spacing_mm))
-    if detect is not None:
-        detected = detect(read_scan(image.path, spacing_mm=image.spacing_mm))
-        if boxes_contradicted(image, detected):
-            raise ScanError(f"{image.path}: none of the {len(detected.discs)} discs the "
-                            f"detector found lies in one of its {len(image.boxes)} boxes "
-                            "(boxes off the discs?); left out")
+    boxed = boxes_name_levels(image, numbers)
+    detected = None if detect is None else detect(
+        read_scan(image.path, spacing_mm=image.spacing_mm))
+    if not boxed:
+        return detected
+    if detected is not None and boxes_contradicted(image, detected):
+        raise ScanError(f"{image.path}: none of the {len(detected.discs)} discs the "
+                        f"detector found lies in one of its {len(image.boxes)} boxes "
+                        "(boxes off the discs?); left out")
     return localisation.from_boxes(image.row_boxes, (1.0, *image.spacing_mm))
 
 
