@@ -253,9 +253,11 @@ def _run(classes, s, point, wanted):
     r, c = np.clip(np.round(point).astype(int), 0, np.array(classes.shape[1:]) - 1)
     inside = np.isin(classes[:, r, c], wanted)
     first = last = s
-    while first > 0 and inside[first - 1] and inside[s]:
+    if not inside[s]:
+        return first, last
+    while first > 0 and inside[first - 1]:
         first -= 1
-    while last < len(inside) - 1 and inside[last + 1] and inside[s]:
+    while last < len(inside) - 1 and inside[last + 1]:
         last += 1
     return first, last
 
