@@ -9,6 +9,7 @@ import html
 
 from spine_tf import tasks
 from spine_tf.app import overview
+from spine_tf.extraction import SLICES
 
 CSV_NAME, SUMMARY_NAME, INDEX_NAME = "grades.csv", "summary.json", "index.html"
 GRADES_NAME, REPORT_NAME, NIFTI_NAME = "grades.json", "report.html", "hotspots.nii.gz"
@@ -195,7 +196,7 @@ def scan_page(record, pictures, scan_pictures=None):
         parts.append("<h2>Not graded</h2><ul>" + "".join(
             f"<li>{e(d['level'])}: {e(d['reason'])}</li>" for d in record["not_graded"])
             + "</ul>")
-    shown = record.get("montage_slices", list(range(9)))  # records before: all nine
+    shown = record.get("montage_slices", list(range(SLICES)))  # records before: all
     which = ("the centre slice (the one the model reads)" if len(shown) == 1
              else f"slices {shown[0] + 1}..{shown[-1] + 1}")
     parts.append(f"<h2>Disc volumes</h2><p><small>{which.capitalize()} of every disc, top to "
