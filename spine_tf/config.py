@@ -20,6 +20,7 @@ from spine_tf.errors import SpineTFError
 from spine_tf.io.atomic import write_json
 
 STRATEGIES = ("default", "mirrored", "multiworker")
+OPTIMIZERS = ("sgd", "adamw")
 INPUT_SLICES = (9, 1)
 """The model input modes: the whole 9-slice disc volume, or its centre slice only."""
 
@@ -175,9 +176,12 @@ class TrainConfig:
 
     Attributes:
         epochs: maximum epochs.
-        learning_rate: initial SGD learning rate.
-        momentum: SGD momentum.
-        weight_decay: SGD weight decay.
+        optimizer: ``sgd`` (the paper's: SGD with momentum) or ``adamw``
+            (AdamW, which fits a small real data set in fewer epochs).
+        learning_rate: initial learning rate.
+        momentum: SGD momentum (``sgd`` only).
+        weight_decay: decoupled weight decay, scaled by the learning rate
+            as Keras applies it.
         lr_factor: learning-rate factor when the validation loss plateaus.
         lr_patience: epochs without improvement before the factor applies.
         min_learning_rate: floor for those reductions (without one, a long
@@ -206,6 +210,7 @@ class TrainConfig:
     """
 
     epochs: int = 1000
+    optimizer: str = "sgd"
     learning_rate: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -222,6 +227,11 @@ class TrainConfig:
     hotspot_image_augmentations: int = 16
     init_from: typing.Optional[str] = None
     ordinal_tasks: tuple = ()
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, "
+                              f"not {self.optimizer!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -364,5 +374,5 @@ def preset(name="paper", config_path=None, assignments=()):
 
 __all__ = ["AugmentConfig", "ConfigError", "DataConfig", "ExperimentConfig", "INPUT_SLICES",
            "ModelConfig", "PipelineConfig",
-           "PRESETS", "STRATEGIES", "TrainConfig", "from_dict", "load", "override", "preset",
+           "OPTIMIZERS", "PRESETS", "STRATEGIES", "TrainConfig", "from_dict", "load", "override", "preset",
            "save", "to_dict"]

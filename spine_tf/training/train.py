@@ -135,15 +135,23 @@ def _restored_epoch(backup_dir):
         return int(json.load(f).get("epoch", 0))
 
 
+def make_optimizer(train_config):
+    """The Keras optimizer of a TrainConfig: ``optimizer`` (checked by the config),
+    learning rate, momentum, decay."""
+    if train_config.optimizer == "sgd":
+        return keras.optimizers.SGD(train_config.learning_rate, momentum=train_config.momentum,
+                                    weight_decay=train_config.weight_decay)
+    return keras.optimizers.AdamW(train_config.learning_rate,
+                                  weight_decay=train_config.weight_decay)
+
+
 def build_compiled_model(config, channel_mean):
     """The model of ``config.model``, mean subtraction set, compiled for training."""
     model = model_lib.build_model(config.model)
     model_lib.mean_subtraction(model).set_mean(channel_mean)
     task_set = tasks.task_set(config.model.task_set)
     model.compile(
-        optimizer=keras.optimizers.SGD(config.train.learning_rate,
-                                       momentum=config.train.momentum,
-                                       weight_decay=config.train.weight_decay),
+        optimizer=make_optimizer(config.train),
         loss=losses.losses(task_set, config.train.ordinal_tasks),
         loss_weights=losses.loss_weights(config.train.task_weights, task_set),
         metrics=metrics.keras_metrics(task_set), jit_compile=config.train.jit_compile)

@@ -145,6 +145,27 @@ def test_config_overrides_and_errors(tmp_path):
         train.make_strategy("horovod")
 
 
+def test_the_optimizer_setting_picks_sgd_or_adamw():
+    def first_step(name):
+        train_config = config_lib.TrainConfig(optimizer=name, learning_rate=0.01,
+                                              weight_decay=0.0)
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, use_bias=False)])
+        model.layers[0].kernel.assign([[1.0], [1.0]])
+        model.compile(optimizer=train.make_optimizer(train_config), loss="mse")
+        # gradients 2 * x * (w.x - 0): 200 and 0.02, four orders of magnitude apart
+        model.train_on_batch(np.array([[100.0, 0.01]]), np.zeros((1, 1)))
+        return 1.0 - model.layers[0].kernel.numpy()[:, 0]
+
+    # SGD moves each weight by the rate times its gradient; Adam's first step is the rate
+    # itself for every weight with a gradient, however small
+    np.testing.assert_allclose(first_step("sgd"), [0.01 * 2 * 100 * 100.01,
+                                                   0.01 * 2 * 0.01 * 100.01], rtol=1e-4)
+    np.testing.assert_allclose(first_step("adamw"), [0.01, 0.01], rtol=1e-3)
+    with pytest.raises(config_lib.ConfigError, match="train.optimizer must be one of sgd, "
+                                                     "adamw, not 'adam'"):
+        config_lib.override(config_lib.ExperimentConfig(), ["train.optimizer='adam'"])
+
+
 def _replay_live(values, lrs):
     """ReduceLROnPlateau and EarlyStopping fed the epochs live, as in a run."""
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
