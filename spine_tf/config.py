@@ -373,6 +373,5 @@ def preset(name="paper", config_path=None, assignments=()):
 
 
 __all__ = ["AugmentConfig", "ConfigError", "DataConfig", "ExperimentConfig", "INPUT_SLICES",
-           "ModelConfig", "PipelineConfig",
-           "OPTIMIZERS", "PRESETS", "STRATEGIES", "TrainConfig", "from_dict", "load", "override", "preset",
-           "save", "to_dict"]
+           "ModelConfig", "OPTIMIZERS", "PipelineConfig", "PRESETS", "STRATEGIES", "TrainConfig",
+           "from_dict", "load", "override", "preset", "save", "to_dict"]
