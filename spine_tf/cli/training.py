@@ -62,6 +62,16 @@ def add_parsers(commands):
                     "needed with --model)")
     ev.set_defaults(run=_evaluate)
 
+    en = commands.add_parser("ensemble", help="average several models into one",
+                             description="Writes one .keras model whose logits are the mean of "
+                             "the members' (spine_tf.modeling.model.ensemble), e.g. runs of "
+                             "one recipe with other seeds; it grades, explains, exports and "
+                             "serves as a single model does.")
+    en.add_argument("models", nargs="+", metavar="MODEL",
+                    help="a .keras file, a run directory (its best model) or 'shipped'")
+    en.add_argument("--out", required=True, help="the ensemble's .keras file")
+    en.set_defaults(run=_ensemble)
+
     sw = commands.add_parser("sweep", help="the paper's branch-point sweep",
                              description="Trains and evaluates one model per branch point, "
                              "twice with validation and test swapped, and writes the table "
@@ -122,6 +132,30 @@ def _evaluate(args):
             calibrate_on=args.calibrate_on)
     print(evaluation.summary_markdown(result, result["model"]))
     print(f"\nreport (with confusion matrices and per-disc predictions): {out}")
+    return 0
+
+
+def _ensemble(args):
+    if not args.out.endswith(".keras"):
+        raise UsageError(f"--out {args.out}: the ensemble is written as a .keras file")
+    from spine_tf.app.predictors import KerasPredictor, load_predictor
+    from spine_tf.io.atomic import atomic_path
+    from spine_tf.modeling import model as model_lib
+    members = []
+    for path in args.models:
+        predictor = load_predictor(path)
+        if not isinstance(predictor, KerasPredictor):
+            raise UsageError(f"{path}: a SavedModel cannot join an ensemble; give its .keras "
+                             "model or run directory")
+        members.append(predictor.model)
+    try:
+        model = model_lib.ensemble(members)
+    except ValueError as error:
+        raise UsageError(f"{', '.join(args.models)}: {error}") from error
+    with atomic_path(args.out) as tmp:
+        model.save(tmp)
+    print(f"{args.out}: the mean of {len(members)} models ({model.count_params():,} "
+          "parameters)")
     return 0
 
 

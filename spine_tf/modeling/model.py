@@ -191,6 +191,53 @@ def build_model(config=ModelConfig(), width=None, branch_point=None, input_slice
     return keras.Model(inputs, outputs, name=name)
 
 
+def ensemble(members, name="spinenet_ensemble"):
+    """One model whose logits are the mean of several SpineNet models' logits.
+
+    Each member is copied in whole (weights, mean subtraction, input mode)
+    with its layers renamed ``member<i>_<name>``; output ``i`` is an
+    ``Average`` layer named after task ``i``, so the result is graded,
+    explained, exported and served as any single model is. Members trained
+    with other seeds make errors of their own, and their mean varies less
+    from one training to the next than any one of them.
+
+    Args:
+        members: built or loaded SpineNet models of one task set and one
+            input mode (their widths and branch points may differ).
+
+    Raises:
+        ValueError: fewer than two members, or members of another task set or
+            input mode than the first.
+    """
+    members = list(members)
+    if len(members) < 2:
+        raise ValueError(f"an ensemble needs at least two members, not {len(members)}")
+    first = members[0]
+    for index, member in enumerate(members[1:], 1):
+        if list(member.output_names) != list(first.output_names):
+            raise ValueError(f"member {index} grades {', '.join(member.output_names)}, not "
+                             f"{', '.join(first.output_names)} as member 0 does")
+        if input_slices(member) != input_slices(first):
+            raise ValueError(f"member {index} reads {input_slices(member)} slice(s), member 0 "
+                             f"{input_slices(first)}")
+    inputs = keras.Input(shape=VOLUME_SHAPE, name=tasks.INPUT_NAME)
+    outputs = []
+    for index, member in enumerate(members):
+        prefix = f"member{index}_"
+
+        def renamed(layer):
+            return layer.__class__.from_config({**layer.get_config(),
+                                                "name": prefix + layer.name})
+        copy = keras.models.clone_model(member, input_tensors=inputs, clone_function=renamed)
+        for source in member.layers:
+            if source.weights:
+                copy.get_layer(prefix + source.name).set_weights(source.get_weights())
+        outputs.append(copy.outputs)
+    return keras.Model(inputs, [keras.layers.Average(name=task)(list(logits))
+                                for task, logits in zip(first.output_names, zip(*outputs))],
+                       name=name)
+
+
 def load_model(path):
     """Loads a saved SpineNet ``.keras`` model (or ``"shipped"``) for inference (grading,
     hotspots, export).
@@ -205,6 +252,13 @@ def load_model(path):
 def mean_subtraction(model):
     """The model's ChannelMeanSubtraction layer."""
     return model.get_layer("mean_subtraction")
+
+
+def channel_means(model):
+    """The mean every ``ChannelMeanSubtraction`` of a model subtracts: one (channels,)
+    array for a single model, one per member for an ``ensemble``."""
+    return [layer.mean.numpy() for layer in model.layers
+            if isinstance(layer, ChannelMeanSubtraction)]
 
 
 def task_set(model):

@@ -49,7 +49,7 @@ from spine_tf import hotspots as hotspots_lib
 from spine_tf import tasks, tta
 from spine_tf.errors import SpineTFError
 from spine_tf.io.atomic import atomic_folder
-from spine_tf.modeling.model import input_slices, mean_subtraction
+from spine_tf.modeling.model import channel_means, input_slices
 from spine_tf.modeling.model import task_set as model_task_set
 from spine_tf.tasks import VOLUME_SHAPE
 
@@ -170,9 +170,18 @@ def metadata(model, config=None, augmentations=hotspots_lib.AUGMENTATIONS):
                         "per disc (seed 0); inputs disc_volume, task (name), class_index (one "
                         "per disc, -1 = the predicted class); output hotspots"},
         "hotspot_augmentations": int(augmentations),
-        "channel_mean": [float(v) for v in mean_subtraction(model).mean.numpy()],
         "training_config": config,
+        **_means(model),
     }
+
+
+def _means(model):
+    """The input mean a model subtracts (``channel_mean``), or each member's
+    (``channel_means``) with their count (``members``) for an ensemble."""
+    means = [[float(v) for v in mean] for mean in channel_means(model)]
+    if len(means) == 1:
+        return {"channel_mean": means[0]}
+    return {"members": len(means), "channel_means": means}
 
 
 def versions(model_dir):
