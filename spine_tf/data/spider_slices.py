@@ -236,11 +236,11 @@ def write_box_masks(manual_dir, out_dir, patients=None, detect=None):
         detect: a function scan -> Localisation (the disc detector) to check the boxes.
 
     Returns:
-        The series written.
+        (the series written, the boxed series ``detect`` contradicted and so left out).
     """
     from spine_tf.io.formats import save_nifti
     numbers = graded_numbers(os.path.join(manual_dir, GRADINGS_CSV))
-    written = []
+    written, contradicted = [], []
     for image in read_slices(manual_dir):
         if patients is not None and image.patient not in patients:
             continue
@@ -248,9 +248,10 @@ def write_box_masks(manual_dir, out_dir, patients=None, detect=None):
             continue
         scan = read_scan(image.path, spacing_mm=image.spacing_mm)
         if detect is not None and boxes_contradicted(image, detect(scan)):
+            contradicted.append(image.series)
             continue
         mask = localisation.box_mask(image.row_boxes, scan.spacing_mm, scan.shape[1:])
         save_nifti(scan.image, os.path.join(out_dir, "scans", f"{image.series}.nii.gz"), scan)
         save_nifti(mask[None], os.path.join(out_dir, "masks", f"{image.series}.nii.gz"), scan)
         written.append(image.series)
-    return written
+    return written, contradicted

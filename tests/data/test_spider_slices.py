@@ -46,8 +46,10 @@ def test_layout_errors_name_the_file(spider_slices_dir, tmp_path):
 
 def test_box_masks_for_the_detector(spider_subset_dir, tmp_path):
     from spine_tf.io.scan import read_mask, read_scan
-    written = spider_slices.write_box_masks(spider_subset_dir, tmp_path, patients={"104", "151"})
-    assert written == ["104_t2"]  # 151's boxes are not its graded discs; 127 not asked for
+    written, contradicted = spider_slices.write_box_masks(spider_subset_dir, tmp_path,
+                                                          patients={"104", "151"})
+    # 151's boxes are not its graded discs; 127 not asked for
+    assert (written, contradicted) == (["104_t2"], [])
     scan = read_scan(tmp_path / "scans" / "104_t2.nii.gz")
     np.testing.assert_allclose(scan.spacing_mm[1:], [0.72916668653488] * 2, rtol=1e-6)
     mask = read_mask(tmp_path / "masks" / "104_t2.nii.gz", scan)
@@ -56,8 +58,8 @@ def test_box_masks_for_the_detector(spider_subset_dir, tmp_path):
     for box in image.boxes:  # each box's centre lies in its own disc
         row, col = np.round(box.centre).astype(int)
         assert mask[0, row, col] == 200 + box.from_bottom
-    assert spider_slices.write_box_masks(spider_subset_dir, tmp_path / "all") == [
-        "104_t2", "127_t2", "127_t2_SPACE"]
+    assert spider_slices.write_box_masks(spider_subset_dir, tmp_path / "all") == (
+        ["104_t2", "127_t2", "127_t2_SPACE"], [])
 
 
 def test_a_detection_with_no_disc_in_any_box_contradicts_the_boxes(spider_subset_dir):
@@ -87,4 +89,4 @@ def test_a_detection_with_no_disc_in_any_box_contradicts_the_boxes(spider_subset
     assert spider_slices.positions(image, list(range(1, 8)),
                                    lambda scan: detection(0)).source == "boxes"
     assert spider_slices.write_box_masks(spider_subset_dir, spider_subset_dir.parent / "bm",
-                                         patients={"104"}, detect=detect) == []
+                                         patients={"104"}, detect=detect) == ([], ["104_t2"])

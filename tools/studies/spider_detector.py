@@ -69,12 +69,8 @@ def training_masks(manual_dir, out_dir, patients, real_slices=True):
     ``real_slices``, the real-lumbar slices' masks in one folder: the ``--masks-dir`` of the
     fine-tuning. Returns the series written and the boxed images left out by the check."""
     default = detection.load()
-    written = spider_slices.write_box_masks(
+    written, left_out = spider_slices.write_box_masks(
         manual_dir, out_dir, patients, detect=lambda scan: detection.detect(scan, default))
-    numbers = spider_slices.graded_numbers(os.path.join(manual_dir, spider_slices.GRADINGS_CSV))
-    left_out = [image.series for image in spider_slices.read_slices(manual_dir)
-                if image.patient in patients and image.series not in written
-                and spider_slices.boxes_name_levels(image, numbers.get(image.patient, []))]
     for name in sorted(os.listdir(accuracy.REAL)) if real_slices else ():
         stem, suffix = os.path.splitext(name)
         if suffix == ".npy":
