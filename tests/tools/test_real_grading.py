@@ -3,6 +3,7 @@
 import json
 import os
 
+from spine_tf import config as config_lib
 from spine_tf.modeling.model import build_model
 from spine_tf.training.rundir import RunDir
 from tools.studies import real_grading
@@ -55,3 +56,36 @@ def test_the_table_has_every_row_with_its_intervals(tmp_path, capsys):
     rows = json.loads((tmp_path / "rows.json").read_text())
     assert [r["label"] for r in rows] == ["scratch", "other", real_grading.BASELINE]
     assert rows[0]["parameters"] == parameters and rows[0]["training_seconds"] == 12.4
+
+
+def test_an_ensemble_row_is_the_mean_of_its_runs_made_and_scored_here(tmp_path, monkeypatch,
+                                                                      capsys):
+    from spine_tf.evaluation import runs as runs_lib
+    from spine_tf.modeling.model import load_model
+    parameters = _run(tmp_path / "a", 0.55) + _run(tmp_path / "b", 0.5)
+    scored = {}
+
+    def evaluate_model(model, data, split, out_dir, name, detect=None, calibrate_on=None):
+        scored.update(model=model, split=split, out_dir=out_dir, name=name,
+                      calibrate_on=calibrate_on)
+        with open(os.path.join(RunDir(tmp_path / "a").evaluation("test"), "evaluation.json"),
+                  encoding="utf-8") as f:
+            result = json.load(f)
+        result["tasks"]["pfirrmann"]["balanced_accuracy_tta"] = 0.61
+        return result, out_dir
+
+    monkeypatch.setattr(runs_lib, "evaluate_model", evaluate_model)
+    monkeypatch.setattr(runs_lib, "run_data_config", lambda run_dir: config_lib.DataConfig())
+    out = tmp_path / "ensembles"
+    real_grading.main(["--ensemble", f"two={tmp_path / 'a'}+{tmp_path / 'b'}", "--ensemble-dir",
+                       str(out), "--calibrate-on", "validation", "--json",
+                       str(tmp_path / "rows.json")])
+    assert scored["split"] == "test" and scored["calibrate_on"] == "validation"
+    assert scored["out_dir"] == os.fspath(out / "two" / "evaluation_test")
+    assert scored["model"].count_params() == parameters
+    assert load_model(out / "two" / "ensemble.keras").count_params() == parameters
+    row = json.loads((tmp_path / "rows.json").read_text())[0]
+    assert (f"| two | 61.0 (40.0-70.0) | 60.0 | 90.0 | 30 (5) | {row['megabytes']} | 25 |"
+            in capsys.readouterr().out)
+    assert row["model"]["members"] == 2 and row["training_seconds"] == 24.8
+    assert row["run"] == [os.fspath(tmp_path / "a"), os.fspath(tmp_path / "b")]

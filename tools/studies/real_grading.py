@@ -2,10 +2,12 @@
 
 Each ``--run LABEL=RUN_DIR`` is a ``spine-tf train`` run already scored with ``spine-tf
 evaluate --run-dir RUN_DIR [--calibrate-on validation]`` (its ``evaluation_<split>/
-evaluation.json``); ``--baseline`` is the JSON of ``tools.studies.grading_baseline``. The
-table puts every task's balanced accuracy and 95 % patient-bootstrap interval side by side,
-with Pfirrmann within one grade, the training time and the model's size, and, for the runs
-scored with calibration, each task's temperature and ECE before and after.
+evaluation.json``); each ``--ensemble LABEL=RUN+RUN`` is the mean of those runs' models
+(``spine-tf ensemble``), made and scored here; ``--baseline`` is the JSON of
+``tools.studies.grading_baseline``. The table puts every task's balanced accuracy and 95 %
+patient-bootstrap interval side by side, with Pfirrmann within one grade, the training time
+and the model's size, and, for the rows scored with calibration, each task's temperature and
+ECE before and after.
 
 Example:
     python -m tools.studies.real_grading --run scratch=runs/a --run phantom-pretrained=runs/b \\
@@ -23,31 +25,64 @@ DOC = "grading"  # the results document written with --section (benchlib.DOCS)
 BASELINE = "baseline: PCA + logistic regression"
 
 
+def _training_seconds(run):
+    if not os.path.exists(run.training_time):
+        return None
+    with open(run.training_time, encoding="utf-8") as f:
+        return json.load(f).get("seconds")
+
+
+def _row(label, runs, result, parameters, split):
+    """A table row from an evaluation result of the model of ``runs`` (RunDirs: one run, or
+    an ensemble's members, whose recipe is the first's)."""
+    with open(runs[0].config, encoding="utf-8") as f:
+        config = json.load(f)
+    seconds = [_training_seconds(run) for run in runs]
+    key = "balanced_accuracy_tta" if result["tta"] else "balanced_accuracy_single_view"
+    model = {k: config["model"][k] for k in ("width", "branch_point", "input_slices",
+                                             "task_set")}
+    if len(runs) > 1:
+        model["members"] = len(runs)
+    return {"label": label, "run": [os.path.abspath(run) for run in runs] if len(runs) > 1
+            else os.path.abspath(runs[0]), "split": split,
+            "discs": result["discs"], "patients": result["interval"]["patients"],
+            "model": model, "init_from": config["train"].get("init_from"),
+            "parameters": parameters, "megabytes": round(parameters * 4 / 2**20, 1),
+            "training_seconds": None if None in seconds else sum(seconds),
+            "tasks": {name: {"value": r[key], "interval": r["intervals"][key]}
+                      for name, r in result["tasks"].items()},
+            "within_one": (result.get("lootus") or {}).get("pfirrmann_within_1"),
+            "calibration": result.get("calibration")}
+
+
 def run_row(label, run_dir, split):
     """One run's figures on ``split`` from its evaluation.json, config and timing."""
     run = RunDir(run_dir)
     with open(os.path.join(run.evaluation(split), "evaluation.json"), encoding="utf-8") as f:
         result = json.load(f)
-    with open(run.config, encoding="utf-8") as f:
-        config = json.load(f)
-    seconds = None
-    if os.path.exists(run.training_time):
-        with open(run.training_time, encoding="utf-8") as f:
-            seconds = json.load(f).get("seconds")
     from spine_tf.modeling.model import load_model
-    parameters = load_model(run.best_model).count_params()
-    key = "balanced_accuracy_tta" if result["tta"] else "balanced_accuracy_single_view"
-    return {"label": label, "run": os.path.abspath(run_dir), "split": split,
-            "discs": result["discs"], "patients": result["interval"]["patients"],
-            "model": {k: config["model"][k] for k in ("width", "branch_point", "input_slices",
-                                                      "task_set")},
-            "init_from": config["train"].get("init_from"),
-            "parameters": parameters, "megabytes": round(parameters * 4 / 2**20, 1),
-            "training_seconds": seconds,
-            "tasks": {name: {"value": r[key], "interval": r["intervals"][key]}
-                      for name, r in result["tasks"].items()},
-            "within_one": (result.get("lootus") or {}).get("pfirrmann_within_1"),
-            "calibration": result.get("calibration")}
+    return _row(label, [run], result, load_model(run.best_model).count_params(), split)
+
+
+def ensemble_row(label, run_dirs, split, out_dir, calibrate_on=None):
+    """The ensemble of the runs' best models (``spine-tf ensemble``), saved as
+    ``out_dir/ensemble.keras`` and scored on ``split`` of the first run's data (TTA; report
+    in ``out_dir/evaluation_<split>``); its row, with the members' training time summed."""
+    from spine_tf.cli.options import dataset_detector
+    from spine_tf.evaluation import runs as runs_lib
+    from spine_tf.io.atomic import atomic_path
+    from spine_tf.modeling import model as model_lib
+    runs = [RunDir(r) for r in run_dirs]
+    model = model_lib.ensemble([model_lib.load_model(run.best_model) for run in runs])
+    path = os.path.join(out_dir, "ensemble.keras")
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+    data = runs_lib.run_data_config(run_dirs[0])
+    result, _ = runs_lib.evaluate_model(
+        model, data, split, os.path.join(out_dir, f"evaluation_{split}"),
+        f"{path} (the mean of {len(runs)} runs)", detect=dataset_detector(data.config),
+        calibrate_on=calibrate_on)
+    return _row(label, runs, result, model.count_params(), split)
 
 
 def baseline_row(path):
@@ -98,6 +133,14 @@ def parser():
     out = benchlib.argument_parser(__file__, __doc__)
     out.add_argument("--run", action="append", default=[], metavar="LABEL=RUN_DIR",
                      help="a scored run (repeatable), in table order")
+    out.add_argument("--ensemble", action="append", default=[], metavar="LABEL=RUN+RUN[+...]",
+                     help="the ensemble of these runs, made and scored here (repeatable; its "
+                     "model and report go to --ensemble-dir/LABEL)")
+    out.add_argument("--ensemble-dir", default="ensembles",
+                     help="where the ensembles are written (default: %(default)s)")
+    out.add_argument("--calibrate-on", metavar="SPLIT",
+                     help="the split an ensemble's temperatures are fitted on (as spine-tf "
+                     "evaluate --calibrate-on)")
     out.add_argument("--baseline", help="tools.studies.grading_baseline's --json")
     out.add_argument("--split", default="test", help="the split scored (default %(default)s)")
     out.add_argument("--json", help="also write the rows to this JSON file")
@@ -117,10 +160,16 @@ def main(argv=None):
             rows.append(run_row(label, run_dir, args.split))
         except FileNotFoundError as error:
             options.error(f"{run_dir}: not scored on {args.split} ({error.filename})")
+    for item in args.ensemble:
+        label, _, members = item.partition("=")
+        if len(members.split("+")) < 2:
+            options.error(f"--ensemble {item!r} is not LABEL=RUN+RUN[+...]")
+        rows.append(ensemble_row(label, members.split("+"), args.split,
+                                 os.path.join(args.ensemble_dir, label), args.calibrate_on))
     if args.baseline:
         rows.append(baseline_row(args.baseline))
     if not rows:
-        options.error("give at least one --run or --baseline")
+        options.error("give at least one --run, --ensemble or --baseline")
     if args.json:
         write_json(args.json, rows, indent=2)
     body = markdown(rows)
