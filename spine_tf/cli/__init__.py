@@ -7,6 +7,7 @@ Commands (each has ``--help``), one module per group:
                  build-data      build the spine_discs TFDS dataset
   training.py    train           train SpineNet with model.fit (resumable; --preset)
                  evaluate        score a trained run (TTA, intra-rater, Lootus, confusion)
+                 ensemble        average several models into one
                  sweep           the paper's branch-point sweep
   scans.py       extract         cut the disc volumes out of one scan
                  hotspots        evidence hotspots of a scan or a dataset split
@@ -28,7 +29,7 @@ import sys
 from spine_tf.cli.parser import build_parser
 from spine_tf.errors import SpineTFError
 
-COMMANDS = ("demo", "phantom", "build-data", "train", "evaluate", "sweep", "extract",
+COMMANDS = ("demo", "phantom", "build-data", "train", "evaluate", "ensemble", "sweep", "extract",
             "hotspots", "predict", "export", "client", "train-detector", "evaluate-detector")
 """Every command, in the order ``spine-tf --help`` lists them."""
 
