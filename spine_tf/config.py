@@ -343,13 +343,15 @@ PRESETS = {
 trains: a width-0.125 model, batch 32, 40 epochs at 10x the paper's learning rate
 (the paper trains for ~1000 epochs), quicker learning-rate drops and no early
 stopping. Its data is the default (``phantom_small``); the demo trains it on the
-``folder`` dataset it builds from its cohort. ``spider``: the shipped model's
-recipe for real single slices (``spider_slices``, give ``data.manual_dir``): a
-1-slice model of the ``spider`` task set, width 0.25 branching after fc6 (15.6 MB
-of weights), 300 epochs at learning rate 0.003, cut tenfold after 30 epochs without
-a better validation loss; the width, branch point and this schedule were chosen on
+``folder`` dataset it builds from its cohort. ``spider``: the best single network
+for real single slices (``spider_slices``, give ``data.manual_dir``): a 1-slice
+model of the ``spider`` task set, width 0.25 branching after fc6 (15.6 MB of
+weights), 300 epochs at learning rate 0.003, cut tenfold after 30 epochs without a
+better validation loss; the width, branch point and this schedule were chosen on
 the validation split (docs/results/grading.md). At the demo's rate (0.01, 60
-epochs) the model did not fit its own training discs.
+epochs) the model did not fit its own training discs. The shipped grading model is
+two of these branching after fc7 (8.6 MB each), seeds 0 and 1, averaged by
+``spine-tf ensemble``: within 25 MB, that did best on validation.
 """
 
 

@@ -21,6 +21,17 @@ def test_the_card_names_the_data_and_its_licence():
     assert "CC BY 4.0" in readme and "Scientific Data 11, 264" in readme
 
 
+def test_the_card_describes_the_shipped_weights():
+    from spine_tf.modeling import model as model_lib
+    model = model_lib.load_model(shipped.SHIPPED)
+    assert model.count_params() == shipped.shipped_card()["parameters"]
+    assert model_lib.input_slices(model) == shipped.shipped_card()["input_slices"]
+    assert model_lib.task_set(model).name == shipped.shipped_card()["task_set"]
+    # the mean of two networks, as the card says, each with its own input mean
+    assert "the mean of two" in shipped.shipped_card()["model"]
+    assert len(model_lib.channel_means(model)) == 2
+
+
 def test_predict_grades_a_real_slice_without_a_model_option(spider_slices_dir, tmp_path):
     main(["predict", os.fspath(spider_slices_dir / "images" / "104_t2.png"), "--out",
           os.fspath(tmp_path), "--no-hotspots", "--no-tta"])
