@@ -93,6 +93,9 @@ def _evaluate_detector(args):
               + f"  centre error {figures['distance_mm_median']:.1f} mm (median)")
     missed = [i for i in result["images"] if set(i["missed"]) & set(tasks.LEVELS)]
     print(f"  {len(missed)} images with a lumbar disc missed; per image: {path}")
+    for image in result["images"]:
+        if image["boxes_contradicted"]:
+            print(f"  {image['image']}: {image['boxes_contradicted']}; counted as it is")
     return 0
 
 

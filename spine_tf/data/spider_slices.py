@@ -19,8 +19,8 @@ How the ``spider_slices`` dataset places and names each image's discs
 discs (every IVD label from 1 up graded, so box N from the bottom is IVD label
 N), else from the disc detector, which names the lowest disc it finds above the
 sacrum L5-S1; without a detector such an image is skipped. Where the detector runs, it
-checks the boxes as well: an image whose boxes hold none of its discs is left out
-(``boxes_contradicted``). Each disc records which (``position_source``).
+checks the boxes as well: an image whose boxes hold none of its discs, or one of whose
+boxes holds two of them, is left out (``boxes_contradicted``). Each disc records which (``position_source``).
 Thoracic discs (IVD label 7 and up) have no level in ``tasks.LEVELS``: their boxes
 shape their neighbours' bodies but they are not examples (docs/data.md). Extraction
 sizes the region from the disc and its bodies, so only the ratio of row to column
@@ -66,6 +66,10 @@ class DiscBox:
     def centre(self):
         """(row, col) of the box's centre, pixels."""
         return np.array([(self.y0 + self.y1) / 2, (self.x0 + self.x1) / 2])
+
+    def encloses(self, row, col):
+        """Whether (row, col) lies in the box, its edges included."""
+        return self.y0 <= row <= self.y1 and self.x0 <= col <= self.x1
 
     def holds(self, row, col):
         """Whether (row, col) lies in the central half of the box (a quarter of its height
@@ -180,13 +184,34 @@ CONTRADICTING_DISCS = 3
 
 
 def boxes_contradicted(image, detected):
-    """Whether a detection (a Localisation in the image's pixels) contradicts an image's
-    boxes: it places at least ``CONTRADICTING_DISCS`` discs and not one of them lies in the
-    central half of a box. Boxes drawn off the discs (two images of ../shared have theirs
-    on the vertebral bodies, half a level up) would teach the disc's grades on a body."""
-    return (len(detected.discs) >= CONTRADICTING_DISCS
-            and not any(box.holds(*disc.centre[1:]) for disc in detected.discs
-                        for box in image.boxes))
+    """Why a detection (a Localisation in the image's pixels) contradicts an image's boxes,
+    or None where it does not:
+
+    - it places at least ``CONTRADICTING_DISCS`` discs and not one of them lies in the
+      central half of a box: boxes drawn off the discs (two images of ../shared have
+      theirs on the vertebral bodies, half a level up) would teach a disc's grades on a
+      body;
+    - from the bottom, every box holds one of its discs but one box, which holds two, and
+      at least ``CONTRADICTING_DISCS`` boxes hold one (the boxes above the discs found,
+      thoracic ones, may hold none): a box drawn over two discs (two images of ../shared
+      have box 1 over L5-S1 and L4-L5 together), so that each box above it names the disc
+      below its own.
+    """
+    discs = [disc.centre[1:] for disc in detected.discs]
+    if len(discs) >= CONTRADICTING_DISCS and not any(box.holds(*centre) for centre in discs
+                                                     for box in image.boxes):
+        return (f"none of the {len(discs)} discs the detector found lies in one of its "
+                f"{len(image.boxes)} boxes (boxes off the discs?)")
+    counts = [sum(box.encloses(*centre) for centre in discs) for box in image.boxes]
+    while counts and counts[-1] == 0:  # boxes above the discs found (thoracic ones)
+        counts.pop()
+    if (counts.count(2) == 1 and counts.count(1) == len(counts) - 1
+            and len(counts) > CONTRADICTING_DISCS):
+        box = image.boxes[counts.index(2)]
+        return (f"box {box.from_bottom} holds two of the discs the detector found, where "
+                "each other box holds one (a box over two discs, every level above it one "
+                "off?)")
+    return None
 
 
 def positions(image, numbers, detect=None):
@@ -203,10 +228,9 @@ def positions(image, numbers, detect=None):
         read_scan(image.path, spacing_mm=image.spacing_mm))
     if not boxed:
         return detected
-    if detected is not None and boxes_contradicted(image, detected):
-        raise ScanError(f"{image.path}: none of the {len(detected.discs)} discs the "
-                        f"detector found lies in one of its {len(image.boxes)} boxes "
-                        "(boxes off the discs?); left out")
+    why = None if detected is None else boxes_contradicted(image, detected)
+    if why:
+        raise ScanError(f"{image.path}: {why}; left out")
     return localisation.from_boxes(image.row_boxes, (1.0, *image.spacing_mm))
 
 

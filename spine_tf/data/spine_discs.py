@@ -100,7 +100,7 @@ class SpineDiscs(tfds.core.GeneratorBasedBuilder):
         self.detect = detect
         super().__init__(**kwargs)
 
-    VERSION = tfds.core.Version("1.3.0")
+    VERSION = tfds.core.Version("1.4.0")
     RELEASE_NOTES = {"1.0.0": "First release.",
                      "1.1.0": "Examples name their scan (series) and where their position "
                               "came from (position_source); the spider_slices config; the "
@@ -110,7 +110,10 @@ class SpineDiscs(tfds.core.GeneratorBasedBuilder):
                               "many slices) is kept, not skipped.",
                      "1.3.0": "spider_slices: discs placed by the detector fine-tuned on "
                               "SPIDER's disc boxes; a boxed image whose boxes hold none of "
-                              "the discs the detector finds is left out."}
+                              "the discs the detector finds is left out.",
+                     "1.4.0": "spider_slices: a boxed image is also left out where one of "
+                              "its boxes holds two of the discs the detector finds and each "
+                              "other box one (a box over two discs)."}
     BUILDER_CONFIGS = [
         SpineDiscsConfig(name="phantom_small", source="phantom", patients=24,
                          description="Phantom cohort, 24 patients (tests, demos)."),

@@ -155,8 +155,9 @@ def _slice_results(manual_dir, detector, pixel_size):
         listed = pixel_size == "listed"
         scan = read_scan(item.path, spacing_mm=item.spacing_mm if listed else None)
         located = detection.detect(scan, detector)
-        yield item.series, item.patient, located, match_boxes(located, item.boxes,
-                                                              item.spacing_mm)
+        yield (item.series, item.patient, located,
+               match_boxes(located, item.boxes, item.spacing_mm),
+               spider_slices.boxes_contradicted(item, located))
 
 
 def _mask_results(manual_dir, detector):
@@ -168,7 +169,7 @@ def _mask_results(manual_dir, detector):
         mask = read_mask(mask_path, scan)
         located = detection.detect(scan, detector)
         yield name, name, located, match(located, mask, scan.spacing_mm,
-                                         localisation.guess_convention(mask))
+                                         localisation.guess_convention(mask)), None
 
 
 def evaluate_folder(manual_dir, detector, pixel_size="listed"):
@@ -188,7 +189,11 @@ def evaluate_folder(manual_dir, detector, pixel_size="listed"):
         for the discs T12-L1 .. L5-S1 only (boxes may count thoracic discs,
         which the detector does not name), "images": per image its
         name, ``summarise`` figures, the levels found and missed, the
-        detector's pixel size and notes}.
+        detector's pixel size and notes, and ``boxes_contradicted``: why the detection
+        contradicts the image's boxes (``spider_slices.boxes_contradicted``: boxes off the
+        discs, or one box over two discs), else None. Such an image is still counted: the
+        detector judging its own truth would flatter it, so the figures hold it as it is and
+        the reader sees which images to look at}.
     """
     if pixel_size not in ("listed", "estimate"):
         raise ValueError(f"pixel_size must be 'listed' or 'estimate', not {pixel_size!r}")
@@ -197,12 +202,13 @@ def evaluate_folder(manual_dir, detector, pixel_size="listed"):
     results = (_slice_results(manual_dir, detector, pixel_size) if boxed
                else _mask_results(manual_dir, detector))
     per_image, images = [], []
-    for name, patient, located, (matches, found, wrong) in results:
+    for name, patient, located, (matches, found, wrong), doubt in results:
         per_image.append((patient, matches, found, wrong))
         images.append({"image": name, **summarise(matches, found, wrong),
                        "missed": [m.level for m in matches if not m.found],
                        "levels_wrong": [m.level for m in matches if m.level_correct is False],
-                       "pixel_size_mm": located.pixel_size_mm, "notes": list(located.notes)})
+                       "pixel_size_mm": located.pixel_size_mm, "notes": list(located.notes),
+                       "boxes_contradicted": doubt})
     return {"layout": "boxes" if boxed else "masks", "pixel_size": pixel_size,
             "overall": _with_intervals(per_image, lambda m: True),
             "lumbar": _with_intervals(per_image, lambda m: m.level in tasks.LEVELS),

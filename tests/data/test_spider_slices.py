@@ -90,3 +90,32 @@ def test_a_detection_with_no_disc_in_any_box_contradicts_the_boxes(spider_subset
                                    lambda scan: detection(0)).source == "boxes"
     assert spider_slices.write_box_masks(spider_subset_dir, spider_subset_dir.parent / "bm",
                                          patients={"104"}, detect=detect) == ([], ["104_t2"])
+
+
+def test_a_box_over_two_discs_contradicts_the_boxes(spider_subset_dir):
+    from spine_tf import localisation
+    image = next(i for i in spider_slices.read_slices(spider_subset_dir) if i.series == "104_t2")
+    spacing = (1.0, *image.spacing_mm)
+    rows = [(n, box) for n, box in image.row_boxes]
+
+    def detection(boxes):
+        return localisation.from_boxes(boxes, spacing)
+
+    assert spider_slices.boxes_contradicted(image, detection(rows)) is None
+    # a disc found between boxes 1 and 2 lies in neither: no box holds two
+    (n1, (y0, x0, y1, x1)), (n2, (v0, _, v1, _)) = rows[0], rows[1]
+    between = (y0 - (y0 - v1) / 2 - 2, x0, y0 - (y0 - v1) / 2 + 2, x1)
+    assert spider_slices.boxes_contradicted(
+        image, detection([(1, rows[0][1]), (2, between)] + [(n + 1, b) for n, b in rows[1:]]))\
+        is None
+    # a second disc inside box 1 while every other box holds its own: box 1 spans two
+    lower_half = (y0 + (y1 - y0) * 0.6, x0, y1 - 1, x1)
+    upper_half = (y0 + 1, x0, y0 + (y1 - y0) * 0.4, x1)
+    spanning = [(1, lower_half), (2, upper_half)] + [(n + 1, b) for n, b in rows[1:]]
+    assert spider_slices.boxes_contradicted(image, detection(spanning)) == (
+        "box 1 holds two of the discs the detector found, where each other box holds one (a "
+        "box over two discs, every level above it one off?)")
+    with pytest.raises(ScanError, match="104_t2.png: box 1 holds two of the discs"):
+        spider_slices.positions(image, list(range(1, 8)), lambda scan: detection(spanning))
+    # where the detector also misses other boxes' discs it is not trusted to judge them
+    assert spider_slices.boxes_contradicted(image, detection(spanning[:3])) is None

@@ -137,6 +137,22 @@ def test_evaluate_detector_command_on_a_spider_folder(spider_slices_dir, tmp_pat
     # patients gives 12/16 (127 twice) to 12/14 (7 twice)
     assert result["overall"]["recall"] == pytest.approx(12 / 15)
     assert result["overall"]["recall_interval"] == pytest.approx((0.75, 6 / 7))
+    assert [i["boxes_contradicted"] for i in result["images"]] == [None, None]
+    assert "counted as it is" not in out
+
+
+@needs_weights
+def test_evaluate_detector_names_an_image_whose_box_spans_two_discs(spider_slices_dir,
+                                                                     tmp_path, capsys):
+    """SPIDER 228_t2's box 1 covers L5-S1 and L4-L5 together: its boxes say five discs where
+    there are six, and the detector's levels count as wrong against them."""
+    folder = _spider_folder(spider_slices_dir, tmp_path / "spider", ("228_t2",))
+    assert cli.main(["evaluate-detector", "--manual-dir", os.fspath(folder), "--pixel-size",
+                     "estimate", "--out", os.fspath(tmp_path / "out")]) == 0
+    (image,) = json.loads((tmp_path / "out" / "detector_evaluation.json").read_text())["images"]
+    assert image["boxes_contradicted"].startswith("box 1 holds two of the discs")
+    assert image["levels_wrong"]  # still counted against the detector
+    assert "228_t2: box 1 holds two of the discs the detector found" in capsys.readouterr().out
 
 
 def test_a_top_disc_whose_body_is_cut_off_is_found_on_a_real_slice(spider_slices_dir):
