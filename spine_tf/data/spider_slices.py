@@ -20,7 +20,8 @@ discs (every IVD label from 1 up graded, so box N from the bottom is IVD label
 N), else from the disc detector, which names the lowest disc it finds above the
 sacrum L5-S1; without a detector such an image is skipped. Where the detector runs, it
 checks the boxes as well: an image whose boxes hold none of its discs, or one of whose
-boxes holds two of them, is left out (``boxes_contradicted``). Each disc records which (``position_source``).
+boxes holds two of them, is left out (``boxes_contradicted``). Each disc records which
+(``position_source``).
 Thoracic discs (IVD label 7 and up) have no level in ``tasks.LEVELS``: their boxes
 shape their neighbours' bodies but they are not examples (docs/data.md). Extraction
 sizes the region from the disc and its bodies, so only the ratio of row to column

@@ -103,11 +103,10 @@ def test_a_box_over_two_discs_contradicts_the_boxes(spider_subset_dir):
 
     assert spider_slices.boxes_contradicted(image, detection(rows)) is None
     # a disc found between boxes 1 and 2 lies in neither: no box holds two
-    (n1, (y0, x0, y1, x1)), (n2, (v0, _, v1, _)) = rows[0], rows[1]
-    between = (y0 - (y0 - v1) / 2 - 2, x0, y0 - (y0 - v1) / 2 + 2, x1)
-    assert spider_slices.boxes_contradicted(
-        image, detection([(1, rows[0][1]), (2, between)] + [(n + 1, b) for n, b in rows[1:]]))\
-        is None
+    (y0, x0, y1, x1), above = rows[0][1], rows[1][1][2]  # box 1; the bottom of box 2
+    between = (y0 - (y0 - above) / 2 - 2, x0, y0 - (y0 - above) / 2 + 2, x1)
+    found = [(1, rows[0][1]), (2, between)] + [(n + 1, b) for n, b in rows[1:]]
+    assert spider_slices.boxes_contradicted(image, detection(found)) is None
     # a second disc inside box 1 while every other box holds its own: box 1 spans two
     lower_half = (y0 + (y1 - y0) * 0.6, x0, y1 - 1, x1)
     upper_half = (y0 + 1, x0, y0 + (y1 - y0) * 0.4, x1)

@@ -142,8 +142,8 @@ def test_evaluate_detector_command_on_a_spider_folder(spider_slices_dir, tmp_pat
 
 
 @needs_weights
-def test_evaluate_detector_names_an_image_whose_box_spans_two_discs(spider_slices_dir,
-                                                                     tmp_path, capsys):
+def test_evaluate_detector_names_an_image_whose_box_spans_two_discs(
+        spider_slices_dir, tmp_path, capsys):
     """SPIDER 228_t2's box 1 covers L5-S1 and L4-L5 together: its boxes say five discs where
     there are six, and the detector's levels count as wrong against them."""
     folder = _spider_folder(spider_slices_dir, tmp_path / "spider", ("228_t2",))
