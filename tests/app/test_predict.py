@@ -302,7 +302,9 @@ def test_report_renders_in_a_headless_browser(predicted, tmp_path):
     script = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "tools",
                           "screenshot-report")
     png = tmp_path / "report.png"
-    subprocess.run([script, str(out / "ph1-00000" / "report.html"), str(png), "1000,6000"],
+    # ph1-00001: test_a_rerun_replaces_a_scan_folder_whole grades ph1-00000 again without
+    # hotspots
+    subprocess.run([script, str(out / "ph1-00001" / "report.html"), str(png), "1000,6000"],
                    check=True, capture_output=True, timeout=120)
     picture = np.asarray(Image.open(png).convert("RGB")).astype(int)
     assert picture.shape == (6000, 1000, 3)
@@ -310,8 +312,8 @@ def test_report_renders_in_a_headless_browser(predicted, tmp_path):
     # the text colour
     painted = (np.abs(picture[:1400] - 255).sum(axis=2) > 60).mean()
     assert painted > 0.3
-    # further down, below the table, the hotspot pictures: the heat colours are there
-    # (red >> blue). The grade table's colours depend on the untrained model's grades, so
-    # they are left out of this count
+    # further down, below the table and the disc volumes, the hotspot pictures: the heat
+    # colours are there (red >> blue). The grade table's colours follow the untrained
+    # model's grades, so they are left out of this count
     red = picture[3400:5600, :, 0] - picture[3400:5600, :, 2] > 80
     assert red.mean() > 0.01
