@@ -2,7 +2,8 @@
 
 import time
 
-from spine_tf.cli.options import add_detector, dataset_detector
+from spine_tf.cli.options import add_detector
+from spine_tf.detection import dataset_detector
 from spine_tf.errors import UsageError
 
 BUILD_CONFIGS = ("phantom_small", "phantom", "phantom_large", "folder", "spider",

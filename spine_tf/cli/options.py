@@ -37,20 +37,6 @@ def load_detector(path, needed=True):
     return detection.load(path)
 
 
-def dataset_detector(config, path=None, use=True):
-    """``SpineDiscs``'s ``detect`` for a dataset config: the detector with its pixel-size
-    search from the anatomy for ``spider_slices`` (listed spacings are wrong for some of
-    those images; docs/data.md), None for the others or when ``use`` is False. The
-    detector loads on its first scan, so a dataset already built costs nothing."""
-    if config != "spider_slices" or not use:
-        return None
-    import functools
-    from spine_tf import detection
-    from spine_tf.detection.inference import PIXEL_SEARCH_MM
-    loaded = functools.lru_cache(maxsize=1)(lambda: detection.load(path))
-    return lambda scan: detection.detect(scan, loaded(), pixel_sizes=PIXEL_SEARCH_MM)
-
-
 def at_least_one(value, flag):
     """Raises UsageError unless ``value`` (of option ``flag``) is at least 1."""
     if value < 1:

@@ -3,7 +3,8 @@
 import time
 
 from spine_tf import config as config_lib
-from spine_tf.cli.options import add_keras_log, at_least_one, dataset_detector, fit_verbosity
+from spine_tf.cli.options import add_keras_log, at_least_one, fit_verbosity
+from spine_tf.detection import dataset_detector
 from spine_tf.errors import UsageError
 from spine_tf.training import rundir
 
@@ -116,9 +117,7 @@ def _evaluate(args):
     if args.run_dir:
         result, out = runs.evaluate_run(args.run_dir, split=args.split, tta=not args.no_tta,
                                         out_dir=args.out, model_file=args.model_file,
-                                        data=args.data, calibrate_on=args.calibrate_on,
-                                        detect=dataset_detector(
-                                            runs.run_data_config(args.run_dir, args.data).config))
+                                        data=args.data, calibrate_on=args.calibrate_on)
     else:
         if not args.out:
             raise UsageError("--out is needed with --model (the report folder)")
@@ -128,8 +127,7 @@ def _evaluate(args):
                                    [f"data.{a}" for a in args.data]).data
         result, out = runs.evaluate_model(
             predictor, data, args.split, args.out, predictor.description,
-            tta=not args.no_tta, data=args.data, detect=dataset_detector(data.config),
-            calibrate_on=args.calibrate_on)
+            tta=not args.no_tta, data=args.data, calibrate_on=args.calibrate_on)
     print(evaluation.summary_markdown(result, result["model"]))
     print(f"\nreport (with confusion matrices and per-disc predictions): {out}")
     return 0

@@ -54,3 +54,17 @@ def detect(scan, detector, pixel_sizes=None):
     """See ``spine_tf.detection.inference.detect``."""
     from spine_tf.detection.inference import detect as _detect
     return _detect(scan, detector, pixel_sizes)
+
+
+def dataset_detector(config, path=None, use=True):
+    """``SpineDiscs``'s ``detect`` for a dataset config: the detector (``path``, else the
+    default) with its pixel-size search from the anatomy for ``spider_slices`` (listed
+    spacings are wrong for some of those images; docs/data.md), None for the others or when
+    ``use`` is False. The detector loads on its first scan, so a dataset already built costs
+    nothing. A ``spider_slices`` build without it leaves out every image without boxes."""
+    if config != "spider_slices" or not use:
+        return None
+    import functools
+    from spine_tf.detection.inference import PIXEL_SEARCH_MM
+    loaded = functools.lru_cache(maxsize=1)(lambda: load(path))
+    return lambda scan: detect(scan, loaded(), pixel_sizes=PIXEL_SEARCH_MM)

@@ -26,8 +26,12 @@ def run_data_config(run_dir, data=()):
 def dataset_split(data_config, split=None, detect=None):
     """(dataset split, split name) of a DataConfig, built if needed (default: its test
     split). ``split`` is a TFDS split expression or ``all`` (every split the dataset has);
-    ``detect``: the disc detector, for a build that needs one."""
-    builder = train.prepare_dataset(data_config, detect=detect)
+    ``detect``: the disc detector for a build that needs one (default: the dataset's,
+    ``detection.dataset_detector``; without it a ``spider_slices`` build would leave out,
+    and cache without, every image that has no boxes)."""
+    from spine_tf import detection
+    builder = train.prepare_dataset(
+        data_config, detect=detect or detection.dataset_detector(data_config.config))
     split = split or data_config.test_split
     expression = "+".join(builder.info.splits) if split == "all" else split
     return builder.as_dataset(split=expression), split

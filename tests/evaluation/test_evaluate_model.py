@@ -152,3 +152,16 @@ def test_a_saved_model_scores_as_its_keras_file(tiny_model_file, spider_subset_d
     for a, b in zip(keras_rows, saved_rows):
         assert a["series"] == b["series"] and a["pfirrmann_grade"] == b["pfirrmann_grade"]
         assert float(a["pfirrmann_p_1"]) == pytest.approx(float(b["pfirrmann_p_1"]), abs=1e-4)
+
+
+def test_a_split_for_hotspots_or_a_study_is_built_with_the_detector(spider_subset_dir, tmp_path):
+    """``runs.dataset_split`` without a ``detect`` (as ``spine-tf hotspots --run-dir`` and
+    the study tools call it) places the boxless images with the dataset's detector; without
+    it the build would leave them out, and the cache would keep that."""
+    import tensorflow_datasets as tfds
+    from spine_tf.evaluation import runs
+    data = DataConfig(config="spider_slices", manual_dir=os.fspath(spider_subset_dir),
+                      data_dir=os.fspath(tmp_path))
+    dataset, split = runs.dataset_split(data, "all")
+    sources = {e["position_source"].decode() for e in tfds.as_numpy(dataset)}
+    assert split == "all" and sources == {"boxes", "detector"}

@@ -68,7 +68,6 @@ def ensemble_row(label, run_dirs, split, out_dir, calibrate_on=None):
     """The ensemble of the runs' best models (``spine-tf ensemble``), saved as
     ``out_dir/ensemble.keras`` and scored on ``split`` of the first run's data (TTA; report
     in ``out_dir/evaluation_<split>``); its row, with the members' training time summed."""
-    from spine_tf.cli.options import dataset_detector
     from spine_tf.evaluation import runs as runs_lib
     from spine_tf.io.atomic import atomic_path
     from spine_tf.modeling import model as model_lib
@@ -80,8 +79,7 @@ def ensemble_row(label, run_dirs, split, out_dir, calibrate_on=None):
     data = runs_lib.run_data_config(run_dirs[0])
     result, _ = runs_lib.evaluate_model(
         model, data, split, os.path.join(out_dir, f"evaluation_{split}"),
-        f"{path} (the mean of {len(runs)} runs)", detect=dataset_detector(data.config),
-        calibrate_on=calibrate_on)
+        f"{path} (the mean of {len(runs)} runs)", calibrate_on=calibrate_on)
     return _row(label, runs, result, model.count_params(), split)
 
 
