@@ -26,7 +26,8 @@ LAYERS = (
     ("tta",),
     ("hotspots",),
     ("training",),
-    ("evaluation", "detection"),
+    ("detection",),
+    ("evaluation",),  # builds datasets whose discs the detector places
     ("serving",),
     ("app",),
     ("cli",),
