@@ -23,15 +23,15 @@ def run_data_config(run_dir, data=()):
     return config_lib.override(config, [f"data.{a}" for a in data]).data
 
 
-def dataset_split(data_config, split=None, detect=None):
+def dataset_split(data_config, split=None):
     """(dataset split, split name) of a DataConfig, built if needed (default: its test
-    split). ``split`` is a TFDS split expression or ``all`` (every split the dataset has);
-    ``detect``: the disc detector for a build that needs one (default: the dataset's,
-    ``detection.dataset_detector``; without it a ``spider_slices`` build would leave out,
-    and cache without, every image that has no boxes)."""
+    split). ``split`` is a TFDS split expression or ``all`` (every split the dataset has).
+    A build that needs the disc detector gets the dataset's (``detection.dataset_detector``):
+    without it a ``spider_slices`` build would leave out, and cache without, every image
+    that has no boxes."""
     from spine_tf import detection
-    builder = train.prepare_dataset(
-        data_config, detect=detect or detection.dataset_detector(data_config.config))
+    builder = train.prepare_dataset(data_config,
+                                    detect=detection.dataset_detector(data_config.config))
     split = split or data_config.test_split
     expression = "+".join(builder.info.splits) if split == "all" else split
     return builder.as_dataset(split=expression), split
@@ -58,7 +58,7 @@ def _by_task(result):
 
 
 def evaluate_model(model, data_config, split, out_dir, model_name, tta=True, data=(),
-                   detect=None, calibrate_on=None):
+                   calibrate_on=None):
     """Evaluates ``model`` (a Keras model, or a grader with ``probabilities(volumes, tta)``)
     on a DataConfig's split (``dataset_split``) and writes the report into ``out_dir``.
 
@@ -70,11 +70,11 @@ def evaluate_model(model, data_config, split, out_dir, model_name, tta=True, dat
     Returns:
         (result of ``evaluation.evaluate`` with ``split``, ``data`` and ``model``, out_dir).
     """
-    dataset, split = dataset_split(data_config, split, detect)
+    dataset, split = dataset_split(data_config, split)
     result = evaluation.evaluate(model, dataset, tta=tta)
     result.update(split=split, data=list(data), model=model_name)
     if calibrate_on:
-        fitted = evaluation.evaluate(model, dataset_split(data_config, calibrate_on, detect)[0],
+        fitted = evaluation.evaluate(model, dataset_split(data_config, calibrate_on)[0],
                                      tta=tta, resamples=0)
         result["calibration"] = {"fitted_on": calibrate_on, "tasks": calibration.calibrate(
             _by_task(fitted), _by_task(result))}
@@ -89,12 +89,11 @@ def evaluate_model(model, data_config, split, out_dir, model_name, tta=True, dat
 
 
 def evaluate_run(run_dir, split=None, tta=True, out_dir=None, model_file=rundir.BEST_MODEL,
-                 data=(), calibrate_on=None, detect=None):
+                 data=(), calibrate_on=None):
     """Evaluates a run's model on its test split (or ``split``) and writes the report.
 
     ``data``: overrides of the run's data config (``run_model_and_split``); the
-    result records them as ``data``. ``detect``: the disc detector, for a dataset whose
-    build needs one.
+    result records them as ``data``.
 
     Returns:
         (result of ``evaluation.evaluate``, the report folder).
@@ -105,7 +104,7 @@ def evaluate_run(run_dir, split=None, tta=True, out_dir=None, model_file=rundir.
     return evaluate_model(model, data_config, split,
                           out_dir or RunDir(run_dir).evaluation(split, data),
                           os.path.join(run_dir, model_file), tta=tta, data=data,
-                          detect=detect, calibrate_on=calibrate_on)
+                          calibrate_on=calibrate_on)
 
 
 def measure_hotspots(run_dir, split=None, model_file=rundir.BEST_MODEL,

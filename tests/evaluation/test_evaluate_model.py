@@ -155,9 +155,9 @@ def test_a_saved_model_scores_as_its_keras_file(tiny_model_file, spider_subset_d
 
 
 def test_a_split_for_hotspots_or_a_study_is_built_with_the_detector(spider_subset_dir, tmp_path):
-    """``runs.dataset_split`` without a ``detect`` (as ``spine-tf hotspots --run-dir`` and
-    the study tools call it) places the boxless images with the dataset's detector; without
-    it the build would leave them out, and the cache would keep that."""
+    """``runs.dataset_split`` (which ``spine-tf hotspots --run-dir``, evaluate and the study
+    tools use) places the boxless images with the dataset's detector; without it the build
+    would leave them out, and the cache would keep that."""
     import tensorflow_datasets as tfds
     from spine_tf.evaluation import runs
     data = DataConfig(config="spider_slices", manual_dir=os.fspath(spider_subset_dir),

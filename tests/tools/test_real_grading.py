@@ -65,7 +65,7 @@ def test_an_ensemble_row_is_the_mean_of_its_runs_made_and_scored_here(tmp_path, 
     parameters = _run(tmp_path / "a", 0.55) + _run(tmp_path / "b", 0.5)
     scored = {}
 
-    def evaluate_model(model, data, split, out_dir, name, detect=None, calibrate_on=None):
+    def evaluate_model(model, data, split, out_dir, name, calibrate_on=None):
         scored.update(model=model, split=split, out_dir=out_dir, name=name,
                       calibrate_on=calibrate_on)
         with open(os.path.join(RunDir(tmp_path / "a").evaluation("test"), "evaluation.json"),
