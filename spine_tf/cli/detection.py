@@ -3,6 +3,7 @@ measure it on annotated real images."""
 
 import dataclasses
 import os
+import sys
 
 from spine_tf import tasks
 from spine_tf.cli.options import add_detector, add_keras_log, fit_verbosity, load_detector
@@ -52,9 +53,11 @@ def add_parsers(commands):
         "right and centre error, overall and per image.")
     ev.add_argument("--manual-dir", required=True, help="the annotated folder")
     add_detector(ev)
-    ev.add_argument("--pixel-size", choices=("listed", "estimate"), default="listed",
-                    help="SPIDER slices: use series.csv's pixel spacing, or read the images "
-                    "without one so the detector estimates it (default: %(default)s)")
+    ev.add_argument("--pixel-size", choices=("listed", "estimate"), default="estimate",
+                    help="SPIDER slices: read the images without a pixel size so the "
+                    "detector estimates it from the anatomy, as the spider_slices dataset "
+                    "places its discs (series.csv's spacing is wrong for some images), or use "
+                    "series.csv's spacing (default: %(default)s)")
     ev.add_argument("--out", required=True, help="output folder")
     ev.set_defaults(run=_evaluate_detector)
 
@@ -96,6 +99,8 @@ def _evaluate_detector(args):
     for image in result["images"]:
         if image["boxes_contradicted"]:
             print(f"  {image['image']}: {image['boxes_contradicted']}; counted as it is")
+    for reason in result["skipped"]:
+        print(f"spine-tf evaluate-detector: {reason}; left out", file=sys.stderr)
     return 0
 
 

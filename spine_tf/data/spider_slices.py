@@ -2,7 +2,8 @@
 
 A folder in this layout holds::
 
-    images/<series>.png          one upright slice (top: head, left: anterior)
+    images/<series>.png          one upright slice (top: head, left: anterior);
+                                 .jpg, .jpeg, .tif, .tiff or .bmp as well
     series.csv                   series, patient, sequence, rows, columns,
                                  row_spacing_mm, column_spacing_mm, ...
     radiological_gradings.csv    SPIDER's gradings (Patient, IVD label, ...)
@@ -36,7 +37,7 @@ import numpy as np
 
 from spine_tf import localisation
 from spine_tf.data.sources import PatientRecord
-from spine_tf.io.formats import ScanError
+from spine_tf.io.formats import IMAGE_2D_SUFFIXES, ScanError
 from spine_tf.io.scan import read_scan
 from spine_tf.phantom.anatomy import anatomical_pixel_size
 
@@ -105,12 +106,29 @@ def _rows(path):
         return list(csv.DictReader(f))
 
 
-def read_slices(manual_dir):
+def image_path(manual_dir, series):
+    """The image file of a series (``images/<series>`` with the first of
+    ``IMAGE_2D_SUFFIXES`` found), or None where there is none."""
+    for suffix in IMAGE_2D_SUFFIXES:
+        path = os.path.join(manual_dir, IMAGES, series + suffix)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def read_slices(manual_dir, on_missing=None):
     """Every image of a folder in the SPIDER slices layout, in series.csv's order.
 
+    Args:
+        manual_dir: a folder in the layout.
+        on_missing: called with (patient, path, message) for each listed image without a
+            file, which is then left out, so that one missing image does not stop a batch;
+            None raises instead.
+
     Raises:
-        ScanError: series.csv missing or without its columns, an image missing, or a
-            box row that names no listed series; each message names the file.
+        ScanError: series.csv missing or without its columns, an image missing (without
+            ``on_missing``), or a box row that names no listed series; each message names
+            the file.
     """
     series_csv = os.path.join(manual_dir, SERIES_CSV)
     rows = _rows(series_csv)
@@ -133,11 +151,16 @@ def read_slices(manual_dir):
         except (KeyError, TypeError, ValueError) as error:
             raise ScanError(f"{series_csv}, line {n}: needs series, patient, row_spacing_mm "
                             f"and column_spacing_mm: {error}") from error
-        path = os.path.join(manual_dir, IMAGES, f"{series}.png")
-        if not os.path.isfile(path):
-            raise ScanError(f"{path}: missing (listed in {series_csv}, line {n})")
-        slices.append(SpiderSlice(series, patient, path, spacing, tuple(
-            sorted(boxes.pop(series, []), key=lambda b: b.from_bottom))))
+        image_boxes = tuple(sorted(boxes.pop(series, []), key=lambda b: b.from_bottom))
+        path = image_path(manual_dir, series)
+        if path is None:
+            path = os.path.join(manual_dir, IMAGES, series + IMAGE_2D_SUFFIXES[0])
+            message = f"{path}: missing (listed in {series_csv}, line {n})"
+            if on_missing is None:
+                raise ScanError(message)
+            on_missing(patient, path, message)
+            continue
+        slices.append(SpiderSlice(series, patient, path, spacing, image_boxes))
     if boxes:
         raise ScanError(f"{boxes_csv}: boxes for series not in {SERIES_CSV}: "
                         f"{', '.join(sorted(boxes))}")

@@ -308,7 +308,11 @@ class SpineDiscs(tfds.core.GeneratorBasedBuilder):
         """One job per image of a spider_slices folder; the detector runs here for the
         images whose boxes do not place their discs. Report: ``positions`` counts the
         images by where their discs' positions came from."""
-        images = spider_slices.read_slices(manual_dir)  # checks the layout first
+        def missing(patient, path, reason):
+            report["skipped_scans"].append({"patient": patient, "file": path, "reason": reason})
+
+        images = spider_slices.read_slices(  # checks the layout first
+            manual_dir, on_missing=None if self.strict else missing)
         gradings = os.path.join(manual_dir, spider_slices.GRADINGS_CSV)
         table = sources.read_spider_gradings(gradings)
         numbers = spider_slices.graded_numbers(gradings)

@@ -145,28 +145,37 @@ def match_boxes(detected, boxes, spacing_mm):
     return matches, len(centres), false
 
 
-def _slice_results(manual_dir, detector, pixel_size):
+def _slice_results(manual_dir, detector, pixel_size, skipped):
     from spine_tf import detection
     from spine_tf.data import spider_slices
-    from spine_tf.io.scan import read_scan
-    for item in spider_slices.read_slices(manual_dir):
+    from spine_tf.io.scan import ScanError, read_scan
+    for item in spider_slices.read_slices(
+            manual_dir, on_missing=lambda patient, path, reason: skipped.append(reason)):
         if not item.boxes:
             continue
         listed = pixel_size == "listed"
-        scan = read_scan(item.path, spacing_mm=item.spacing_mm if listed else None)
+        try:
+            scan = read_scan(item.path, spacing_mm=item.spacing_mm if listed else None)
+        except ScanError as error:
+            skipped.append(str(error))
+            continue
         located = detection.detect(scan, detector)
         yield (item.series, item.patient, located,
                match_boxes(located, item.boxes, item.spacing_mm),
                spider_slices.boxes_contradicted(item, located))
 
 
-def _mask_results(manual_dir, detector):
+def _mask_results(manual_dir, detector, skipped):
     from spine_tf import detection
     from spine_tf.data import sources
-    from spine_tf.io.scan import read_mask, read_scan
+    from spine_tf.io.scan import ScanError, read_mask, read_scan
     for name, scan_path, mask_path in sources.annotated_scans(manual_dir):
-        scan = read_scan(scan_path)
-        mask = read_mask(mask_path, scan)
+        try:
+            scan = read_scan(scan_path)
+            mask = read_mask(mask_path, scan)
+        except ScanError as error:
+            skipped.append(str(error))
+            continue
         located = detection.detect(scan, detector)
         yield name, name, located, match(located, mask, scan.spacing_mm,
                                          localisation.guess_convention(mask)), None
@@ -193,14 +202,16 @@ def evaluate_folder(manual_dir, detector, pixel_size="listed"):
         contradicts the image's boxes (``spider_slices.boxes_contradicted``: boxes off the
         discs, or one box over two discs), else None. Such an image is still counted: the
         detector judging its own truth would flatter it, so the figures hold it as it is and
-        the reader sees which images to look at}.
+        the reader sees which images to look at, "skipped": one line per image that is
+        missing or cannot be read (left out, the rest go on)}.
     """
     if pixel_size not in ("listed", "estimate"):
         raise ValueError(f"pixel_size must be 'listed' or 'estimate', not {pixel_size!r}")
     from spine_tf.data import spider_slices
     boxed = os.path.exists(os.path.join(manual_dir, spider_slices.SERIES_CSV))
-    results = (_slice_results(manual_dir, detector, pixel_size) if boxed
-               else _mask_results(manual_dir, detector))
+    skipped = []
+    results = (_slice_results(manual_dir, detector, pixel_size, skipped) if boxed
+               else _mask_results(manual_dir, detector, skipped))
     per_image, images = [], []
     for name, patient, located, (matches, found, wrong), doubt in results:
         per_image.append((patient, matches, found, wrong))
@@ -212,7 +223,7 @@ def evaluate_folder(manual_dir, detector, pixel_size="listed"):
     return {"layout": "boxes" if boxed else "masks", "pixel_size": pixel_size,
             "overall": _with_intervals(per_image, lambda m: True),
             "lumbar": _with_intervals(per_image, lambda m: m.level in tasks.LEVELS),
-            "images": images}
+            "images": images, "skipped": skipped}
 
 
 def _with_intervals(per_image, counted):

@@ -109,3 +109,20 @@ def test_split_percent_is_a_config_fact():
     shares = [np.mean([sources.split_of(i, (60, 20, 20)) == s for i in ids])
               for s in sources.SPLITS]
     np.testing.assert_allclose(shares, (0.6, 0.2, 0.2), atol=0.03)
+
+
+def test_a_missing_image_is_reported_and_the_rest_build(built, tmp_path):
+    """104_t2 listed without its file; 127_t2_SPACE given as .bmp."""
+    import shutil
+    from PIL import Image
+    folder = shutil.copytree(built[0], tmp_path / "folder")
+    (folder / "images" / "104_t2.png").unlink()
+    Image.open(folder / "images" / "127_t2_SPACE.png").save(folder / "images" / "127_t2_SPACE.bmp")
+    (folder / "images" / "127_t2_SPACE.png").unlink()
+    builder = _build(folder, tmp_path / "data", "--no-detector")
+    report = builder.build_report()
+    reasons = {item["file"].rsplit("/", 1)[-1]: item["reason"] for item in report["skipped_scans"]}
+    assert reasons["104_t2.png"] == (f"{folder / 'images' / '104_t2.png'}: missing (listed in "
+                                     f"{folder / 'series.csv'}, line 3)")
+    assert report["positions"] == {"boxes": 2}  # both images of 127
+    assert sum(info.num_examples for info in builder.info.splits.values()) == 12

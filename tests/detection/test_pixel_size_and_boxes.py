@@ -116,12 +116,26 @@ def test_a_given_pixel_size_is_used_on_a_real_slice(spider_slices_dir, tmp_path,
 
 @needs_weights
 def test_evaluate_detector_command_on_a_spider_folder(spider_slices_dir, tmp_path, capsys):
-    folder = _spider_folder(spider_slices_dir, tmp_path / "spider", ("127_t2", "7_t2"))
+    """Two boxed slices, one of them a .bmp; a listed image that is missing and one that is
+    not an image are named on a line each and left out, and the rest go on."""
+    from PIL import Image
+    folder = _spider_folder(spider_slices_dir, tmp_path / "spider",
+                            ("127_t2", "7_t2", "104_t2", "12_t2"))
+    images = folder / "images"
+    Image.open(images / "7_t2.png").save(images / "7_t2.bmp")
+    (images / "7_t2.png").unlink()
+    (images / "104_t2.png").unlink()
+    (images / "12_t2.png").write_bytes(b"not an image")
     assert cli.main(["evaluate-detector", "--manual-dir", os.fspath(folder),
                      "--out", os.fspath(tmp_path / "out")]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     result = json.loads((tmp_path / "out" / "detector_evaluation.json").read_text())
-    assert (result["layout"], result["pixel_size"]) == ("boxes", "listed")
+    assert (result["layout"], result["pixel_size"]) == ("boxes", "estimate")
+    missing, unreadable = result["skipped"]
+    assert missing.endswith("104_t2.png: missing (listed in "
+                            f"{folder / 'series.csv'}, line 2)")
+    assert unreadable.startswith(f"{images / '12_t2.png'}: cannot read")
+    assert err.count("; left out\n") == 2
     assert [i["image"] for i in result["images"]] == ["127_t2", "7_t2"]
     assert result["overall"]["true_discs"] == 8 + 7  # every box, thoracic ones included
     assert result["lumbar"]["true_discs"] == 12
