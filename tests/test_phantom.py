@@ -248,4 +248,3 @@ def test_worker_processes_fork_only_while_tensorflow_is_not_loaded():
     assert done.stdout.split() == ["fork", "False"]
     import tensorflow  # noqa: F401  (loaded by the test session anyway)
     assert worker_context().get_start_method() in ("forkserver", "spawn")
-

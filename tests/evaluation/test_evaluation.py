@@ -52,7 +52,7 @@ def case():
     # predictions computed independently of evaluate: the TTA ones by tta.predict (tested
     # against a hand loop in test_tta), the single-view ones straight from the model
     with_tta = [p.argmax(1) for p in tta.predict(model, volumes)]
-    single = [np.asarray(l).argmax(1) for l in model.predict_on_batch(volumes)]
+    single = [np.asarray(logits).argmax(1) for logits in model.predict_on_batch(volumes)]
     rng = np.random.default_rng(1)
     labels, reread = {}, {}
     for task, t_pred in zip(tasks.TASKS, with_tta):
