@@ -7,13 +7,14 @@ to ``data.SPACING_MM``), then:
    several centre-heatmap peaks more than ``_SPLIT_MM`` apart in plane is
    split between them (two discs touching through partial volume); a
    candidate without bone (body or sacrum) just above and below it is dropped;
-2. the spine's line: starting at the disc just above the sacrum, each next
-   disc is the nearest candidate above the last one along its normal (15 to
-   95 mm up, not far sideways). Candidates off that line are ignored. Levels
-   are named upwards from L5-S1; a step about twice the line's median step
-   counts the disc missed in it (``_GAP_RATIO``). Without a sacrum in view
-   the lowest disc is taken as L5-S1 and every disc's confidence halved, so
-   such discs are flagged rather than silently graded;
+2. the spine's line (``detection.spine_line``): starting at the disc just
+   above the sacrum, each next disc is the nearest candidate above the last
+   one along its normal; candidates off that line are ignored. Levels are
+   named upwards from L5-S1, past a disc the network missed. An L5-S1 whose
+   sacrum the network missed is still taken, where it is clearly a disc one
+   step below L4-L5. Without a sacrum in view the lowest disc is taken as
+   L5-S1 and every disc's confidence halved, so such discs are flagged rather
+   than silently graded;
 3. the discs on the line and every vertebral body found are written into a
    SPIDER-convention label map, and ``localisation.from_mask`` turns it into
    the same ``Localisation`` a manual mask gives, with coordinates mapped
@@ -33,20 +34,12 @@ import tensorflow as tf
 from scipy import ndimage
 
 from spine_tf import localisation, tasks
-from spine_tf.detection import data, model
+from spine_tf.detection import data, model, spine_line
 from spine_tf.phantom.anatomy import anatomical_pixel_size
 
 _MIN_DISC_MM2 = 20.0
 _MIN_BODY_MM2 = 80.0
-_PEAK_THRESHOLD = 0.3
 _SPLIT_MM = 12.0
-_STEP_MM = (15.0, 95.0)
-"""How far up the next disc on the spine's line may lie (mm along the last one's normal): up to
-two levels, so that a disc the network misses is stepped over (``_GAP_RATIO``)."""
-_SACRUM_GAP_MM = 15.0
-_GAP_RATIO = 1.6
-"""A step along the spine's line this many times its median step (or more) holds a disc
-the network missed: the levels above it are counted on past it."""
 NO_SACRUM_FACTOR = 0.5
 
 
@@ -71,15 +64,6 @@ def segment(scan, detector, batch_size=8):
     return np.concatenate(probabilities), np.concatenate(heat), factors
 
 
-@dataclasses.dataclass
-class _Candidate:
-    voxels: np.ndarray  # (n, 3) slice, row, col
-    peak: float
-    centre_mm: np.ndarray = None  # (row, col) mm, on the mid slice
-    normal_up: np.ndarray = None
-    axis: np.ndarray = None
-
-
 def _cluster(points, values, radius):
     """Greedy clustering: strongest point first, absorbing points within ``radius``."""
     order = np.argsort(values)[::-1]
@@ -92,21 +76,22 @@ def _cluster(points, values, radius):
 
 def _disc_candidates(disc, heat, spacing):
     """Disc regions, split where one region holds several distinct centre peaks."""
-    peak = (heat == ndimage.maximum_filter(heat, size=(1, 7, 7))) & (heat >= _PEAK_THRESHOLD)
+    peak = ((heat == ndimage.maximum_filter(heat, size=(1, 7, 7)))
+            & (heat >= spine_line.PEAK_THRESHOLD))
     candidates = []
     for voxels in _components(disc, spacing, _MIN_DISC_MM2):
         at_peak = peak[tuple(voxels.T)]
         points = voxels[at_peak, 1:] * spacing[1:]
         centres = _cluster(points, heat[tuple(voxels[at_peak].T)], _SPLIT_MM)
         if len(centres) <= 1:
-            candidates.append(_Candidate(voxels, float(heat[tuple(voxels.T)].max())))
+            candidates.append(spine_line.Candidate(voxels, float(heat[tuple(voxels.T)].max())))
             continue
         in_plane = voxels[:, 1:] * spacing[1:]
         nearest = np.argmin(np.linalg.norm(in_plane[:, None] - centres[None], axis=-1), axis=1)
         for k in range(len(centres)):
             part = voxels[nearest == k]
             if len(part):
-                candidates.append(_Candidate(part, float(heat[tuple(part.T)].max())))
+                candidates.append(spine_line.Candidate(part, float(heat[tuple(part.T)].max())))
     for candidate in candidates:
         binary = np.zeros(disc.shape, bool)
         binary[tuple(candidate.voxels.T)] = True
@@ -114,27 +99,6 @@ def _disc_candidates(disc, heat, spacing):
         candidate.centre_mm = centre[1:] * spacing[1:]
         candidate.normal_up = localisation.normal_up(candidate.axis)
     return candidates
-
-
-def _between_bodies(candidate, classes, spacing):
-    """Whether bone (body or sacrum) lies just above and just below a disc candidate.
-
-    Looks along the disc's normal, 2 to 20 mm from its centre, on its mid slice: a
-    disc-coloured blob in the bowel or the muscles has no vertebral body on both sides.
-    """
-    plane = classes[int(round(float(np.mean(candidate.voxels[:, 0]))))]
-    bone = (plane == data.BODY) | (plane == data.SACRUM)
-    found = []
-    for sign in (1.0, -1.0):
-        hit = False
-        for distance in np.arange(2.0, 20.0, 1.0):
-            r, c = np.round((candidate.centre_mm + sign * distance * candidate.normal_up)
-                            / spacing[1:]).astype(int)
-            if 0 <= r < bone.shape[0] and 0 <= c < bone.shape[1] and bone[r, c]:
-                hit = True
-                break
-        found.append(hit)
-    return all(found)
 
 
 def _components(binary, spacing, min_mm2):
@@ -147,60 +111,6 @@ def _components(binary, spacing, min_mm2):
         if region.sum(axis=(1, 2)).max() * pixel_mm2 >= min_mm2:
             out.append(np.argwhere(region) + np.array([s.start for s in where]))
     return out
-
-
-def _level_numbers(steps):
-    """Level numbers (0: L5-S1) of a line's discs from its steps (mm, bottom first): a step
-    of ``_GAP_RATIO`` times the median or more spans round(step / median) levels. Needs
-    three steps or more to know the median."""
-    numbers = [0]
-    median = float(np.median(steps)) if len(steps) >= 3 else None
-    for step in steps:
-        span = 1
-        if median and step >= _GAP_RATIO * median:
-            span = int(round(step / median))
-        numbers.append(numbers[-1] + span)
-    return numbers
-
-
-def _spine_line(candidates, sacrum, spacing):
-    """Candidates on the spine's line, bottom first, their level numbers (0: L5-S1; only
-    those below ``len(tasks.LEVELS)``), and whether a sacrum anchored it."""
-    if not candidates:
-        return [], [], False
-    remaining = list(range(len(candidates)))
-    start = None
-    if sacrum is not None:
-        sacrum_mm = sacrum[:, 1:] * spacing[1:]
-        top = sacrum_mm[:, 0].min()
-        best = np.inf
-        for i in remaining:
-            c = candidates[i].centre_mm
-            gap = np.min(np.linalg.norm(sacrum_mm - c, axis=1))
-            if c[0] < top + 10.0 and gap <= _SACRUM_GAP_MM and gap < best:
-                start, best = i, gap
-    anchored = start is not None
-    if start is None:
-        start = max(remaining, key=lambda i: candidates[i].centre_mm[0])
-    line, steps = [start], []
-    remaining.remove(start)
-    while remaining:
-        last = candidates[line[-1]]
-        best, best_up = None, np.inf
-        for i in remaining:
-            offset = candidates[i].centre_mm - last.centre_mm
-            up = offset @ last.normal_up
-            sideways = abs(offset @ last.axis)
-            if _STEP_MM[0] <= up <= _STEP_MM[1] and sideways <= 0.6 * up and up < best_up:
-                best, best_up = i, up
-        if best is None:
-            break
-        line.append(best)
-        steps.append(best_up)
-        remaining.remove(best)
-    numbers = _level_numbers(steps)
-    kept = [k for k, number in enumerate(numbers) if number < len(tasks.LEVELS)]
-    return ([candidates[line[k]] for k in kept], [numbers[k] for k in kept], anchored)
 
 
 def locate(probabilities, heat, spacing, thin=None):
@@ -295,22 +205,32 @@ def _locate(probabilities, heat, spacing):
     """``locate`` on every slice given."""
     classes = np.argmax(probabilities, axis=-1)
     found = _disc_candidates(classes == data.DISC, heat, spacing)
-    candidates = [c for c in found if _between_bodies(c, classes, spacing)]
+    for candidate in found:
+        candidate.above, candidate.below = spine_line.bone_beside(candidate, classes, spacing)
+    candidates = [c for c in found if c.above and c.below]
+    lowest = [c for c in found if c.above == data.BODY and c.below in (None, data.SACRUM)]
     bodies = _components(classes == data.BODY, spacing, _MIN_BODY_MM2)
     sacra = _components(classes == data.SACRUM, spacing, _MIN_BODY_MM2)
     sacrum = max(sacra, key=len) if sacra else None
-    line, numbers, anchored = _spine_line(candidates, sacrum, spacing)
+    line, numbers, anchored = spine_line.spine_line(candidates, sacrum, spacing, lowest)
     notes = []
-    if len(found) > len(candidates):
-        notes.append(f"{len(found) - len(candidates)} disc-like detection(s) without a "
-                     "vertebral body above and below ignored")
+    extended = bool(line) and line[0].below is None
+    lower = (spine_line.mirrored_body(line[0], bodies, spacing, classes.shape)
+             if extended else None)
+    if extended:
+        notes.append("L5-S1: no bone found under it (the sacrum missed?); taken as the disc "
+                     "one step below L4-L5, its lower body drawn as the mirror image of L5")
+    ignored = len(found) - len(candidates) - extended
+    if ignored:
+        notes.append(f"{ignored} disc-like detection(s) without a vertebral body above and "
+                     "below ignored")
     if not candidates:
         reason = ("the detector found no disc between two vertebral bodies (no lumbar spine "
                   "in view?)")
         return localisation.Localisation([], [("scan", reason)], notes, source="detector")
-    if len(candidates) > len(line):
-        notes.append(f"{len(candidates) - len(line)} disc-like detection(s) off the spine's "
-                     "line (or above T12-L1) ignored")
+    if len(candidates) > len(line) - extended:
+        notes.append(f"{len(candidates) - len(line) + extended} disc-like detection(s) off "
+                     "the spine's line (or above T12-L1) ignored")
     missed = sorted(set(range(numbers[-1] + 1)) - set(numbers)) if line else []
     if missed:
         names = ", ".join(tasks.LEVELS[len(tasks.LEVELS) - 1 - n] for n in missed)
@@ -322,6 +242,9 @@ def _locate(probabilities, heat, spacing):
     mask = np.zeros(classes.shape, np.int16)
     for number, body in enumerate(bodies + sacra, start=1):
         mask[tuple(body.T)] = number
+    if lower is not None:
+        mask[tuple(lower.T)] = np.where(mask[tuple(lower.T)] == 0, len(bodies + sacra) + 1,
+                                        mask[tuple(lower.T)])
     confidence = {}
     for number, candidate in zip(numbers, line):
         level = tasks.LEVELS[len(tasks.LEVELS) - 1 - number]

@@ -11,7 +11,7 @@ from scipy import ndimage
 
 from spine_tf import cli, detection, localisation, tasks
 from spine_tf.app import predict, predictors, scans
-from spine_tf.detection import data, evaluate, inference, model, synth, train
+from spine_tf.detection import data, evaluate, inference, model, spine_line, synth, train
 from spine_tf.detection.config import DetectorConfig, SynthConfig
 from spine_tf.data import sources
 from spine_tf.io.scan import ScanError, read_mask, read_scan, scan_from_array
@@ -274,10 +274,26 @@ def test_without_a_sacrum_levels_are_named_from_the_bottom_and_flagged(phantom_p
     assert all(d.confidence < predict.LOW_CONFIDENCE for d in located.discs)
 
 
+def test_a_phantom_whose_sacrum_the_network_missed_keeps_l5_s1(phantom_patients):
+    """Perfect outputs with the sacrum taken for background: L5-S1 has no bone below."""
+    patient = phantom_patients[0]
+    probabilities, heat, factors = _perfect_outputs(patient)
+    probabilities[..., 0] += probabilities[..., data.SACRUM]  # background
+    probabilities[..., data.SACRUM] = 0
+    located = inference.from_outputs(probabilities, heat, factors, patient.spacing_mm)
+    assert [d.level for d in located.discs] == list(tasks.LEVELS)
+    assert any(note.startswith("L5-S1: no bone found under it") for note in located.notes)
+    l5_s1 = located.by_level()["L5-S1"]
+    normal = np.array([-l5_s1.axis[1], l5_s1.axis[0]])  # either sign: compare distances
+    reach = [abs((b.corners - l5_s1.centre[1:]) @ normal).max()
+             for b in (l5_s1.upper, l5_s1.lower)]
+    assert reach[1] == pytest.approx(reach[0], rel=0.15)  # mirrored: as tall as L5
+
+
 def test_a_disc_missed_inside_the_line_is_counted_past(phantom_patients):
-    assert inference._level_numbers([35.0, 36.0, 71.0, 34.0]) == [0, 1, 2, 4, 5]
-    assert inference._level_numbers([35.0, 36.0, 50.0, 34.0]) == [0, 1, 2, 3, 4]
-    assert inference._level_numbers([35.0, 70.0]) == [0, 1, 2]  # too few steps to tell
+    assert spine_line.level_numbers([35.0, 36.0, 71.0, 34.0]) == [0, 1, 2, 4, 5]
+    assert spine_line.level_numbers([35.0, 36.0, 50.0, 34.0]) == [0, 1, 2, 3, 4]
+    assert spine_line.level_numbers([35.0, 70.0]) == [0, 1, 2]  # too few steps to tell
     patient = phantom_patients[0]
     probabilities, heat, factors = _perfect_outputs(patient)
     truth = localisation.from_mask(patient.mask, patient.spacing_mm).by_level()
