@@ -100,7 +100,7 @@ class SpineDiscs(tfds.core.GeneratorBasedBuilder):
         self.detect = detect
         super().__init__(**kwargs)
 
-    VERSION = tfds.core.Version("1.4.0")
+    VERSION = tfds.core.Version("1.5.0")
     RELEASE_NOTES = {"1.0.0": "First release.",
                      "1.1.0": "Examples name their scan (series) and where their position "
                               "came from (position_source); the spider_slices config; the "
@@ -113,7 +113,12 @@ class SpineDiscs(tfds.core.GeneratorBasedBuilder):
                               "the discs the detector finds is left out.",
                      "1.4.0": "spider_slices: a boxed image is also left out where one of "
                               "its boxes holds two of the discs the detector finds and each "
-                              "other box one (a box over two discs)."}
+                              "other box one (a box over two discs).",
+                     "1.5.0": "spider_slices: the detector takes an L5-S1 whose sacrum the "
+                              "network misses, instead of starting the spine at L4-L5 and "
+                              "naming every disc a level low (detection.spine_line); "
+                              "listed images may be .jpg, .tif or .bmp, and a missing one "
+                              "is left out with the reason."}
     BUILDER_CONFIGS = [
         SpineDiscsConfig(name="phantom_small", source="phantom", patients=24,
                          description="Phantom cohort, 24 patients (tests, demos)."),
