@@ -214,12 +214,10 @@ def _locate(probabilities, heat, spacing):
     sacrum = max(sacra, key=len) if sacra else None
     line, numbers, anchored = spine_line.spine_line(candidates, sacrum, spacing, lowest)
     notes = []
-    extended = bool(line) and line[0].below is None
-    lower = (spine_line.mirrored_body(line[0], bodies, spacing, classes.shape)
-             if extended else None)
+    extended = bool(line) and not any(line[0] is c for c in candidates)
     if extended:
-        notes.append("L5-S1: no bone found under it (the sacrum missed?); taken as the disc "
-                     "one step below L4-L5, its lower body drawn as the mirror image of L5")
+        notes.append("L5-S1: taken one step below the lowest disc between two bones, with a "
+                     "vertebral body above it and none below (the sacrum missed?)")
     ignored = len(found) - len(candidates) - extended
     if ignored:
         notes.append(f"{ignored} disc-like detection(s) without a vertebral body above and "
@@ -242,9 +240,13 @@ def _locate(probabilities, heat, spacing):
     mask = np.zeros(classes.shape, np.int16)
     for number, body in enumerate(bodies + sacra, start=1):
         mask[tuple(body.T)] = number
-    if lower is not None:
-        mask[tuple(lower.T)] = np.where(mask[tuple(lower.T)] == 0, len(bodies + sacra) + 1,
-                                        mask[tuple(lower.T)])
+    if numbers[0] == 0 and not spine_line.body_below(line[0], mask, spacing):
+        lower = spine_line.mirrored_body(line[0], mask, spacing)
+        if lower is not None:
+            free = mask[tuple(lower.T)] == 0
+            mask[tuple(lower[free].T)] = len(bodies + sacra) + 1
+            notes.append("L5-S1: no vertebral body found under it; its lower body was drawn "
+                         "as the mirror image of the one above")
     confidence = {}
     for number, candidate in zip(numbers, line):
         level = tasks.LEVELS[len(tasks.LEVELS) - 1 - number]

@@ -59,23 +59,32 @@ class Candidate:
     below: int = None
 
 
+def _mid_slice(candidate):
+    return int(round(float(np.mean(candidate.voxels[:, 0]))))
+
+
+def _probe(candidate, spacing, sign):
+    """(row, col) pixels 2 to 19 mm from a candidate's centre along ``sign`` times its
+    normal (1: up), nearest first."""
+    points = candidate.centre_mm + sign * np.arange(2.0, 20.0)[:, None] * candidate.normal_up
+    return np.round(points / spacing[1:]).astype(int)
+
+
+def _first(plane, pixels, wanted):
+    """The first value of ``plane`` at ``pixels`` that ``wanted(value)`` accepts, or None."""
+    for r, c in pixels:
+        if 0 <= r < plane.shape[0] and 0 <= c < plane.shape[1] and wanted(plane[r, c]):
+            return int(plane[r, c])
+    return None
+
+
 def bone_beside(candidate, classes, spacing):
     """The bone class (``data.BODY`` or ``data.SACRUM``) found just above and just below a
     candidate, or None on a side without: (above, below). Looks along the disc's normal, 2
-    to 20 mm from its centre, on its mid slice."""
-    plane = classes[int(round(float(np.mean(candidate.voxels[:, 0]))))]
-    found = []
-    for sign in (1.0, -1.0):
-        hit = None
-        for distance in np.arange(2.0, 20.0, 1.0):
-            r, c = np.round((candidate.centre_mm + sign * distance * candidate.normal_up)
-                            / spacing[1:]).astype(int)
-            if (0 <= r < plane.shape[0] and 0 <= c < plane.shape[1]
-                    and plane[r, c] in (data.BODY, data.SACRUM)):
-                hit = int(plane[r, c])
-                break
-        found.append(hit)
-    return tuple(found)
+    to 19 mm from its centre, on its mid slice."""
+    plane = classes[_mid_slice(candidate)]
+    return tuple(_first(plane, _probe(candidate, spacing, sign),
+                        lambda v: v in (data.BODY, data.SACRUM)) for sign in (1.0, -1.0))
 
 
 def level_numbers(steps):
@@ -157,12 +166,12 @@ def spine_line(candidates, sacrum, spacing, lowest=()):
 
 def _lowest_below(line, steps, lowest):
     """The candidate of ``lowest`` nearest below the line's lowest disc by one step (under
-    ``GAP_RATIO`` times the line's median step where it has three), with a centre peak of
+    ``GAP_RATIO`` times the line's median step), with a centre peak of
     at least ``PEAK_THRESHOLD`` and ``LOWEST_MIN_AREA`` of the line's median disc area, or
     None; None too below a line of fewer than three discs."""
     if len(line) < 3:  # too short a line to tell a step down from it
         return None
-    limit = GAP_RATIO * float(np.median(steps)) if len(steps) >= 3 else np.inf
+    limit = GAP_RATIO * float(np.median(steps))
     area = LOWEST_MIN_AREA * float(np.median([_area(c) for c in line]))
     below = [(step(c, line[0]), c) for c in lowest
              if c.peak >= PEAK_THRESHOLD and _area(c) >= area]
@@ -175,20 +184,41 @@ def _area(candidate):
     return int(np.bincount(candidate.voxels[:, 0]).max())
 
 
-def mirrored_body(disc, bodies, spacing, shape):
+def body_below(disc, labels, spacing):
+    """Whether ``labels`` (a label map: bodies numbered from 1, discs 200 and up) has a body
+    just below ``disc`` along its normal, on its mid slice."""
+    plane = labels[_mid_slice(disc)]
+    return _first(plane, _probe(disc, spacing, -1.0), lambda v: 0 < v < 200) is not None
+
+
+def mirrored_body(disc, labels, spacing):
     """Voxels (n, 3) of the mirror image, through the middle plane of ``disc``, of the body
-    of ``bodies`` (voxel arrays) just above it, clipped to ``shape``: the stand-in for a
-    lower body the network did not find. None where no body lies above it."""
-    probe = np.round((disc.centre_mm + np.arange(2.0, 20.0)[:, None] * disc.normal_up)
-                     / spacing[1:]).astype(int)
-    above = next((b for b in bodies
-                  if (probe[:, None] == b[None, :, 1:]).all(-1).any()), None)
-    if above is None:
+    of ``labels`` (a label map: bodies numbered from 1, discs 200 and up) just above it on
+    its mid slice: the stand-in for a lower body the network did not find. None where no
+    body lies above it. Each pixel of the image is reflected back into the body (the
+    reflection is its own inverse), so the image has no holes at any tilt."""
+    label = _first(labels[_mid_slice(disc)], _probe(disc, spacing, 1.0), lambda v: 0 < v < 200)
+    if label is None:
         return None
-    points = above[:, 1:] * spacing[1:]
-    mirrored = points - 2.0 * ((points - disc.centre_mm) @ disc.normal_up)[:, None] \
-        * disc.normal_up
-    index = np.round(mirrored / spacing[1:]).astype(int)
-    voxels = np.concatenate([above[:, :1], index], axis=1)
-    inside = ((voxels[:, 1:] >= 0) & (voxels[:, 1:] < np.asarray(shape[1:]))).all(axis=1)
-    return voxels[inside]
+    body = labels == label
+    out = []
+    for s in np.flatnonzero(body.any(axis=(1, 2))):
+        points = np.argwhere(body[s]) * spacing[1:]
+        image = points - 2.0 * ((points - disc.centre_mm) @ disc.normal_up)[:, None] \
+            * disc.normal_up
+        low = np.maximum(np.floor(image.min(axis=0) / spacing[1:]).astype(int) - 1, 0)
+        high = np.minimum(np.ceil(image.max(axis=0) / spacing[1:]).astype(int) + 2,
+                          body.shape[1:])
+        if np.any(high <= low):
+            continue
+        grid = np.stack(np.meshgrid(np.arange(low[0], high[0]), np.arange(low[1], high[1]),
+                                    indexing="ij"), axis=-1).reshape(-1, 2)
+        grid_mm = grid * spacing[1:]
+        back = grid_mm - 2.0 * ((grid_mm - disc.centre_mm) @ disc.normal_up)[:, None] \
+            * disc.normal_up
+        index = np.round(back / spacing[1:]).astype(int)
+        valid = ((index >= 0) & (index < body.shape[1:])).all(axis=1)
+        keep = np.zeros(len(grid), bool)
+        keep[valid] = body[s][index[valid, 0], index[valid, 1]]
+        out.append(np.concatenate([np.full((keep.sum(), 1), s), grid[keep]], axis=1))
+    return np.concatenate(out) if out else None

@@ -53,9 +53,11 @@ def test_an_l5_s1_without_bone_below_is_taken_where_no_sacrum_anchors_the_line()
     ("two steps down, not one", _disc(310.0, below=None)),
     ("far behind the spine", _disc(275.0, col=140.0, below=None)),
     ("under a line of two discs only", _disc(275.0, below=None)),
+    ("two steps below a line of three", _disc(310.0, below=None)),
 ])
 def test_what_is_not_taken_for_an_l5_s1_without_bone_below(why, lowest):
-    line = [_disc(r) for r in (LINE[:2] if "two discs" in why else LINE)]
+    line = [_disc(r) for r in (LINE[:2] if "two discs" in why
+                               else LINE[:3] if "three" in why else LINE)]
     discs, _, _ = spine_line.spine_line(line, None, SPACING, [lowest])
     assert discs[0] is line[0], why
 
@@ -66,9 +68,9 @@ def test_with_a_sacrum_anchoring_the_line_an_l5_s1_without_bone_below_must_lie_n
     beside_lowest = _block(236, 246, 108, 118)  # sacrum found beside the line's lowest disc
     discs, _, anchored = spine_line.spine_line(line, beside_lowest, SPACING, [l5_s1])
     assert anchored and discs[0] is line[0]
-    under_new = _block(285, 320, 85, 115)  # the sacrum under the disc one step below
-    discs, _, _ = spine_line.spine_line(line, under_new, SPACING, [l5_s1])
-    assert discs[0] is l5_s1
+    beside_both = _block(250, 280, 108, 120)  # a sacrum piece beside both, nearer the new one
+    discs, _, anchored = spine_line.spine_line(line, beside_both, SPACING, [l5_s1])
+    assert anchored and discs[0] is l5_s1
 
 
 def test_a_disc_with_the_sacrum_under_it_below_the_lines_start_becomes_l5_s1():
@@ -93,12 +95,36 @@ def test_a_disc_inside_the_sacrum_does_not_start_the_line():
 
 def test_the_mirror_image_of_the_body_above_stands_in_for_a_missing_one():
     disc = _disc(100.0)
-    above = _block(70, 97, 85, 116)  # rows 70-96, 3 mm above the disc's middle
-    lower = spine_line.mirrored_body(disc, [_block(0, 10, 0, 10), above], SPACING,
-                                     (1, 200, 200))
+    labels = np.zeros((1, 200, 200), np.int16)
+    labels[0, 0:10, 0:10] = 1
+    labels[0, 70:97, 85:116] = 2  # rows 70-96, 3 mm above the disc's middle
+    labels[0, 97:104, 85:116] = 201  # the disc itself is not a body
+    assert not spine_line.body_below(disc, labels, SPACING)
+    lower = spine_line.mirrored_body(disc, labels, SPACING)
     assert (lower[:, 1].min(), lower[:, 1].max()) == (104, 130)
-    assert (lower[:, 2].min(), lower[:, 2].max()) == (85, 115) and len(lower) == len(above)
-    assert spine_line.mirrored_body(disc, [_block(0, 10, 0, 10)], SPACING, (1, 200, 200)) is None
+    assert (lower[:, 2].min(), lower[:, 2].max()) == (85, 115) and len(lower) == 27 * 31
+    labels[0, 110:120, 95:105] = 3
+    assert spine_line.body_below(disc, labels, SPACING)
+    labels[0, 70:97] = 0
+    assert spine_line.mirrored_body(disc, labels, SPACING) is None
+
+
+def test_a_tilted_mirror_image_has_no_holes():
+    """A disc tilted 20 degrees: the image is as large as the body and one piece."""
+    from scipy import ndimage
+    tilt = np.deg2rad(20.0)
+    up = np.array([-np.cos(tilt), np.sin(tilt)])
+    disc = spine_line.Candidate(np.array([[0, 100, 100]]), 0.7, np.array([100.0, 100.0]), up,
+                                np.array([np.sin(tilt), np.cos(tilt)]))
+    rows, cols = np.mgrid[0:200, 0:200]
+    offset = np.stack([rows - 100.0, cols - 100.0], -1)
+    along, across = offset @ up, offset @ disc.axis
+    labels = ((along > 4) & (along < 30) & (abs(across) < 15)).astype(np.int16)[None]
+    lower = spine_line.mirrored_body(disc, labels, SPACING)
+    image = np.zeros((200, 200), bool)
+    image[lower[:, 1], lower[:, 2]] = True
+    assert len(lower) == pytest.approx(labels.sum(), rel=0.03)
+    assert ndimage.label(image)[1] == 1 and ndimage.binary_fill_holes(image).sum() == image.sum()
 
 
 @needs_weights
