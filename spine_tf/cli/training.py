@@ -137,7 +137,6 @@ def _ensemble(args):
     if not args.out.endswith(".keras"):
         raise UsageError(f"--out {args.out}: the ensemble is written as a .keras file")
     from spine_tf.app.predictors import KerasPredictor, load_predictor
-    from spine_tf.io.atomic import atomic_path
     from spine_tf.modeling import model as model_lib
     members = []
     for path in args.models:
@@ -147,11 +146,9 @@ def _ensemble(args):
                              "model or run directory")
         members.append(predictor.model)
     try:
-        model = model_lib.ensemble(members)
+        model = model_lib.save_ensemble(members, args.out)
     except ValueError as error:
         raise UsageError(f"{', '.join(args.models)}: {error}") from error
-    with atomic_path(args.out) as tmp:
-        model.save(tmp)
     print(f"{args.out}: the mean of {len(members)} models ({model.count_params():,} "
           "parameters)")
     return 0

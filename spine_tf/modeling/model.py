@@ -37,6 +37,7 @@ import numpy as np
 
 from spine_tf import tasks
 from spine_tf.config import ModelConfig
+from spine_tf.io.atomic import atomic_path
 from spine_tf.modeling.shipped import model_file
 from spine_tf.tasks import VOLUME_SHAPE
 
@@ -236,6 +237,19 @@ def ensemble(members, name="spinenet_ensemble"):
     return keras.Model(inputs, [keras.layers.Average(name=task)(list(logits))
                                 for task, logits in zip(first.output_names, zip(*outputs))],
                        name=name)
+
+
+def save_ensemble(members, path):
+    """``ensemble(members)`` written to ``path`` (a ``.keras`` file, through a temporary
+    name); returns it.
+
+    Raises:
+        ValueError: as ``ensemble``.
+    """
+    model = ensemble(members)
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+    return model
 
 
 def load_model(path):

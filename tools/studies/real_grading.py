@@ -69,13 +69,11 @@ def ensemble_row(label, run_dirs, split, out_dir, calibrate_on=None):
     ``out_dir/ensemble.keras`` and scored on ``split`` of the first run's data (TTA; report
     in ``out_dir/evaluation_<split>``); its row, with the members' training time summed."""
     from spine_tf.evaluation import runs as runs_lib
-    from spine_tf.io.atomic import atomic_path
     from spine_tf.modeling import model as model_lib
     runs = [RunDir(r) for r in run_dirs]
-    model = model_lib.ensemble([model_lib.load_model(run.best_model) for run in runs])
     path = os.path.join(out_dir, "ensemble.keras")
-    with atomic_path(path) as tmp:
-        model.save(tmp)
+    model = model_lib.save_ensemble([model_lib.load_model(run.best_model) for run in runs],
+                                    path)
     data = runs_lib.run_data_config(run_dirs[0])
     result, _ = runs_lib.evaluate_model(
         model, data, split, os.path.join(out_dir, f"evaluation_{split}"),
