@@ -184,11 +184,22 @@ def _area(candidate):
     return int(np.bincount(candidate.voxels[:, 0]).max())
 
 
+def _is_body(label):
+    """Whether a value of a detector label map (bodies numbered from 1, discs from 201)
+    is a body's."""
+    return 0 < label < 200
+
+
 def body_below(disc, labels, spacing):
     """Whether ``labels`` (a label map: bodies numbered from 1, discs 200 and up) has a body
     just below ``disc`` along its normal, on its mid slice."""
-    plane = labels[_mid_slice(disc)]
-    return _first(plane, _probe(disc, spacing, -1.0), lambda v: 0 < v < 200) is not None
+    return _first(labels[_mid_slice(disc)], _probe(disc, spacing, -1.0), _is_body) is not None
+
+
+def _mirror(points_mm, disc):
+    """(n, 2) points (mm) reflected through the middle plane of ``disc``; its own inverse."""
+    return points_mm - 2.0 * ((points_mm - disc.centre_mm) @ disc.normal_up)[:, None] \
+        * disc.normal_up
 
 
 def mirrored_body(disc, labels, spacing):
@@ -197,15 +208,13 @@ def mirrored_body(disc, labels, spacing):
     its mid slice: the stand-in for a lower body the network did not find. None where no
     body lies above it. Each pixel of the image is reflected back into the body (the
     reflection is its own inverse), so the image has no holes at any tilt."""
-    label = _first(labels[_mid_slice(disc)], _probe(disc, spacing, 1.0), lambda v: 0 < v < 200)
+    label = _first(labels[_mid_slice(disc)], _probe(disc, spacing, 1.0), _is_body)
     if label is None:
         return None
     body = labels == label
     out = []
     for s in np.flatnonzero(body.any(axis=(1, 2))):
-        points = np.argwhere(body[s]) * spacing[1:]
-        image = points - 2.0 * ((points - disc.centre_mm) @ disc.normal_up)[:, None] \
-            * disc.normal_up
+        image = _mirror(np.argwhere(body[s]) * spacing[1:], disc)
         low = np.maximum(np.floor(image.min(axis=0) / spacing[1:]).astype(int) - 1, 0)
         high = np.minimum(np.ceil(image.max(axis=0) / spacing[1:]).astype(int) + 2,
                           body.shape[1:])
@@ -213,10 +222,7 @@ def mirrored_body(disc, labels, spacing):
             continue
         grid = np.stack(np.meshgrid(np.arange(low[0], high[0]), np.arange(low[1], high[1]),
                                     indexing="ij"), axis=-1).reshape(-1, 2)
-        grid_mm = grid * spacing[1:]
-        back = grid_mm - 2.0 * ((grid_mm - disc.centre_mm) @ disc.normal_up)[:, None] \
-            * disc.normal_up
-        index = np.round(back / spacing[1:]).astype(int)
+        index = np.round(_mirror(grid * spacing[1:], disc) / spacing[1:]).astype(int)
         valid = ((index >= 0) & (index < body.shape[1:])).all(axis=1)
         keep = np.zeros(len(grid), bool)
         keep[valid] = body[s][index[valid, 0], index[valid, 1]]
